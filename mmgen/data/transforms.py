@@ -1,0 +1,71 @@
+"""Image <-> tensor conversions shared by every model family (no torchvision)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Return an RGB image; transparency is flattened onto `background` rather than dropped,
+    since dropping alpha exposes whatever colour the transparent pixels happen to hold."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, background)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
+def resize_and_crop(
+    image: Image.Image, size: int, rng: random.Random | None = None, random_crop: bool = False
+) -> Image.Image:
+    """Resize the shorter side to `size` (Lanczos) and crop a `size` x `size` square,
+    centred unless `random_crop` (then placed by `rng`)."""
+    width, height = image.size
+    scale = size / min(width, height)
+    if scale != 1.0:
+        new_size = (max(size, math.ceil(width * scale - 1e-6)), max(size, math.ceil(height * scale - 1e-6)))
+        image = image.resize(new_size, Image.Resampling.LANCZOS)
+        width, height = image.size
+    if random_crop and rng is not None:
+        left, top = rng.randint(0, width - size), rng.randint(0, height - size)
+    else:
+        left, top = (width - size) // 2, (height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor [3, H, W] in [-1, 1]."""
+    array = np.asarray(image, dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0)
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Tensor [B, 3, H, W] (or [3, H, W]) in [-1, 1] -> list of RGB PIL images."""
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a) for a in array.permute(0, 2, 3, 1).cpu().numpy()]
+
+
+def make_grid(images: list[Image.Image], columns: int | None = None, padding: int = 2) -> Image.Image:
+    """Tile equally sized images into one grid image (row-major)."""
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new(
+        "RGB", (columns * width + (columns + 1) * padding, rows * height + (rows + 1) * padding), (128, 128, 128)
+    )
+    for i, image in enumerate(images):
+        row, column = divmod(i, columns)
+        grid.paste(image, (padding + column * (width + padding), padding + row * (height + padding)))
+    return grid

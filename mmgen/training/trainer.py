@@ -1,0 +1,253 @@
+"""The one training loop of mmgen, on Accelerate.
+
+A model family plugs in an *objective*: an `nn.Module` whose forward takes a batch and
+returns the loss (a scalar tensor, or a dict with a "loss" entry and other scalars to
+log). Putting the loss inside forward keeps DistributedDataParallel correct: gradients
+are synchronised only for computation that runs through the wrapped module's forward.
+
+The loop gives every family the same: gradient accumulation, mixed precision, gradient
+clipping, LR warmup and schedule, EMA weights, tensorboard logs, a progress bar with
+loss and images/s, periodic validation, rotated atomic checkpoints, exact resume, and
+multi-process training under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from mmgen.data.collate import collate_examples
+from mmgen.data.seeding import derive_seed
+from mmgen.errors import ConfigError
+from mmgen.training import checkpoint
+from mmgen.training.config import TrainingConfig
+from mmgen.training.sampler import ResumableShardedSampler
+
+# validate(objective, step, output_dir) and export(objective, folder) receive the unwrapped
+# objective with EMA weights swapped in (when EMA is on).
+ValidateFn = Callable[[nn.Module, int, Path], None]
+ExportFn = Callable[[nn.Module, Path], None]
+
+
+@dataclass
+class TrainingResult:
+    step: int
+    losses: list[float] = field(default_factory=list)  # the loss of every optimizer step run here
+    last_checkpoint: Path | None = None
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        objective: nn.Module,
+        train_dataset: Dataset,
+        collate_fn: Callable[[list[Any]], Any] = collate_examples,
+        validate_fn: ValidateFn | None = None,
+        export_fn: ExportFn | None = None,
+    ):
+        self.config = config
+        self.objective = objective
+        self.train_dataset = train_dataset
+        self.collate_fn = collate_fn
+        self.validate_fn = validate_fn
+        self.export_fn = export_fn
+        self.output_dir = Path(config.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=config.report_to if config.report_to not in (None, "none") else None,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+        )
+
+    def train(self) -> TrainingResult:
+        config, accelerator = self.config, self.accelerator
+        set_seed(config.seed)
+        trainable = [p for p in self.objective.parameters() if p.requires_grad]
+        if not trainable:
+            raise ConfigError("the objective has no trainable parameters")
+        optimizer = torch.optim.AdamW(
+            trainable,
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.weight_decay,
+        )
+        # Accelerate steps a prepared scheduler once per process per optimizer step.
+        lr_scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=config.max_steps * accelerator.num_processes,
+        )
+        objective, optimizer, lr_scheduler = accelerator.prepare(self.objective, optimizer, lr_scheduler)
+        ema = EMAModel(trainable, decay=config.ema_decay, use_ema_warmup=True) if config.ema_decay else None
+
+        sampler = ResumableShardedSampler(
+            len(self.train_dataset), config.seed, accelerator.process_index, accelerator.num_processes
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            collate_fn=self.collate_fn,
+            num_workers=config.num_workers,
+            drop_last=True,
+            # Worker seeds come from this generator (re-seeded per epoch), not from the
+            # global RNG whose state is checkpointed.
+            generator=torch.Generator(),
+        )
+        batches_per_epoch = len(sampler) // config.batch_size
+        if batches_per_epoch == 0:
+            raise ConfigError(
+                f"the dataset ({len(self.train_dataset)} samples) is smaller than one batch "
+                f"({config.batch_size} per process x {accelerator.num_processes} processes)"
+            )
+
+        step = self._resume(ema) if config.resume else 0
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.output_dir / "training_config.json")
+            checkpoint.clean_temporary(self.checkpoint_dir)
+        if accelerator.log_with:
+            accelerator.init_trackers("mmgen", config={k: str(v) for k, v in config.to_dict().items()})
+
+        result = TrainingResult(step=step)
+        images_per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+        progress = tqdm(
+            total=config.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process
+        )
+        epoch, skip = divmod(step * config.gradient_accumulation_steps, batches_per_epoch)
+        objective.train()
+        tic = time.perf_counter()
+        while step < config.max_steps:
+            sampler.set_epoch(epoch, start=skip * config.batch_size)
+            loader.generator.manual_seed(derive_seed(config.seed, "workers", epoch))
+            if hasattr(self.train_dataset, "set_epoch"):
+                self.train_dataset.set_epoch(epoch)
+            skip = 0
+            for batch in loader:
+                with accelerator.accumulate(objective):
+                    loss, logs = _split_output(objective(_to_device(batch, accelerator.device)))
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm:
+                        logs["grad_norm"] = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                if ema is not None:
+                    ema.step(trainable)
+                loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss became {loss_value} at step {step}")
+                result.losses.append(loss_value)
+                toc = time.perf_counter()
+                images_per_second = images_per_step / max(toc - tic, 1e-9)
+                tic = toc
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_second:.1f}")
+                if step % config.log_every == 0 or step == config.max_steps:
+                    scalars = {k: float(v) for k, v in logs.items()}
+                    scalars.update(loss=loss_value, lr=lr_scheduler.get_last_lr()[0], images_per_second=images_per_second)
+                    accelerator.log(scalars, step=step)
+                if step % config.checkpoint_every == 0 or step == config.max_steps:
+                    result.last_checkpoint = self._save(step, ema)
+                validate_now = config.validate_every and step % config.validate_every == 0
+                if self.validate_fn and validate_now and accelerator.is_main_process:
+                    self._with_ema_weights(ema, lambda model: self.validate_fn(model, step, self.output_dir))
+                if step >= config.max_steps:
+                    break
+            epoch += 1
+        progress.close()
+        accelerator.end_training()
+        result.step = step
+        return result
+
+    def _save(self, step: int, ema: EMAModel | None) -> Path:
+        """Write a checkpoint atomically. Every process must call this: each saves its RNG state."""
+        accelerator = self.accelerator
+        temporary = checkpoint.temporary_path(self.checkpoint_dir, step)
+        accelerator.save_state(str(temporary))
+        accelerator.wait_for_everyone()
+        final = self.checkpoint_dir / checkpoint.checkpoint_name(step)
+        if accelerator.is_main_process:
+            state: dict[str, Any] = {"step": step}
+            if ema is not None:
+                ema_state = ema.state_dict()
+                shadow = ema_state.pop("shadow_params")
+                save_file({f"{i}": p.contiguous() for i, p in enumerate(shadow)}, temporary / "ema.safetensors")
+                state["ema"] = ema_state
+            (temporary / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+            if self.export_fn:
+                self._with_ema_weights(ema, lambda model: self.export_fn(model, temporary / "model"))
+            checkpoint.finalize(temporary, step, self.config.keep_last)
+        accelerator.wait_for_everyone()
+        return final
+
+    def _resume(self, ema: EMAModel | None) -> int:
+        path = checkpoint.resolve_resume(self.config.resume, self.checkpoint_dir)
+        if path is None:
+            return 0
+        self.accelerator.load_state(str(path))
+        state = json.loads((path / "trainer_state.json").read_text())
+        if ema is not None:
+            if "ema" not in state:
+                raise ConfigError(f"{path} was saved without EMA weights; resume with ema_decay=None")
+            shadow = load_file(path / "ema.safetensors")
+            ema.load_state_dict({**state["ema"], "shadow_params": [shadow[f"{i}"] for i in range(len(shadow))]})
+        self.accelerator.print(f"resumed from {path} at step {state['step']}")
+        return state["step"]
+
+    def _with_ema_weights(self, ema: EMAModel | None, action: Callable[[nn.Module], None]) -> None:
+        """Run `action` on the unwrapped objective in eval mode with EMA weights swapped in,
+        without disturbing the RNG stream training depends on (so resumes stay exact)."""
+        model = self.accelerator.unwrap_model(self.objective)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        if ema is not None:
+            ema.store(parameters)
+            ema.copy_to(parameters)
+        model.eval()
+        try:
+            device = self.accelerator.device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+                action(model)
+        finally:
+            model.train()
+            if ema is not None:
+                ema.restore(parameters)
+
+
+def _split_output(output: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+    if isinstance(output, dict):
+        logs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in output.items() if k != "loss"}
+        return output["loss"], logs
+    return output, {}
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch

@@ -1,0 +1,157 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmgen.errors import CheckpointError, ConfigError
+from mmgen.training import TrainingConfig
+from mmgen.training.checkpoint import checkpoint_name, list_checkpoints, resolve_resume
+from mmgen.training.sampler import ResumableShardedSampler
+
+from tiny_training import make_trainer
+
+SCRIPT = Path(__file__).with_name("tiny_training.py")
+
+
+def run_script(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=240, **kwargs)
+
+
+def test_loss_goes_down(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=80, gradient_accumulation_steps=1, checkpoint_every=1000, ema_decay=None)
+    losses = trainer.train().losses
+    assert len(losses) == 80
+    assert sum(losses[-10:]) / 10 < 0.25 * sum(losses[:10]) / 10
+
+
+def test_checkpoints_rotate_and_hold_ema_and_export(tmp_path):
+    exported = []
+
+    def export(model, folder):
+        folder.mkdir(parents=True)
+        (folder / "weights.txt").write_text(str(model.net[0].weight.sum().item()))
+        exported.append(folder)
+
+    trainer = make_trainer(tmp_path, max_steps=7, checkpoint_every=3, keep_last=2)
+    trainer.export_fn = export
+    result = trainer.train()
+    names = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    # steps 3 and 6 by schedule, 7 at the end; only the last two are kept
+    assert names == [checkpoint_name(6), checkpoint_name(7)]
+    assert result.last_checkpoint == tmp_path / "checkpoints" / checkpoint_name(7)
+    last = result.last_checkpoint
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 7
+    # the export saw the EMA weights, which differ from the raw trained weights
+    raw = load_file(last / "model.safetensors")["net.0.weight"].sum().item()
+    ema = load_file(last / "ema.safetensors")["0"].sum().item()
+    assert float((last / "model" / "weights.txt").read_text()) == pytest.approx(ema, abs=1e-4)
+    assert ema != pytest.approx(raw, abs=1e-4)
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+def test_validation_hook_does_not_change_training(tmp_path):
+    calls = []
+
+    def validate(model, step, output_dir):
+        assert not model.training
+        torch.randn(100)  # consumes RNG: must not leak into training
+        calls.append(step)
+
+    plain = make_trainer(tmp_path / "plain", max_steps=6).train()
+    trainer = make_trainer(tmp_path / "validated", max_steps=6, validate_every=2)
+    trainer.validate_fn = validate
+    validated = trainer.train()
+    assert calls == [2, 4, 6]
+    assert validated.losses == plain.losses
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    straight = run_script("--out", str(tmp_path / "straight"), "--num-workers", "2")
+    assert straight.returncode == 0, straight.stderr
+
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", "0.2", "--num-workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / checkpoint_name(6)).exists():
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "checkpoints" / checkpoint_name(12)).exists()
+
+    resumed = run_script("--out", str(out), "--resume", "latest", "--num-workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    for name in ("final-rank0.safetensors", f"checkpoints/{checkpoint_name(12)}/ema.safetensors"):
+        expected, actual = load_file(tmp_path / "straight" / name), load_file(out / name)
+        assert expected.keys() == actual.keys()
+        for key in expected:
+            torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
+
+
+def test_resume_latest_without_checkpoint_starts_fresh(tmp_path):
+    result = make_trainer(tmp_path, max_steps=2, resume="latest").train()
+    assert result.step == 2
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not an mmgen training checkpoint"):
+        resolve_resume(str(tmp_path), tmp_path)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainingConfig(output_dir="x", batch_size=0)
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        TrainingConfig(output_dir="x", mixed_precision="fp8")
+
+
+def test_dataset_smaller_than_a_batch(tmp_path):
+    with pytest.raises(ConfigError, match="smaller than one batch"):
+        make_trainer(tmp_path, batch_size=1000).train()
+
+
+def test_sampler_shards_disjointly_and_resumes_mid_epoch():
+    shards = [ResumableShardedSampler(10, seed=3, rank=r, world_size=2) for r in range(2)]
+    for sampler in shards:
+        sampler.set_epoch(1)
+    first, second = list(shards[0]), list(shards[1])
+    assert len(first) == len(second) == 5 and not set(first) & set(second)
+    assert sorted(first + second) == list(range(10))
+    shards[0].set_epoch(2)
+    assert list(shards[0]) != first  # reshuffled each epoch
+    shards[0].set_epoch(1, start=3)
+    assert list(shards[0]) == first[3:]
+
+
+@pytest.mark.slow
+def test_two_processes_synchronise(tmp_path):
+    report = tmp_path / "report"
+    # 64 samples, 2 ranks, batch 8, accumulation 2: one epoch is 2 optimizer steps
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(SCRIPT), "--out", str(tmp_path / "run"), "--steps", "2", "--report", str(report),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ranks = [json.loads(Path(f"{report}.rank{r}.json").read_text()) for r in range(2)]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert all(r["world_size"] == 2 for r in ranks)
+    # each rank trained on its own half of the data ...
+    assert not set(ranks[0]["seen_indices"]) & set(ranks[1]["seen_indices"])
+    assert sorted(ranks[0]["seen_indices"] + ranks[1]["seen_indices"]) == list(range(64))
+    # ... yet gradients were averaged, so the weights are identical on both
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["losses"] == ranks[1]["losses"]
