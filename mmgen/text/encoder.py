@@ -167,7 +167,10 @@ class TextEncoder(nn.Module):
         weights, length): the key under which cached encodings are stored."""
         digest = hashlib.sha256()
         digest.update(type(self.model).__name__.encode())
-        digest.update(self.model.config.to_json_string(use_diff=False).encode())
+        config = self.model.config.to_dict()
+        config.pop("_name_or_path", None)  # where it was loaded from does not change outputs
+        config.pop("transformers_version", None)
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(json.dumps(self.tokenizer.get_vocab(), sort_keys=True).encode())
         digest.update(str(self.max_length).encode())
         for name, tensor in sorted(self.model.state_dict().items()):

