@@ -1,0 +1,16 @@
+"""The data layer every model family trains on: Shapes and users' own image-text pairs."""
+
+from mmgen.data.collate import collate_examples
+from mmgen.data.imagetext import ImageTextDataset
+from mmgen.data.shapes import ShapesDataset, export_shapes, parse_caption, shapes_grid
+from mmgen.data.sources import open_dataset
+
+__all__ = [
+    "ImageTextDataset",
+    "ShapesDataset",
+    "collate_examples",
+    "export_shapes",
+    "open_dataset",
+    "parse_caption",
+    "shapes_grid",
+]

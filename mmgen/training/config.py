@@ -11,34 +11,40 @@ from typing import Any
 from mmgen.errors import ConfigError
 
 
+def _setting(default: Any = dataclasses.MISSING, help: str = "") -> Any:
+    """A field with a default and the help text that its command-line flag shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainingConfig:
-    output_dir: str
-    max_steps: int = 1000
-    # Per process; the effective batch is batch_size * processes * gradient_accumulation_steps.
-    batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    # Any name that diffusers.optimization.get_scheduler accepts.
-    lr_scheduler: str = "constant_with_warmup"
-    lr_warmup_steps: int = 0
-    max_grad_norm: float | None = 1.0
-    # "no" (fp32), "fp16" or "bf16". fp32 is right on CPUs, where bf16 is slower.
-    mixed_precision: str = "no"
-    # Exponential moving average of the weights; None turns it off.
-    ema_decay: float | None = 0.999
-    checkpoint_every: int = 500
-    keep_last: int | None = 3
-    validate_every: int | None = None
-    log_every: int = 10
-    seed: int = 0
-    num_workers: int = 0
-    # "latest" or a checkpoint folder; with "latest" and no checkpoint yet, training starts fresh.
-    resume: str | None = None
-    report_to: str | None = "tensorboard"
+    output_dir: str = _setting(help="run folder: checkpoints/, logs/, samples/")
+    max_steps: int = _setting(1000, "optimizer steps to train for")
+    batch_size: int = _setting(
+        32, "examples per process per micro-batch; the effective batch is this x processes x accumulation"
+    )
+    gradient_accumulation_steps: int = _setting(1, "micro-batches per optimizer step")
+    learning_rate: float = _setting(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = _setting(0.0, "AdamW weight decay")
+    adam_beta1: float = _setting(0.9, "AdamW beta1")
+    adam_beta2: float = _setting(0.999, "AdamW beta2")
+    lr_scheduler: str = _setting(
+        "constant_with_warmup", "any name diffusers' get_scheduler accepts: constant_with_warmup, cosine, linear, ..."
+    )
+    lr_warmup_steps: int = _setting(0, "linear warmup steps")
+    max_grad_norm: float | None = _setting(1.0, "clip the gradient norm to this ('none': no clipping)")
+    mixed_precision: str = _setting("no", "no (fp32), fp16 or bf16; keep fp32 on CPUs, where bf16 is slower")
+    ema_decay: float | None = _setting(0.999, "decay of the EMA of the weights ('none': no EMA)")
+    checkpoint_every: int = _setting(500, "save a checkpoint every N steps (and at the end)")
+    keep_last: int | None = _setting(3, "keep only the newest N checkpoints ('none': keep all)")
+    validate_every: int | None = _setting(None, "run validation (e.g. a sample grid) every N steps")
+    log_every: int = _setting(10, "log scalars to the trackers every N steps")
+    seed: int = _setting(0, "seed of the weights' init, the data order and all training randomness")
+    num_workers: int = _setting(0, "DataLoader worker processes")
+    resume: str | None = _setting(
+        None, "'latest' (the newest checkpoint; start fresh if none) or a checkpoint folder"
+    )
+    report_to: str | None = _setting("tensorboard", "Accelerate tracker for logs, or 'none'")
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):

@@ -1,0 +1,218 @@
+"""The `mmgen` command line.
+
+Each command group is a function that adds its parser; model families add their own
+`train` recipes and the `sample`, `impute` and `eval` commands alongside. User errors
+(bad paths, bad data, bad settings) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from mmgen.errors import MMGenError
+
+Handler = Callable[[argparse.Namespace], None]
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (argparse's own formatter skips options without help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if action.option_strings and shown and "%(default)" not in help:
+            help += " (default: %(default)s)"
+        return help
+
+
+def _add_command(subparsers, name: str, handler: Handler, help: str, description: str | None = None):
+    parser = subparsers.add_parser(name, help=help, description=description or help, formatter_class=_HelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+# -- mmgen data --------------------------------------------------------------------------
+
+
+def _data_shapes(args: argparse.Namespace) -> None:
+    from mmgen.data.shapes import export_shapes
+
+    out = export_shapes(args.out, split=args.split, n=args.n, size=args.size, seed=args.seed)
+    print(f"wrote {out / 'metadata.jsonl'}")
+
+
+def _data_preview(args: argparse.Namespace) -> None:
+    from mmgen.data import open_dataset
+    from mmgen.data.transforms import make_grid, tensor_to_pil
+
+    dataset = open_dataset(args.source, size=args.size, n=args.n, seed=args.seed, on_error=args.on_error)
+    examples = [dataset[i] for i in range(min(args.n, len(dataset)))]
+    images = [tensor_to_pil(example["pixel_values"])[0] for example in examples]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images).save(args.out)
+    for i, example in enumerate(examples):
+        print(f"{i:3d}  {example['text']}")
+    print(f"wrote {args.out} ({len(images)} images of {len(dataset)})")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from mmgen.data import open_dataset
+
+    with warnings.catch_warnings():  # the skipped entries are listed below, one per line
+        warnings.simplefilter("ignore")
+        dataset = open_dataset(args.source, size=args.size, on_error="skip")
+    skipped = getattr(dataset, "skipped", [])
+    for file, reason in skipped:
+        print(f"skipped  {file}: {reason}")
+    print(f"{len(dataset)} usable examples, {len(skipped)} skipped")
+    if skipped:
+        raise SystemExit(1)
+
+
+def _data_encode_text(args: argparse.Namespace) -> None:
+    from mmgen.data import open_dataset
+    from mmgen.text import CachedTextEncoder, TextEncoder
+
+    dataset = open_dataset(args.source, n=args.n)
+    if not hasattr(dataset, "captions"):
+        raise MMGenError(f"{args.source}: this dataset cannot list its captions")
+    cache = CachedTextEncoder(TextEncoder.from_pretrained(args.text_encoder), cache_root=args.cache_dir)
+    before = len(cache)
+    cache.precompute(dataset.captions())
+    print(f"{len(cache) - before} new caption encodings, {len(cache)} in {cache.directory}")
+
+
+def _add_data_commands(subparsers) -> None:
+    group = subparsers.add_parser("data", help="write, preview and check datasets", formatter_class=_HelpFormatter)
+    commands = group.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    from mmgen.data.shapes import SPLITS
+
+    shapes = _add_command(
+        commands, "shapes", _data_shapes, "write Shapes as an image folder with metadata.jsonl",
+    )
+    shapes.add_argument("--out", required=True, help="folder to write into")
+    shapes.add_argument("--split", default="train", choices=SPLITS, help="which split")
+    shapes.add_argument("--n", type=int, default=None, help="number of samples (default: the split's size)")
+    shapes.add_argument("--size", type=int, default=64, help="image side in pixels (>= 16)")
+    shapes.add_argument("--seed", type=int, default=0, help="dataset seed: the same seed gives the same samples")
+
+    source_help = "shapes[:SPLIT], an image folder (metadata.jsonl or image+txt pairs), a saved HF dataset, or hf:NAME[:SPLIT]"
+    preview = _add_command(commands, "preview", _data_preview, "render a grid of a dataset's images and print their captions")
+    preview.add_argument("source", help=source_help)
+    preview.add_argument("--out", default="preview.png", help="PNG to write")
+    preview.add_argument("--n", type=int, default=16, help="number of examples")
+    preview.add_argument("--size", type=int, default=64, help="image side in pixels")
+    preview.add_argument("--seed", type=int, default=0, help="seed of Shapes and of random captions")
+    preview.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="what to do with bad entries")
+
+    check = _add_command(
+        commands, "check", _data_check, "check every entry of a dataset and list the unusable ones (exit 1 if any)"
+    )
+    check.add_argument("source", help=source_help)
+    check.add_argument("--size", type=int, default=64, help="image side in pixels")
+
+    encode = _add_command(
+        commands, "encode-text", _data_encode_text,
+        "encode a dataset's captions once with a frozen text encoder and cache them on disk",
+        "Encode every caption of a dataset with a frozen text encoder and store the results in the "
+        "text-encoding cache ($MMGEN_CACHE, default ~/.cache/mmgen), where every model family "
+        "that uses the same encoder weights finds them.",
+    )
+    encode.add_argument("source", help=source_help)
+    encode.add_argument("--text-encoder", default="minilm", help="`minilm`, or a folder with tokenizer/ and text_encoder/")
+    encode.add_argument("--n", type=int, default=None, help="Shapes only: the first n samples")
+    encode.add_argument("--cache-dir", default=None, help="cache root (default: $MMGEN_CACHE or ~/.cache/mmgen)")
+
+
+# -- mmgen train -------------------------------------------------------------------------
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every `TrainingConfig` field as a `--flag`, with its default; recipes call this."""
+    from mmgen.training import TrainingConfig
+
+    hints = typing.get_type_hints(TrainingConfig)
+    group = parser.add_argument_group("training loop")
+    for field in dataclasses.fields(TrainingConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.default is dataclasses.MISSING:
+            group.add_argument(flag, required=True, dest=field.name, help=field.metadata["help"])
+            continue
+        group.add_argument(
+            flag, type=_parser_for(hints[field.name]), default=field.default, dest=field.name, help=field.metadata["help"]
+        )
+
+
+def training_config_from_args(args: argparse.Namespace):
+    from mmgen.training import TrainingConfig
+
+    return TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
+
+
+def _parser_for(hint) -> Callable[[str], object]:
+    """argparse type for `int`, `float`, `str` and their `X | None` forms ("none" -> None)."""
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+
+    def parse(text: str):
+        if optional and text.lower() == "none":
+            return None
+        return base(text)
+
+    parse.__name__ = base.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def _add_train_commands(subparsers) -> None:
+    group = subparsers.add_parser(
+        "train",
+        help="train a model on the shared Accelerate loop",
+        description="Train a model. Every recipe runs single-process or under "
+        "`accelerate launch --multi_gpu --num_processes N -m mmgen.cli train ...`, "
+        "checkpoints every --checkpoint-every steps and continues with --resume latest.",
+        formatter_class=_HelpFormatter,
+    )
+    group.add_subparsers(dest="train_command", required=True, metavar="RECIPE")
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mmgen import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="mmgen",
+        description="Generative multimodal models: data, training, sampling and evaluation.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mmgen {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(subparsers)
+    _add_train_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except MMGenError as error:
+        print(f"mmgen: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmgen: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Users' own image-text pairs as a torch Dataset.
+
+`ImageTextDataset.from_folder` reads two layouts:
+
+* Hugging Face *imagefolder*: a top-level ``metadata.jsonl`` whose lines look like
+  ``{"file_name": "sub/a.png", "text": "a caption", "score": 0.9}``; ``file_name`` is
+  relative to the folder and every other key becomes an extra field of the item.
+* DALLE-pytorch pairs (used when there is no ``metadata.jsonl``): ``foo.png`` next to
+  ``foo.txt``, found recursively; each non-empty line of the .txt is one caption, and one
+  of them is drawn per item.
+
+`ImageTextDataset.from_hf` wraps a `datasets.Dataset` (or any sized, indexable collection
+of dict rows) whose image cells are PIL images, ``{"bytes", "path"}`` dicts or paths.
+
+Items are ``{"pixel_values": FloatTensor[3, size, size] in [-1, 1], "text": str, **extra}``.
+Every bad entry (unreadable image, missing caption, path escaping the folder, malformed
+line) is a `DataError` naming the file, or with ``on_error="skip"`` is dropped with one
+warning and listed in ``dataset.skipped``. All per-item randomness (caption choice, crop,
+flip) comes from ``derive_seed(seed, epoch, index)``, so an item is the same in every
+DataLoader worker and after a training resume.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from mmgen.data.seeding import derive_seed
+from mmgen.data.transforms import pil_to_tensor, resize_and_crop, to_rgb
+from mmgen.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+METADATA_FILE = "metadata.jsonl"
+ON_ERROR_CHOICES = ("raise", "skip")
+# Keys every item has; an extra column with one of these names would silently overwrite it.
+_ITEM_KEYS = ("pixel_values", "text")
+# Below this many images, checking them is quick enough that a progress bar is just noise.
+_PROGRESS_MIN_ITEMS = 500
+# How many skip reasons the warning quotes; the rest are in `dataset.skipped`.
+_REASONS_QUOTED = 3
+
+
+@dataclass(frozen=True)
+class _Record:
+    label: str  # names the entry in errors: a file path, or an HF row and its path
+    image: Any  # a Path, PIL image, {"bytes", "path"} dict or path string
+    captions: tuple[str, ...]
+    extra: dict[str, Any]
+
+
+class ImageTextDataset(Dataset):
+    """Image-caption pairs; build one with `from_folder` or `from_hf`.
+
+    With a DataLoader, call `set_epoch` before each epoch (as with DistributedSampler);
+    with ``persistent_workers=True`` the workers keep the epoch they were started with.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[_Record],
+        *,
+        size: int = 64,
+        random_flip: bool = False,
+        random_crop: bool = False,
+        seed: int = 0,
+        skipped: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError(f"size must be a positive int, got {size!r}")
+        self._records = records
+        self.size = size
+        self.random_flip = random_flip
+        self.random_crop = random_crop
+        self.seed = seed
+        self.epoch = 0
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+    @classmethod
+    def from_folder(
+        cls,
+        path: str | os.PathLike,
+        size: int = 64,
+        random_flip: bool = False,
+        random_crop: bool = False,
+        on_error: str = "raise",
+        seed: int = 0,
+        verify_images: bool = True,
+    ) -> ImageTextDataset:
+        """A folder with a top-level metadata.jsonl (HF imagefolder), else image + .txt pairs.
+
+        `verify_images` decodes every image now, so a bad file fails (or is skipped) here
+        rather than hours into training.
+        """
+        problems = _Problems(on_error)
+        root = Path(path)
+        if not root.exists():
+            raise DataError(f"{root}: no such folder")
+        if not root.is_dir():
+            raise DataError(f"{root}: is a file, expected a folder of images")
+        root = root.resolve()
+        if (root / METADATA_FILE).is_file():
+            records = _scan_metadata(root, problems)
+        else:
+            records = _scan_pairs(root, problems)
+        if verify_images:
+            records = [r for r in _progress(records, len(records)) if _readable(r, problems)]
+        _report(
+            problems,
+            usable=len(records),
+            source=str(root),
+            empty=f"no images found (expected a {METADATA_FILE}, or images such as foo.png with captions in foo.txt)",
+        )
+        return cls(
+            records, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items
+        )
+
+    @classmethod
+    def from_hf(
+        cls,
+        dataset: Any,
+        image_column: str = "image",
+        text_column: str = "text",
+        size: int = 64,
+        random_flip: bool = False,
+        random_crop: bool = False,
+        on_error: str = "raise",
+        seed: int = 0,
+        verify_images: bool = True,
+    ) -> ImageTextDataset:
+        """A `datasets.Dataset` (one split) or any object with len() and dict rows by index.
+
+        Columns other than `image_column` and `text_column` become extra fields; the text
+        cell may be a string or a list of alternative captions (one is drawn per item).
+        """
+        problems = _Problems(on_error)
+        columns = getattr(dataset, "column_names", None)
+        if isinstance(columns, dict):
+            raise DataError(f"got a DatasetDict with splits {sorted(columns)}; pass one split, e.g. dataset['train']")
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise DataError(
+                f"from_hf needs a dataset with len() and indexing, got {type(dataset).__name__} "
+                "(streaming datasets are not supported)"
+            )
+        if len(dataset) == 0:
+            raise DataError("the dataset is empty")
+        columns = list(columns if columns is not None else dataset[0].keys())
+        for column in (image_column, text_column):
+            if column not in columns:
+                raise DataError(f"column {column!r} not found; available columns: {columns}")
+        extra = _extra_columns(columns, exclude=(image_column, text_column), source="the dataset")
+        rows = _HFRows(_undecoded(dataset, image_column), image_column, text_column, extra)
+        kept = []
+        for row in _progress(range(len(dataset)), len(dataset)):
+            record = rows.read(row)
+            if not record.captions:
+                problems.add(record.label, f"missing or empty caption in column {text_column!r}")
+            elif not verify_images or _readable(record, problems):
+                kept.append(row)
+        rows.rows = kept
+        _report(problems, usable=len(kept), source="the dataset", empty="the dataset is empty")
+        return cls(rows, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Items (caption choice, crop, flip) depend on the epoch: call this once per epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def captions(self) -> list[str]:
+        """Every caption an item can draw (for precomputing text encodings), without images."""
+        return [caption for i in range(len(self)) for caption in self._records[i].captions]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = range(len(self))[index]  # IndexError when out of range; negative -> positive, for the seed
+        record = self._records[index]
+        # One generator per item, consumed in a fixed order, so workers and resumes agree.
+        rng = random.Random(derive_seed(self.seed, self.epoch, index))
+        text = rng.choice(record.captions)
+        try:
+            image = _read_image(record.image)
+        except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+            raise DataError(f"{record.label}: {_unreadable(exc)}") from exc
+        image = resize_and_crop(image, self.size, rng, self.random_crop)
+        if self.random_flip and rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return {"pixel_values": pil_to_tensor(image), "text": text, **record.extra}
+
+
+class _Problems:
+    """Bad entries: raise on the first (on_error="raise") or collect them to skip."""
+
+    def __init__(self, on_error: str) -> None:
+        if on_error not in ON_ERROR_CHOICES:
+            raise ConfigError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+        self.on_error = on_error
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, file: str, reason: str) -> None:
+        if self.on_error == "raise":
+            raise DataError(f"{file}: {reason} (pass on_error='skip' to skip bad entries)")
+        self.items.append((file, reason))
+
+
+def _report(problems: _Problems, usable: int, source: str, empty: str) -> None:
+    """Warn once about skipped entries; fail if nothing usable is left."""
+    if not problems.items:
+        if not usable:
+            raise DataError(f"{source}: {empty}")
+        return
+    count = len(problems.items)
+    reasons = "; ".join(f"{file}: {reason}" for file, reason in problems.items[:_REASONS_QUOTED])
+    if count > _REASONS_QUOTED:
+        reasons += f"; ... ({count - _REASONS_QUOTED} more in .skipped)"
+    if not usable:
+        raise DataError(f"{source}: no usable entries, all {count} are bad: {reasons}")
+    # stacklevel 3: point at the user's from_folder / from_hf call.
+    warnings.warn(f"{source}: skipped {count} of {count + usable} entries: {reasons}", stacklevel=3)
+
+
+def _progress(items: Iterable, total: int) -> Iterable:
+    return tqdm(items, total=total, desc="Checking images", unit="img", disable=total < _PROGRESS_MIN_ITEMS)
+
+
+def _readable(record: _Record, problems: _Problems) -> bool:
+    try:
+        _read_image(record.image)
+    except Exception as exc:  # see __getitem__
+        problems.add(record.label, _unreadable(exc))
+        return False
+    return True
+
+
+def _unreadable(exc: Exception) -> str:
+    return f"cannot read image ({type(exc).__name__}: {exc})"
+
+
+def _read_image(cell: Any) -> Image.Image:
+    """Decode an image cell to RGB. exif_transpose (which applies a camera's Orientation tag)
+    returns a new, fully decoded image: corrupt and truncated data fail here, and the result
+    stays valid after the file is closed."""
+    if isinstance(cell, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(cell))
+    if isinstance(cell, Mapping):
+        if cell.get("bytes") is not None:
+            source = io.BytesIO(cell["bytes"])
+        elif cell.get("path"):
+            source = cell["path"]
+        else:
+            raise ValueError("image cell has neither 'bytes' nor 'path'")
+    elif isinstance(cell, (str, os.PathLike)):
+        source = cell
+    else:
+        raise TypeError(f"expected an image, a {{'bytes', 'path'}} dict or a path, got {type(cell).__name__}")
+    with Image.open(source) as image:
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def _captions(value: Any) -> tuple[str, ...]:
+    """The non-empty captions in `value` (a string or a list of alternatives); () if none."""
+    values = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+    return tuple(v.strip() for v in values if isinstance(v, str) and v.strip())
+
+
+def _extra_columns(columns: Iterable[str], exclude: Sequence[str], source: str) -> list[str]:
+    extra = [c for c in dict.fromkeys(columns) if c not in exclude]
+    clashing = [c for c in extra if c in _ITEM_KEYS]
+    if clashing:
+        raise DataError(f"{source}: column(s) {clashing} clash with the item keys {_ITEM_KEYS}; rename or remove them")
+    return extra
+
+
+def _outside_or_missing(root: Path, path: Path) -> str | None:
+    """Why `path` cannot be read as part of the folder `root` (resolved), or None if it can.
+    Resolving first means a symlink pointing out of the folder is caught too."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # symlink loops
+        return f"cannot resolve path ({exc})"
+    if not resolved.is_relative_to(root):
+        return f"resolves outside the dataset folder {root}"
+    if not resolved.is_file():
+        return "file not found"
+    return None
+
+
+def _scan_metadata(root: Path, problems: _Problems) -> list[_Record]:
+    metadata = root / METADATA_FILE
+    try:
+        lines = metadata.read_bytes().splitlines()
+    except OSError as exc:
+        raise DataError(f"{metadata}: cannot read ({exc})") from exc
+    entries: list[tuple[Path, tuple[str, ...], dict]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():  # blank lines (a trailing newline, say) are not entries
+            continue
+        where = f"{METADATA_FILE} line {number}"
+        try:
+            row = json.loads(line)  # bytes: json detects UTF-8/16/32 and a BOM itself
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            problems.add(f"{metadata} line {number}", f"not valid JSON ({exc})")
+            continue
+        if not isinstance(row, dict):
+            problems.add(f"{metadata} line {number}", f"expected a JSON object, got {type(row).__name__}")
+            continue
+        file_name = row.get("file_name")
+        if not isinstance(file_name, str) or not file_name.strip():
+            problems.add(f"{metadata} line {number}", "missing or empty 'file_name'")
+            continue
+        if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute():
+            problems.add(file_name, f"file_name must be relative to the dataset folder ({where})")
+            continue
+        path = root / file_name
+        reason = _outside_or_missing(root, path)
+        if reason:
+            problems.add(str(path), f"{reason} ({where})")
+            continue
+        captions = _captions(row.get("text"))
+        if not captions:
+            problems.add(str(path), f"missing or empty 'text' ({where})")
+            continue
+        entries.append((path, captions, row))
+    extra = _extra_columns((key for _, _, row in entries for key in row), ("file_name", "text"), str(metadata))
+    return [_Record(str(path), path, captions, {c: row.get(c) for c in extra}) for path, captions, row in entries]
+
+
+def _scan_pairs(root: Path, problems: _Problems) -> list[_Record]:
+    records = []
+    # Sorted, so the index -> pair mapping (and thus every seed) is the same on every machine.
+    for directory, subdirs, files in os.walk(root):
+        # Hidden entries are tool droppings (.git, .ipynb_checkpoints, macOS ._foo.png), not data.
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            image = Path(directory, name)
+            caption_file = image.with_suffix(".txt")
+            reason = _outside_or_missing(root, image)
+            if reason:
+                problems.add(str(image), reason)
+                continue
+            reason = _outside_or_missing(root, caption_file)
+            if reason:
+                problems.add(str(image), f"caption file {caption_file.name}: {reason}")
+                continue
+            try:
+                text = caption_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.add(str(image), f"cannot read caption file {caption_file.name} ({exc})")
+                continue
+            captions = _captions(text.splitlines())
+            if not captions:
+                problems.add(str(image), f"caption file {caption_file.name} is empty")
+                continue
+            records.append(_Record(str(image), image, captions, {}))
+    return records
+
+
+def _undecoded(dataset: Any, image_column: str) -> Any:
+    """Have `datasets` hand over raw {"bytes", "path"} cells, so that we decode the images
+    ourselves and can name the file when one is bad."""
+    features = getattr(dataset, "features", None)
+    if not isinstance(features, Mapping) or not hasattr(dataset, "cast_column"):
+        return dataset
+    import datasets  # an optional extra, only needed (and installed) when given its Dataset
+
+    feature = features.get(image_column)
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+class _HFRows:
+    """Kept rows of an HF-style dataset, read as records on demand, so images stay in the
+    dataset (Arrow on disk) until an item is drawn."""
+
+    def __init__(self, dataset: Any, image_column: str, text_column: str, extra: list[str]) -> None:
+        self.dataset = dataset
+        self.image_column = image_column
+        self.text_column = text_column
+        self.extra = extra
+        self.rows: list[int] = []
+
+    def read(self, row: int) -> _Record:
+        values = self.dataset[row]
+        image = values.get(self.image_column)
+        if isinstance(image, Mapping):
+            path = image.get("path")
+        elif isinstance(image, (str, os.PathLike)):
+            path = image
+        else:
+            path = getattr(image, "filename", None)
+        label = f"row {row} ({path})" if path else f"row {row}"
+        return _Record(label, image, _captions(values.get(self.text_column)), {c: values.get(c) for c in self.extra})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> _Record:
+        return self.read(self.rows[index])

@@ -1,0 +1,61 @@
+"""One way to name training data, whatever form it comes in.
+
+`open_dataset(source)` understands:
+
+- `shapes` or `shapes:SPLIT`: the built-in Shapes dataset, rendered on the fly;
+- a folder with `metadata.jsonl` (Hugging Face imagefolder) or with `foo.png` + `foo.txt` pairs;
+- a folder written by `datasets.Dataset.save_to_disk`;
+- `hf:NAME` or `hf:NAME:SPLIT`: `datasets.load_dataset(NAME)` (from your local Hugging Face cache).
+
+Every one yields examples `{"pixel_values": [3, S, S] in [-1, 1], "text": str, ...extra columns}`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from mmgen.data.imagetext import ImageTextDataset
+from mmgen.data.shapes import SPLITS, ShapesDataset
+from mmgen.errors import DataError
+
+
+def open_dataset(
+    source: str,
+    size: int = 64,
+    n: int | None = None,
+    seed: int = 0,
+    random_flip: bool = False,
+    on_error: str = "raise",
+    image_column: str = "image",
+    text_column: str = "text",
+) -> Dataset:
+    """Open `source` (see the module docstring) as an image-text dataset of `size` px images.
+    `n` limits Shapes to its first n samples; other sources are used whole."""
+    if source == "shapes" or source.startswith("shapes:"):
+        split = source.partition(":")[2] or "train"
+        if split not in SPLITS:
+            raise DataError(f"unknown Shapes split {split!r}; choose from {', '.join(SPLITS)}")
+        return ShapesDataset(split=split, n=n, size=size, seed=seed)
+    options = dict(size=size, random_flip=random_flip, on_error=on_error, seed=seed)
+    if source.startswith("hf:"):
+        name, _, split = source[3:].partition(":")
+        return ImageTextDataset.from_hf(
+            _datasets().load_dataset(name, split=split or "train"),
+            image_column=image_column, text_column=text_column, **options,
+        )
+    path = Path(source)
+    if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
+        return ImageTextDataset.from_hf(
+            _datasets().load_from_disk(str(path)), image_column=image_column, text_column=text_column, **options
+        )
+    return ImageTextDataset.from_folder(path, **options)
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError as error:
+        raise DataError("this data source needs the Hugging Face `datasets` package: pip install 'mmgen[datasets]'") from error
+    return datasets

@@ -1,0 +1,378 @@
+"""ImageTextDataset: both folder layouts, HF datasets, randomness and every bad-input path."""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmgen.data.collate import collate_examples
+from mmgen.data.imagetext import ImageTextDataset
+from mmgen.errors import DataError
+
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+def save_image(path: Path, color=RED, size=(20, 30), mode="RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+    return path
+
+
+def write_metadata(folder: Path, rows: list[dict | str]) -> None:
+    """Rows are dicts (dumped as JSON) or raw strings (written verbatim, e.g. broken JSON)."""
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def write_pair(folder: Path, stem: str, caption: str, color=RED, ext=".png") -> Path:
+    image = save_image(folder / f"{stem}{ext}", color)
+    (folder / f"{stem}.txt").write_text(caption)
+    return image
+
+
+def assert_solid(pixels: torch.Tensor, rgb: tuple[float, float, float]) -> None:
+    for channel, value in enumerate(rgb):
+        assert torch.allclose(pixels[channel], torch.full_like(pixels[channel], value), atol=0.02), (channel, value)
+
+
+@pytest.fixture
+def metadata_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "meta"
+    save_image(folder / "red.png", RED)
+    save_image(folder / "sub" / "rgba.png", (*GREEN, 255), mode="RGBA")
+    save_image(folder / "gray.png", 0, mode="L")
+    write_metadata(
+        folder,
+        [
+            {"file_name": "red.png", "text": "a red square", "score": 0.5, "source": "web"},
+            {"file_name": "sub/rgba.png", "text": "green", "score": 2},
+            {"file_name": "gray.png", "text": "dark"},
+        ],
+    )
+    return folder
+
+
+def test_metadata_folder_items(metadata_folder: Path) -> None:
+    dataset = ImageTextDataset.from_folder(metadata_folder, size=16)
+    assert len(dataset) == 3 and dataset.skipped == []
+
+    red = dataset[0]
+    assert set(red) == {"pixel_values", "text", "score", "source"}
+    assert red["pixel_values"].shape == (3, 16, 16) and red["pixel_values"].dtype == torch.float32
+    assert_solid(red["pixel_values"], (1, -1, -1))
+    assert (red["text"], red["score"], red["source"]) == ("a red square", 0.5, "web")
+
+    rgba = dataset[1]
+    assert_solid(rgba["pixel_values"], (-1, 1, -1))
+    assert (rgba["text"], rgba["score"], rgba["source"]) == ("green", 2, None)
+
+    gray = dataset[2]
+    assert gray["pixel_values"].shape == (3, 16, 16)
+    assert_solid(gray["pixel_values"], (-1, -1, -1))
+    assert (gray["score"], gray["source"]) == (None, None)
+
+
+def test_pixel_values_in_range_and_centre_cropped(tmp_path: Path) -> None:
+    # 16 wide, 32 tall: top quarter blue, middle half red, bottom quarter blue.
+    # The centre 16x16 crop is all red; a crop from the top would include blue.
+    image = np.zeros((32, 16, 3), dtype=np.uint8)
+    image[:, :] = BLUE
+    image[8:24] = RED
+    Image.fromarray(image).save(tmp_path / "tall.png")
+    (tmp_path / "tall.txt").write_text("tall")
+    pixels = ImageTextDataset.from_folder(tmp_path, size=16)[0]["pixel_values"]
+    assert pixels.min() >= -1 and pixels.max() <= 1
+    assert_solid(pixels, (1, -1, -1))
+
+
+def test_pairs_folder_captions(tmp_path: Path) -> None:
+    write_pair(tmp_path, "a", "first\n\nsecond\n   third  \n")
+    write_pair(tmp_path / "nested" / "deeper", "b", "only", color=BLUE, ext=".jpg")
+    (tmp_path / "notes.txt").write_text("a stray text file is not an entry")
+
+    dataset = ImageTextDataset.from_folder(tmp_path, size=16, seed=7)
+    assert len(dataset) == 2
+    assert dataset[1]["text"] == "only", "image in a nested subfolder not found (or not sorted after a.png)"
+    index = 0  # a.png, the multi-caption pair
+    captions = {"first", "second", "third"}
+    assert dataset[index]["text"] in captions
+
+    again = ImageTextDataset.from_folder(tmp_path, size=16, seed=7)
+    seen = set()
+    for epoch in range(20):
+        dataset.set_epoch(epoch)
+        again.set_epoch(epoch)
+        text = dataset[index]["text"]
+        assert text == dataset[index]["text"] == again[index]["text"]
+        seen.add(text)
+    assert seen == captions, "the caption should vary across epochs"
+
+
+def test_hf_dataset_with_custom_columns(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    paths = [str(save_image(tmp_path / "r.png", RED)), str(save_image(tmp_path / "g.png", GREEN))]
+    hf = datasets.Dataset.from_dict({"picture": paths, "caption": ["red", "green"], "label": [3, 4]})
+    hf = hf.cast_column("picture", datasets.Image())
+
+    dataset = ImageTextDataset.from_hf(hf, image_column="picture", text_column="caption", size=16)
+    assert len(dataset) == 2
+    item = dataset[1]
+    assert set(item) == {"pixel_values", "text", "label"}
+    assert (item["text"], item["label"]) == ("green", 4)
+    assert_solid(item["pixel_values"], (-1, 1, -1))
+
+
+def test_hf_missing_column_names_it_and_the_available_ones(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    hf = datasets.Dataset.from_dict({"image": [str(save_image(tmp_path / "r.png"))], "text": ["red"]})
+    with pytest.raises(DataError, match="'caption'.*'image', 'text'"):
+        ImageTextDataset.from_hf(hf, text_column="caption")
+
+
+def test_hf_dataset_bad_image_is_named_or_skipped(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    (tmp_path / "corrupt.png").write_bytes(b"not an image")
+    paths = [str(save_image(tmp_path / "r.png")), str(tmp_path / "corrupt.png")]
+    hf = datasets.Dataset.from_dict({"image": paths, "text": ["red", "broken"]}).cast_column("image", datasets.Image())
+    with pytest.raises(DataError, match="row 1 .*corrupt.png"):
+        ImageTextDataset.from_hf(hf)
+    with pytest.warns(UserWarning, match="skipped 1 of 2 entries.*corrupt.png"):
+        dataset = ImageTextDataset.from_hf(hf, on_error="skip", size=16)
+    assert len(dataset) == 1 and dataset[0]["text"] == "red"
+
+
+def test_plain_rows_with_pil_bytes_and_path_cells(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 20), BLUE).save(buffer, format="PNG")
+    rows = [
+        {"image": Image.new("RGB", (20, 20), RED), "text": "pil"},
+        {"image": {"bytes": buffer.getvalue(), "path": None}, "text": ["bytes", "alt"]},
+        {"image": str(save_image(tmp_path / "g.png", GREEN)), "text": "path"},
+    ]
+    dataset = ImageTextDataset.from_hf(rows, size=16)
+    assert_solid(dataset[0]["pixel_values"], (1, -1, -1))
+    assert_solid(dataset[1]["pixel_values"], (-1, -1, 1))
+    assert dataset[1]["text"] in {"bytes", "alt"}
+    assert_solid(dataset[2]["pixel_values"], (-1, 1, -1))
+
+
+def test_hf_bad_rows_are_named_or_skipped(tmp_path: Path) -> None:
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    good = str(save_image(tmp_path / "good.png"))
+    rows = [
+        {"image": good, "text": "ok"},
+        {"image": str(tmp_path / "broken.png"), "text": "x"},
+        {"image": good, "text": ""},
+    ]
+    with pytest.raises(DataError, match="broken.png"):
+        ImageTextDataset.from_hf(rows)
+    with pytest.warns(UserWarning, match="skipped 2 of 3 entries"):
+        dataset = ImageTextDataset.from_hf(rows, on_error="skip")
+    assert len(dataset) == 1 and dataset[0]["text"] == "ok"
+    assert [file for file, _ in dataset.skipped] == [f"row 1 ({tmp_path / 'broken.png'})", f"row 2 ({good})"]
+
+
+def test_random_flip_is_per_index_and_deterministic(tmp_path: Path) -> None:
+    half = np.zeros((16, 16, 3), dtype=np.uint8)
+    half[:, :8] = RED
+    half[:, 8:] = BLUE
+    Image.fromarray(half).save(tmp_path / "half.png")
+    write_metadata(tmp_path, [{"file_name": "half.png", "text": f"copy {i}"} for i in range(24)])
+
+    def flipped(**options) -> list[bool]:
+        dataset = ImageTextDataset.from_folder(tmp_path, size=16, **options)
+        # Unflipped, the left column is red (red channel = 1); flipped, it is blue.
+        return [bool(dataset[i]["pixel_values"][0, 0, 0] < 0) for i in range(len(dataset))]
+
+    pattern = flipped(random_flip=True, seed=1)
+    assert 0 < sum(pattern) < len(pattern)
+    assert flipped(random_flip=True, seed=1) == pattern
+    assert flipped(random_flip=True, seed=2) != pattern
+    assert not any(flipped(random_flip=False, seed=1))
+
+
+def test_random_crop_moves_within_the_image(tmp_path: Path) -> None:
+    gradient = np.zeros((16, 64, 3), dtype=np.uint8)
+    gradient[:, :, 0] = np.arange(64)[None, :] * 4
+    Image.fromarray(gradient).save(tmp_path / "wide.png")
+    write_metadata(tmp_path, [{"file_name": "wide.png", "text": "wide"}] * 8)
+    cropped = ImageTextDataset.from_folder(tmp_path, size=16, random_crop=True)
+    lefts = {round(float(cropped[i]["pixel_values"][0, 0, 0]), 3) for i in range(8)}
+    centred = ImageTextDataset.from_folder(tmp_path, size=16)
+    assert len(lefts) > 1
+    assert {round(float(centred[i]["pixel_values"][0, 0, 0]), 3) for i in range(8)} == {round(24 * 4 / 127.5 - 1, 3)}
+
+
+# Each case adds one bad entry next to two good ones and returns the substrings the error
+# must contain (the file name, and the metadata.jsonl line where there is one).
+def _good_metadata_rows(folder: Path) -> list[dict]:
+    save_image(folder / "good1.png")
+    save_image(folder / "good2.png", GREEN)
+    return [{"file_name": "good1.png", "text": "one"}, {"file_name": "good2.png", "text": "two"}]
+
+
+def _meta_case(bad_row):
+    def build(folder: Path) -> None:
+        rows = _good_metadata_rows(folder)
+        rows.append(bad_row(folder) if callable(bad_row) else bad_row)
+        write_metadata(folder, rows)
+
+    return build
+
+
+def _corrupt(folder: Path) -> dict:
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    return {"file_name": "corrupt.png", "text": "broken"}
+
+
+def _truncated(folder: Path) -> dict:
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    (folder / "truncated.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return {"file_name": "truncated.png", "text": "cut short"}
+
+
+def _image_row(name: str, **row):
+    def bad_row(folder: Path) -> dict:
+        save_image(folder / name)
+        return {"file_name": name, **row}
+
+    return bad_row
+
+
+def _outside(folder: Path) -> Path:
+    return save_image(folder.parent / "outside.png")
+
+
+def _parent_escape(folder: Path) -> dict:
+    _outside(folder)
+    return {"file_name": "../outside.png", "text": "x"}
+
+
+def _absolute(folder: Path) -> dict:
+    return {"file_name": str(_outside(folder)), "text": "x"}
+
+
+def _symlink(folder: Path) -> dict:
+    (folder / "link.png").symlink_to(_outside(folder))
+    return {"file_name": "link.png", "text": "points outside"}
+
+
+def _corrupt_pair(folder: Path) -> None:
+    (folder / "bad.jpg").write_bytes(b"junk")
+    (folder / "bad.txt").write_text("x")
+
+
+def _pairs_case(extra):
+    def build(folder: Path) -> None:
+        write_pair(folder, "good1", "one")
+        write_pair(folder, "good2", "two", GREEN)
+        extra(folder)
+
+    return build
+
+
+BAD_INPUTS = {
+    "corrupt image": (_meta_case(_corrupt), ["corrupt.png"]),
+    "truncated image": (_meta_case(_truncated), ["truncated.png"]),
+    "missing image file": (_meta_case({"file_name": "ghost.png", "text": "boo"}), ["ghost.png", "line 3"]),
+    "missing text key": (_meta_case(_image_row("notext.png")), ["notext.png", "line 3"]),
+    "empty text": (_meta_case(_image_row("blank.png", text="  ")), ["blank.png", "line 3"]),
+    "parent escape": (_meta_case(_parent_escape), ["../outside.png", "line 3"]),
+    "absolute path": (_meta_case(_absolute), ["outside.png", "must be relative", "line 3"]),
+    "symlink escape": (_meta_case(_symlink), ["link.png", "line 3"]),
+    "malformed json": (_meta_case('{"file_name": "x.png", "text": '), ["metadata.jsonl", "line 3"]),
+    "missing file_name": (_meta_case({"text": "no file"}), ["metadata.jsonl", "line 3"]),
+    "pair without txt": (_pairs_case(lambda f: save_image(f / "lonely.png")), ["lonely.png", "lonely.txt"]),
+    "pair with empty txt": (_pairs_case(lambda f: write_pair(f, "mute", "\n  \n")), ["mute.png", "mute.txt"]),
+    "corrupt pair image": (_pairs_case(_corrupt_pair), ["bad.jpg"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_raises_naming_the_file(tmp_path: Path, case: str) -> None:
+    build, fragments = BAD_INPUTS[case]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    build(folder)
+    with pytest.raises(DataError) as raised:
+        ImageTextDataset.from_folder(folder, size=16)
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_skipped_with_one_warning(tmp_path: Path, case: str) -> None:
+    build, fragments = BAD_INPUTS[case]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    build(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = ImageTextDataset.from_folder(folder, size=16, on_error="skip")
+    assert len(caught) == 1 and "skipped 1 of 3 entries" in str(caught[0].message)
+    assert fragments[0] in str(caught[0].message)
+    assert len(dataset.skipped) == 1 and fragments[0] in " ".join(dataset.skipped[0])
+    assert sorted(dataset[i]["text"] for i in range(len(dataset))) == ["one", "two"]
+
+
+def test_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such folder"):
+        ImageTextDataset.from_folder(tmp_path / "nowhere")
+    save_image(tmp_path / "file.png")
+    with pytest.raises(DataError, match="file.png.*is a file"):
+        ImageTextDataset.from_folder(tmp_path / "file.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    for on_error in ("raise", "skip"):
+        with pytest.raises(DataError, match="no images found"):
+            ImageTextDataset.from_folder(empty, on_error=on_error)
+    with pytest.raises(ValueError, match="on_error"):
+        ImageTextDataset.from_folder(tmp_path, on_error="ignore")
+
+
+def test_only_bad_entries_raise_even_when_skipping(tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    (tmp_path / "bad.txt").write_text("caption")
+    save_image(tmp_path / "uncaptioned.png")
+    with pytest.raises(DataError, match="all 2 are bad.*bad.png"):
+        ImageTextDataset.from_folder(tmp_path, on_error="skip")
+
+
+def test_image_broken_after_construction_is_named(tmp_path: Path) -> None:
+    write_pair(tmp_path, "later", "fine for now")
+    dataset = ImageTextDataset.from_folder(tmp_path, size=16)
+    (tmp_path / "later.png").write_bytes(b"overwritten")
+    with pytest.raises(DataError, match="later.png"):
+        dataset[0]
+
+
+@pytest.mark.slow
+def test_dataloader_with_workers(metadata_folder: Path) -> None:
+    dataset = ImageTextDataset.from_folder(metadata_folder, size=16)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_examples)
+    batches = list(loader)
+    assert [b["pixel_values"].shape for b in batches] == [(2, 3, 16, 16), (1, 3, 16, 16)]
+    assert batches[0]["text"] == ["a red square", "green"]
+    assert torch.equal(batches[0]["score"], torch.tensor([0.5, 2.0]))
+    assert batches[0]["source"] == ["web", None]
+
+    (metadata_folder / "gray.png").write_bytes(b"corrupted after construction")
+    iterator = iter(loader)
+    with pytest.raises(DataError, match="gray.png"):
+        list(iterator)
+    # The re-raised error is in a reference cycle that holds the iterator. Collect the cycle
+    # while we still hold the iterator, so that `del` (not the garbage collector, whose
+    # shutdown of the workers waits 5 s for each) is what shuts its workers down.
+    gc.collect()
+    del iterator
