@@ -1,6 +1,7 @@
 # One-command setup on a fresh clone: `make demo` (sample grid) and `make test` (test suite).
-# Torch is installed first, from TORCH_SPEC, so that nothing else pulls a different build:
-#   make test                                   # CPU wheel torch==2.13.0 (the default here)
+# Torch is installed first, from TORCH_SPEC (+ PIP_TORCH_ARGS), so nothing else pulls another build:
+#   make test          # torch==2.13.0: the local CPU wheel on mmgen's dev/CI machines
+#   make test PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"      # CPU-only elsewhere
 #   make demo TORCH_SPEC="torch==2.5.1" PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cu124"
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
 	# Pin whatever torch build was just installed, so no dependency replaces it.
-	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
+	$(BIN)/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(VENV)/constraints.txt
 	$(BIN)/python -m pip install --quiet --constraint $(VENV)/constraints.txt -e ".[dev]"
 	touch $@
 
