@@ -155,3 +155,15 @@ def test_two_processes_synchronise(tmp_path):
     # ... yet gradients were averaged, so the weights are identical on both
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert ranks[0]["losses"] == ranks[1]["losses"]
+
+
+def test_scalars_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_trainer(tmp_path, max_steps=4, log_every=2, report_to="tensorboard").train()
+    event_files = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert event_files
+    events = EventAccumulator(str(event_files[0].parent))
+    events.Reload()
+    assert {"loss", "lr", "images_per_second", "prediction_mean"} <= set(events.Tags()["scalars"])
+    assert [event.step for event in events.Scalars("loss")] == [2, 4]

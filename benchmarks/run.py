@@ -1,0 +1,143 @@
+"""Run mmgen's benchmarks side by side on this machine and record the results.
+
+    python benchmarks/run.py                  # all benchmarks, 5 repeats
+    python benchmarks/run.py --only judge-train --repeats 10
+
+Writes benchmarks/results/<benchmark set>.json and rewrites the table in
+benchmarks/README.md between its BEGIN/END markers. Each model issue adds its rows to
+BENCHMARKS below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
+from torch.nn import functional as F
+
+from harness import machine, matmul_peak_flops, sampling_row, training_row
+from mmgen.data import ShapesDataset, collate_examples
+from mmgen.eval.judge import JudgeObjective, ShapesJudge
+
+HERE = Path(__file__).parent
+
+
+def judge_train(peak: float, repeats: int) -> dict:
+    batch_size = 64
+    dataset = ShapesDataset("train", n=batch_size)
+    batch = collate_examples([dataset[i] for i in range(batch_size)])
+    objective = JudgeObjective(ShapesJudge())
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-3)
+
+    def step() -> None:
+        objective(batch)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    row = training_row("judge-train (64 px, Shapes judge)", step, batch_size, peak, repeats)
+    row["parameters"] = sum(p.numel() for p in objective.parameters())
+    return row
+
+
+def _small_unet() -> UNet2DConditionModel:
+    """About 3M parameters on 8 x 8 x 4 latents, cross-attending to 384-d text states."""
+    return UNet2DConditionModel(
+        sample_size=8, block_out_channels=(64, 128), layers_per_block=1, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=384, attention_head_dim=8,
+    )
+
+
+def unet_train(peak: float, repeats: int) -> dict:
+    batch_size, tokens = 64, 16
+    unet = _small_unet()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    latents, text = torch.randn(batch_size, 4, 8, 8), torch.randn(batch_size, tokens, 384)
+    timesteps = torch.randint(0, 1000, (batch_size,))
+
+    def step() -> None:
+        F.mse_loss(unet(latents, timesteps, text).sample, latents).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    row = training_row("unet-train (3M UNet, 8x8x4 latents, epsilon loss)", step, batch_size, peak, repeats)
+    row["parameters"] = sum(p.numel() for p in unet.parameters())
+    return row
+
+
+def unet_sample(peak: float, repeats: int) -> dict:
+    batch_size, tokens, steps = 16, 16, 20
+    unet = _small_unet().eval()
+    scheduler = DPMSolverMultistepScheduler()
+    text = torch.randn(2 * batch_size, tokens, 384)  # conditional + unconditional (guidance)
+
+    @torch.no_grad()
+    def sample() -> None:
+        scheduler.set_timesteps(steps)
+        latents = torch.randn(batch_size, 4, 8, 8)
+        for t in scheduler.timesteps:
+            noise = unet(torch.cat([latents] * 2), t, text).sample
+            conditional, unconditional = noise.chunk(2)
+            latents = scheduler.step(unconditional + 3.0 * (conditional - unconditional), t, latents).prev_sample
+
+    return sampling_row(
+        "unet-sample (3M UNet, 20 DPM-Solver++ steps, guidance, no VAE decode)", sample, batch_size, repeats,
+        steps=steps,
+    )
+
+
+BENCHMARKS: dict[str, Callable[[float, int], dict]] = {
+    "judge-train": judge_train,
+    "unet-train": unet_train,
+    "unet-sample": unet_sample,
+}
+
+
+def markdown_table(rows: list[dict], peak: float) -> str:
+    lines = [
+        f"Measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s.",
+        "",
+        "| benchmark | batch | images/s (median, low-high) | steps/s | GFLOP/step | FLOP utilisation |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        images = row["images_per_s"]
+        steps = f"{row['steps_per_s']['median']:.2f}" if "steps_per_s" in row else "-"
+        flops = f"{row['flops_per_step'] / 1e9:.2f}" if "flops_per_step" in row else "-"
+        utilisation = f"{100 * row['flop_utilisation']:.0f}%" if "flop_utilisation" in row else "-"
+        lines.append(
+            f"| {row['benchmark']} | {row['batch_size']} | {images['median']:.1f} ({images['low']:.1f}-{images['high']:.1f}) "
+            f"| {steps} | {flops} | {utilisation} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="benchmarks to run (default: all)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--name", default="cpu", help="results file name under benchmarks/results/")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    peak = matmul_peak_flops()
+    rows = [BENCHMARKS[name](peak, args.repeats) for name in (args.only or BENCHMARKS)]
+    results = {"machine": machine(), "matmul_peak_flops": peak, "rows": rows}
+    out = HERE / "results" / f"{args.name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown_table(rows, peak)
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    text = re.sub(r"(<!-- BEGIN RESULTS -->\n).*?(\n<!-- END RESULTS -->)", lambda m: m.group(1) + table + m.group(2), text, flags=re.S)
+    readme.write_text(text)
+    print(table)
+    print(f"wrote {out} and updated {readme}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""`mmgen eval`: measure a checkpoint on Shapes with the judge.
+
+A checkpoint folder names its class (`_class_name` in `model_index.json` for pipelines,
+in `config.json` for single models); `load_for_task` turns a known class into the plain
+callable that the task's metrics take. Model families add their classes to `LOADERS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+from torch.nn import functional as F
+
+from mmgen.data.shapes import ShapesDataset
+from mmgen.data.transforms import make_grid, tensor_to_pil
+from mmgen.errors import CheckpointError
+from mmgen.eval.judge import ATTRIBUTE_NAMES, ShapesJudge, judge_accuracy, load_judge, real_images
+from mmgen.eval.metrics import (
+    GenerateFn,
+    ImputeFn,
+    ReconstructFn,
+    coherence,
+    diversity,
+    feature_fid,
+    generate_images,
+    judge_features,
+    reconstruction_metrics,
+)
+
+TASKS = ("text-to-image", "impute", "reconstruct", "judge")
+DIVERSITY_PROMPT = "a large red circle in the center"
+DIVERSITY_SAMPLES = 16
+
+
+def checkpoint_class(path: str | Path) -> str:
+    """The `_class_name` a checkpoint folder declares."""
+    path = Path(path)
+    for name in ("model_index.json", "config.json"):
+        if (path / name).is_file():
+            class_name = json.loads((path / name).read_text()).get("_class_name")
+            if class_name:
+                return class_name
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    raise CheckpointError(f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name)")
+
+
+def _stable_diffusion_generate(path: Path, steps: int, guidance_scale: float) -> GenerateFn:
+    """A diffusers StableDiffusionPipeline folder (the format mmgen's latent diffusion saves in)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+
+    def generate(prompts: list[str], generator: torch.Generator) -> torch.Tensor:
+        images = pipe(
+            prompts, num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator, output_type="pt"
+        ).images
+        return images * 2 - 1
+
+    return generate
+
+
+def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float) -> ReconstructFn:
+    """A diffusers AutoencoderKL folder: encode to the latent mean, decode."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(path).eval()
+
+    @torch.no_grad()
+    def reconstruct(images: torch.Tensor) -> torch.Tensor:
+        return vae.decode(vae.encode(images).latent_dist.mode()).sample
+
+    return reconstruct
+
+
+# class name -> {task: factory(path, steps, guidance_scale) -> the task's callable}
+LOADERS: dict[str, dict[str, Callable[[Path, int, float], Callable]]] = {
+    "StableDiffusionPipeline": {"text-to-image": _stable_diffusion_generate},
+    "AutoencoderKL": {"reconstruct": _autoencoder_reconstruct},
+}
+
+
+def load_for_task(path: str | Path, task: str, steps: int = 20, guidance_scale: float = 3.0) -> Callable:
+    class_name = checkpoint_class(path)
+    if class_name == ShapesJudge.__name__:
+        raise CheckpointError(f"{path} is the Shapes judge, which measures models; pass a generative model")
+    tasks = LOADERS.get(class_name)
+    if tasks is None:
+        raise CheckpointError(f"{path}: mmgen cannot evaluate a {class_name} (known: {', '.join(sorted(LOADERS))})")
+    if task not in tasks:
+        raise CheckpointError(f"{path}: a {class_name} supports --task {' or '.join(tasks)}, not {task}")
+    return tasks[task](Path(path), steps, guidance_scale)
+
+
+def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images resized to the judge's resolution (models may generate at another size)."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str]]]:
+    dataset = ShapesDataset(split, n=n)
+    samples = [dataset.sample(i) for i in range(n)]
+    return [s.caption for s in samples], {name: [getattr(s, name) for s in samples] for name in ATTRIBUTE_NAMES}
+
+
+def evaluate_text_to_image(
+    generate: GenerateFn, judge: ShapesJudge, n: int, seed: int = 0, batch_size: int = 32, image_size: int = 64
+) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
+    """Adherence on `test` and `compositional` prompts, FID against real `test` images on
+    judge features (with the real-vs-real floor), and diversity for one prompt."""
+    results: dict[str, Any] = {}
+    generated: dict[str, torch.Tensor] = {}
+    prompts: dict[str, list[str]] = {}
+    for split in ("test", "compositional"):
+        prompts[split], attributes = _split_prompts(split, n)
+        generated[split] = _at_size(generate_images(generate, prompts[split], seed, batch_size), image_size)
+        results[f"adherence/{split}"] = judge_accuracy(judge, generated[split], attributes)
+    real_test, _ = real_images("test", n, image_size)
+    real_val, _ = real_images("val", n, image_size)
+    real_features = judge_features(judge, real_test)
+    results["fid"] = feature_fid(judge_features(judge, generated["test"]), real_features)
+    results["fid_real_floor"] = feature_fid(judge_features(judge, real_val), real_features)
+    same_prompt = generate_images(generate, [DIVERSITY_PROMPT] * DIVERSITY_SAMPLES, seed, batch_size)
+    results["diversity"] = diversity(judge_features(judge, _at_size(same_prompt, image_size)))
+    results["diversity_real_floor"] = diversity(judge_features(judge, real_test[:DIVERSITY_SAMPLES]))
+    return results, tensor_to_pil(generated["test"][:16]), prompts["test"][:16]
+
+
+def evaluate_reconstruction(
+    reconstruct: ReconstructFn, judge: ShapesJudge, n: int, batch_size: int = 32, image_size: int = 64
+) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
+    """PSNR/SSIM of reconstructions of real `test` images, the judge's accuracy on them,
+    and their FID against the originals."""
+    images, attributes = real_images("test", n, image_size)
+    with torch.no_grad():
+        output = torch.cat([reconstruct(images[i : i + batch_size]).float() for i in range(0, n, batch_size)])
+    output = _at_size(output, image_size)
+    results: dict[str, Any] = reconstruction_metrics(images, output)
+    results["judge_on_reconstructions"] = judge_accuracy(judge, output, attributes)
+    results["fid"] = feature_fid(judge_features(judge, output), judge_features(judge, images))
+    pairs = [image for pair in zip(tensor_to_pil(images[:8]), tensor_to_pil(output[:8])) for image in pair]
+    return results, pairs, [label for _ in range(8) for label in ("original", "reconstruction")]
+
+
+def evaluate_imputation(
+    impute: ImputeFn, judge: ShapesJudge, n: int, seed: int = 0, batch_size: int = 128, image_size: int = 64
+) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
+    """Coherence on `test` and `compositional` for every subset of observed modalities."""
+    results: dict[str, Any] = {}
+    for split in ("test", "compositional"):
+        images, attributes = real_images(split, n, image_size)
+        captions, _ = _split_prompts(split, n)
+        results[f"coherence/{split}"] = coherence(impute, judge, images, captions, attributes, seed, batch_size)
+    captions = captions[:16]
+    generator = torch.Generator().manual_seed(seed)
+    imputed = impute({"text": captions}, ["image"], generator)["image"]
+    return results, tensor_to_pil(_at_size(imputed, image_size)), captions
+
+
+def evaluate_judge(judge: ShapesJudge, n: int, image_size: int = 64) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
+    """The judge's own accuracy on real `test` and `compositional` images."""
+    results: dict[str, Any] = {}
+    for split in ("test", "compositional"):
+        images, attributes = real_images(split, n, image_size)
+        results[f"accuracy/{split}"] = judge_accuracy(judge, images, attributes)
+    predicted = judge.predict(images[:16])
+    readings = [" ".join(predicted[name][i] for name in ("size", "color", "shape", "position")) for i in range(16)]
+    return results, tensor_to_pil(images[:16]), readings
+
+
+def run_task(
+    task: str,
+    model: str | Path,
+    judge: str | Path,
+    n: int,
+    seed: int = 0,
+    batch_size: int = 32,
+    steps: int = 20,
+    guidance_scale: float = 3.0,
+) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
+    """Evaluate checkpoint `model` on `task`: (results, sample images, their captions)."""
+    if task == "judge":
+        return evaluate_judge(load_judge(model), n)
+    scorer = load_judge(judge)
+    run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale)
+    if task == "text-to-image":
+        return evaluate_text_to_image(run, scorer, n, seed, batch_size)
+    if task == "reconstruct":
+        return evaluate_reconstruction(run, scorer, n, batch_size)
+    return evaluate_imputation(run, scorer, n, seed, batch_size)
+
+
+def captioned_grid(images: list[Image.Image], captions: list[str], columns: int = 4, scale: int = 2) -> Image.Image:
+    """Images in a grid with each caption written under its image."""
+    width = images[0].width * scale
+    tiles = []
+    for image, caption in zip(images, captions):
+        tile = Image.new("RGB", (max(width, 200), width + 26), (255, 255, 255))
+        tile.paste(image.resize((width, width), Image.Resampling.NEAREST), ((tile.width - width) // 2, 0))
+        draw = ImageDraw.Draw(tile)
+        for line, text in enumerate(_wrap(caption, tile.width // 6)):
+            draw.text((2, width + 1 + 12 * line), text, fill=(0, 0, 0))
+        tiles.append(tile)
+    return make_grid(tiles, columns=columns)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return (lines + [line])[:2]
+
+
+def format_table(results: dict[str, Any], prefix: str = "") -> list[str]:
+    """Results as aligned `name  value` lines, nested keys joined with '/'."""
+    lines = []
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            lines += format_table(value, prefix=f"{name}/")
+        else:
+            lines.append(f"{name:<48} {value:.4f}" if isinstance(value, float) else f"{name:<48} {value}")
+    return lines
