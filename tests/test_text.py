@@ -27,14 +27,16 @@ def test_minilm_loads_offline_and_is_frozen(minilm):
     assert minilm.kind == "minilm" and minilm.hidden_size == 384
     assert not minilm.trainable and not minilm.model.training
     encoding = minilm(CAPTIONS[:2])
-    batch, length = encoding.attention_mask.shape
-    assert encoding.hidden_states.shape == (2, length, 384)
+    assert encoding.hidden_states.shape == (2, 16, 384)  # padded to max_length
     assert encoding.pooled.shape == (2, 384)
-    # padding is zeroed, real tokens are not
-    padding = encoding.attention_mask == 0
-    assert padding.any()
-    assert encoding.hidden_states[padding].abs().max() == 0
-    assert encoding.hidden_states[~padding].abs().amax(-1).min() > 0
+    assert encoding.attention_mask[0].tolist() == [1] * 10 + [0] * 6  # [CLS] 8 words [SEP], padding
+
+
+def test_an_encoding_does_not_depend_on_its_batch(minilm):
+    alone = minilm([CAPTIONS[0]])
+    together = minilm([CAPTIONS[3], CAPTIONS[0], ""])
+    torch.testing.assert_close(together.hidden_states[1], alone.hidden_states[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together.pooled[1], alone.pooled[0], atol=1e-5, rtol=1e-5)
 
 
 def test_minilm_pooled_matches_sentence_transformers(minilm):

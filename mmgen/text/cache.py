@@ -28,8 +28,8 @@ def default_cache_root() -> Path:
 
 class CachedTextEncoder:
     """Call it like the encoder (`cached(texts) -> TextEncoding`); misses are encoded and
-    remembered, `flush()` writes them to disk. Stored unpadded in `dtype` (float16 halves
-    the disk and memory cost at ~1e-3 relative error), returned as float32."""
+    remembered, `flush()` writes them to disk. Stored in `dtype` (float16 halves the disk
+    and memory cost at ~1e-3 relative error), returned as float32."""
 
     def __init__(
         self,
@@ -46,7 +46,7 @@ class CachedTextEncoder:
         self.directory = Path(cache_root or default_cache_root()) / "text" / encoder.fingerprint()[:24]
         self.hits = 0
         self.misses = 0
-        self._entries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._entries: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # states, mask, pooled
         self._unsaved: list[str] = []
         for shard in sorted(self.directory.glob("shard-*.safetensors")):
             self._load_shard(shard)
@@ -77,12 +77,8 @@ class CachedTextEncoder:
         if not self._unsaved:
             return
         texts = self._unsaved
-        hidden = [self._entries[t][0] for t in texts]
-        tensors = {
-            "hidden_states": torch.cat(hidden),
-            "lengths": torch.tensor([h.shape[0] for h in hidden]),
-            "pooled": torch.stack([self._entries[t][1] for t in texts]),
-        }
+        hidden, mask, pooled = (torch.stack(parts) for parts in zip(*(self._entries[t] for t in texts)))
+        tensors = {"hidden_states": hidden, "attention_mask": mask, "pooled": pooled}
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"shard-{uuid.uuid4().hex}.safetensors"
         temporary = self.directory / f".{name}.tmp"
@@ -95,27 +91,21 @@ class CachedTextEncoder:
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
             encoding = self.encoder(chunk)
-            lengths = encoding.attention_mask.sum(1).tolist()
             for i, text in enumerate(chunk):
-                hidden = encoding.hidden_states[i, : lengths[i]].to("cpu", self.dtype).clone()
-                self._entries[text] = (hidden, encoding.pooled[i].to("cpu", self.dtype).clone())
+                self._entries[text] = (
+                    encoding.hidden_states[i].to("cpu", self.dtype).clone(),
+                    encoding.attention_mask[i].cpu().clone(),
+                    encoding.pooled[i].to("cpu", self.dtype).clone(),
+                )
             self._unsaved.extend(chunk)
 
     def _assemble(self, texts: list[str]) -> TextEncoding:
-        entries = [self._entries[t] for t in texts]
-        length = max(hidden.shape[0] for hidden, _ in entries)
-        hidden_states = torch.zeros(len(texts), length, self.encoder.hidden_size)
-        attention_mask = torch.zeros(len(texts), length, dtype=torch.long)
-        for i, (hidden, _) in enumerate(entries):
-            hidden_states[i, : hidden.shape[0]] = hidden
-            attention_mask[i, : hidden.shape[0]] = 1
-        pooled = torch.stack([p for _, p in entries]).float()
-        return TextEncoding(hidden_states, attention_mask, pooled)
+        hidden, mask, pooled = (torch.stack(parts) for parts in zip(*(self._entries[t] for t in texts)))
+        return TextEncoding(hidden.float(), mask, pooled.float())
 
     def _load_shard(self, path: Path) -> None:
         with safe_open(path, framework="pt") as shard:
             texts = json.loads(shard.metadata()["texts"])
         tensors = load_file(path)
-        pieces = torch.split(tensors["hidden_states"], tensors["lengths"].tolist())
-        for text, hidden, pooled in zip(texts, pieces, tensors["pooled"]):
-            self._entries[text] = (hidden, pooled)
+        for text, *entry in zip(texts, tensors["hidden_states"], tensors["attention_mask"], tensors["pooled"]):
+            self._entries[text] = tuple(entry)

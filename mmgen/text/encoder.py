@@ -32,9 +32,11 @@ TEXT_ENCODER_FOLDER = "text_encoder"
 
 @dataclass
 class TextEncoding:
-    """Encoder output for a batch of texts.
+    """Encoder output for a batch of texts, padded to the encoder's `max_length` L.
 
-    hidden_states: [B, L, D] per-token states, zero at padding (for cross-attention or a prefix).
+    hidden_states: [B, L, D] per-token states (for cross-attention or a prefix). Padding
+        positions hold the model's states too, exactly what a diffusers Stable Diffusion
+        pipeline feeds its UNet; use `attention_mask` to ignore them.
     attention_mask: [B, L], 1 for real tokens (start/end tokens included), 0 for padding.
     pooled: [B, D] one vector per text.
     """
@@ -72,6 +74,9 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.tokenizer = tokenizer
         self.model = model
+        # Saved with the config, so a diffusers StableDiffusionPipeline that loads this
+        # encoder passes the attention mask too and computes the same states as mmgen.
+        self.model.config.use_attention_mask = True
         self.set_trainable(trainable)
 
     # -- construction -------------------------------------------------------------------
@@ -181,8 +186,8 @@ class TextEncoder(nn.Module):
     # -- encoding -----------------------------------------------------------------------
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Token ids and mask, padded to the longest text; over-long texts are truncated
-        with a warning."""
+        """Token ids and mask, padded to `max_length` (so a text's encoding never depends
+        on the batch it is in); over-long texts are truncated with a warning."""
         if isinstance(texts, str):
             texts = [texts]
         lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
@@ -194,7 +199,7 @@ class TextEncoder(nn.Module):
                 stacklevel=3,
             )
         tokens = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+            list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
@@ -202,13 +207,11 @@ class TextEncoder(nn.Module):
         device = next(self.model.parameters()).device
         tokens = {k: v.to(device) for k, v in self.tokenize(texts).items()}
         output = self.model(**tokens)
-        mask = tokens["attention_mask"]
-        # Zero the padding so outputs do not depend on how a batch was padded: a cached
-        # encoding (stored unpadded) then equals a freshly computed one.
-        hidden = output.last_hidden_state * mask.unsqueeze(-1).to(output.last_hidden_state.dtype)
+        hidden, mask = output.last_hidden_state, tokens["attention_mask"]
         if isinstance(self.model, CLIPTextModel):
             pooled = output.pooler_output  # the end-of-text token's state, as in CLIP
         else:
             # Mean over real tokens: the pooling all-MiniLM-L6-v2 was trained with.
-            pooled = hidden.sum(1) / mask.sum(1, keepdim=True).to(hidden.dtype)
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1)
         return TextEncoding(hidden, mask, pooled)
