@@ -182,6 +182,31 @@ def _train_judge(args: argparse.Namespace) -> None:
     print(f"trained to step {result.step}; judge saved in {result.last_checkpoint / 'model'}")
 
 
+def _train_autoencoder(args: argparse.Namespace) -> None:
+    from mmgen.diffusion.training import train_autoencoder
+
+    result = train_autoencoder(
+        training_config_from_args(args), data=args.data, image_size=args.image_size,
+        block_out_channels=args.block_out_channels, latent_channels=args.latent_channels,
+        kl_weight=args.kl_weight, random_flip=args.random_flip,
+    )
+    print(f"trained to step {result.step}; autoencoder saved in {result.last_checkpoint / 'model'}")
+
+
+def _train_ldm(args: argparse.Namespace) -> None:
+    from mmgen.diffusion.training import train_ldm
+
+    result = train_ldm(
+        training_config_from_args(args), autoencoder=args.autoencoder, data=args.data, image_size=args.image_size,
+        text_encoder=args.text_encoder, max_length=args.max_length, text_hidden_size=args.text_hidden_size,
+        text_layers=args.text_layers, block_out_channels=args.block_out_channels,
+        layers_per_block=args.layers_per_block, attention_head_dim=args.attention_head_dim,
+        prediction_type=args.prediction_type, snr_gamma=args.snr_gamma, caption_dropout=args.caption_dropout,
+        random_flip=args.random_flip,
+    )
+    print(f"trained to step {result.step}; pipeline saved in {result.last_checkpoint / 'model'}")
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
@@ -212,6 +237,95 @@ def _add_train_commands(subparsers) -> None:
     judge.add_argument("--validation-size", type=int, default=1000, help="real val images scored at each validation")
     add_training_arguments(judge)
 
+    data_help = "shapes[:SPLIT], an image folder, a saved HF dataset, or hf:NAME[:SPLIT]"
+    autoencoder = _add_command(
+        recipes, "autoencoder", _train_autoencoder,
+        "latent diffusion, stage 1: a diffusers AutoencoderKL, from scratch",
+    )
+    autoencoder.add_argument("--data", default="shapes", help=data_help)
+    autoencoder.add_argument("--image-size", type=int, default=64, help="image side in pixels")
+    autoencoder.add_argument(
+        "--block-out-channels", type=_int_list, default=(32, 64, 128, 128),
+        help="encoder widths; the image shrinks 2x per block after the first",
+    )
+    autoencoder.add_argument("--latent-channels", type=int, default=4, help="channels of the latent")
+    autoencoder.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL term (per element)")
+    autoencoder.add_argument("--random-flip", action="store_true", help="mirror training images at random")
+    add_training_arguments(autoencoder)
+
+    ldm = _add_command(
+        recipes, "ldm", _train_ldm,
+        "latent diffusion, stage 2: a text-conditioned UNet on cached latents; every checkpoint is a pipeline",
+    )
+    ldm.add_argument("--autoencoder", required=True, help="trained AutoencoderKL folder (a checkpoint's model/)")
+    ldm.add_argument("--data", default="shapes", help=data_help)
+    ldm.add_argument("--image-size", type=int, default=64, help="image side in pixels")
+    ldm.add_argument(
+        "--text-encoder", default="minilm",
+        help="minilm (pretrained, frozen, cached), clip (new, trained with the UNet), or a folder",
+    )
+    ldm.add_argument("--max-length", type=int, default=77, help="tokens per prompt (longer ones are truncated)")
+    ldm.add_argument("--text-hidden-size", type=int, default=256, help="width of a new clip text encoder")
+    ldm.add_argument("--text-layers", type=int, default=4, help="layers of a new clip text encoder")
+    ldm.add_argument("--block-out-channels", type=_int_list, default=(64, 128), help="UNet widths per resolution")
+    ldm.add_argument("--layers-per-block", type=int, default=1, help="UNet resnet layers per block")
+    ldm.add_argument("--attention-head-dim", type=int, default=8, help="UNet attention head width")
+    ldm.add_argument("--prediction-type", default="epsilon", choices=("epsilon", "v_prediction"), help="UNet target")
+    ldm.add_argument("--snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (e.g. 5)")
+    ldm.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
+    ldm.add_argument("--random-flip", action="store_true", help="cache mirrored latents too and pick one at random")
+    add_training_arguments(ldm)
+
+
+# -- mmgen sample ------------------------------------------------------------------------
+
+
+def _sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from mmgen.data.transforms import make_grid
+    from mmgen.diffusion import TextToImagePipeline
+
+    prompts = list(args.prompts)
+    if args.prompts_file:
+        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise MMGenError("no prompt given: pass one or more prompts, or --prompts-file")
+    if any(not p.strip() for p in prompts):
+        raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
+    pipe = TextToImagePipeline.from_pretrained(args.model, scheduler=args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(args.seed)
+    images = pipe(
+        [p for p in prompts for _ in range(args.n)], num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale, generator=generator,
+    ).images
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, columns=args.n).save(out)
+    print(f"wrote {out}: {len(prompts)} prompt(s) x {args.n} images, one row per prompt")
+
+
+def _add_sample_command(subparsers) -> None:
+    from mmgen.checkpoints import SHAPES_LDM
+
+    command = _add_command(
+        subparsers, "sample", _sample, "generate images from text prompts",
+        "Generate images from prompts with a text-to-image checkpoint and write them as one PNG "
+        "grid, a row per prompt. The same --seed gives the same images.",
+    )
+    command.add_argument("prompts", nargs="*", help="prompts, e.g. \"a big blue star in the middle\"")
+    command.add_argument("--prompts-file", default=None, help="a text file with one prompt per line")
+    command.add_argument("-n", type=int, default=4, help="images per prompt")
+    command.add_argument("--model", default=str(SHAPES_LDM), help="pipeline folder")
+    command.add_argument("--steps", type=int, default=20, help="sampling steps")
+    command.add_argument(
+        "--scheduler", default="dpm++", help="sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
+    )
+    command.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
+    command.add_argument("--seed", type=int, default=0, help="sampling seed")
+    command.add_argument("--out", default="samples.png", help="PNG to write")
+
 
 # -- mmgen eval --------------------------------------------------------------------------
 
@@ -239,8 +353,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _add_eval_command(subparsers) -> None:
-    from mmgen.eval.evaluate import TASKS
-    from mmgen.eval.judge import DEFAULT_JUDGE
+    from mmgen.checkpoints import SHAPES_JUDGE
 
     command = _add_command(
         subparsers, "eval", _eval, "measure a checkpoint on Shapes with the judge",
@@ -251,11 +364,13 @@ def _add_eval_command(subparsers) -> None:
         "metrics and a PNG grid of samples next to it.",
     )
     command.add_argument("--model", required=True, help="checkpoint folder to evaluate")
-    command.add_argument("--task", required=True, choices=TASKS, help="what to measure")
+    command.add_argument(
+        "--task", required=True, choices=("text-to-image", "impute", "reconstruct", "judge"), help="what to measure"
+    )
     command.add_argument("--n", type=int, default=500, help="prompts (or images) per split")
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="results.json", help="JSON to write; the grid goes next to it as .png")
-    command.add_argument("--judge", default=str(DEFAULT_JUDGE), help="Shapes judge checkpoint")
+    command.add_argument("--judge", default=str(SHAPES_JUDGE), help="Shapes judge checkpoint")
     command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion models)")
     command.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
     command.add_argument("--batch-size", type=int, default=32, help="samples generated at a time")
@@ -276,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(subparsers)
     _add_train_commands(subparsers)
+    _add_sample_command(subparsers)
     _add_eval_command(subparsers)
     return parser
 

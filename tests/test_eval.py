@@ -6,6 +6,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from scipy import linalg
 
+from mmgen.checkpoints import SHAPES_JUDGE
 from mmgen.cli import main
 from mmgen.data.shapes import ATTRIBUTES, ShapesDataset, ShapesSample, format_caption, parse_caption, render
 from mmgen.data.transforms import pil_to_tensor
@@ -13,7 +14,6 @@ from mmgen.errors import CheckpointError
 from mmgen.eval.evaluate import evaluate_text_to_image, load_for_task
 from mmgen.eval.judge import (
     ATTRIBUTE_NAMES,
-    DEFAULT_JUDGE,
     JudgeObjective,
     ShapesJudge,
     judge_accuracy,
@@ -28,7 +28,7 @@ from mmgen.training import TrainingConfig
 
 @pytest.fixture(scope="module")
 def judge():
-    return load_judge(DEFAULT_JUDGE)
+    return load_judge(SHAPES_JUDGE)
 
 
 # -- Fréchet distance ---------------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_eval_names_a_wrong_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_for_task(tmp_path / "missing", "text-to-image")
     with pytest.raises(CheckpointError, match="is the Shapes judge"):
-        load_for_task(DEFAULT_JUDGE, "text-to-image")
+        load_for_task(SHAPES_JUDGE, "text-to-image")
     _tiny_stable_diffusion(tmp_path / "model")
     with pytest.raises(CheckpointError, match="supports --task text-to-image, not reconstruct"):
         load_for_task(tmp_path / "model", "reconstruct")

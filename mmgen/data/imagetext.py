@@ -178,9 +178,13 @@ class ImageTextDataset(Dataset):
     def __len__(self) -> int:
         return len(self._records)
 
+    def item_captions(self, index: int) -> tuple[str, ...]:
+        """The captions item `index` draws from, without loading its image."""
+        return self._records[index].captions
+
     def captions(self) -> list[str]:
         """Every caption an item can draw (for precomputing text encodings), without images."""
-        return [caption for i in range(len(self)) for caption in self._records[i].captions]
+        return [caption for i in range(len(self)) for caption in self.item_captions(i)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]  # IndexError when out of range; negative -> positive, for the seed

@@ -321,9 +321,13 @@ class ShapesDataset(torch.utils.data.Dataset):
     def image(self, i: int) -> Image.Image:
         return render(self.sample(i), self.size)
 
+    def item_captions(self, index: int) -> tuple[str, ...]:
+        """Sample `index`'s caption, without rendering it."""
+        return (self.sample(index).caption,)
+
     def captions(self) -> list[str]:
         """Every caption of the split (for precomputing text encodings), without rendering."""
-        return [make_sample(self.split, i, self.seed).caption for i in range(self.n)]
+        return [self.sample(i).caption for i in range(self.n)]
 
     def __getitem__(self, i: int) -> dict[str, object]:
         sample = self.sample(i)

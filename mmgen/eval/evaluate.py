@@ -32,7 +32,6 @@ from mmgen.eval.metrics import (
     reconstruction_metrics,
 )
 
-TASKS = ("text-to-image", "impute", "reconstruct", "judge")
 DIVERSITY_PROMPT = "a large red circle in the center"
 DIVERSITY_SAMPLES = 16
 

@@ -17,13 +17,12 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn import functional as F
 
+from mmgen.checkpoints import SHAPES_JUDGE
 from mmgen.data.shapes import ATTRIBUTES
 from mmgen.errors import CheckpointError
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
 ATTRIBUTE_NAMES = tuple(ATTRIBUTES)
-# The judge that ships with the repository (found when mmgen runs from a clone).
-DEFAULT_JUDGE = Path(__file__).resolve().parents[2] / "checkpoints" / "shapes-judge"
 
 
 class ShapesJudge(ModelMixin, ConfigMixin):
@@ -88,7 +87,7 @@ class JudgeObjective(nn.Module):
         return output
 
 
-def load_judge(path: str | Path = DEFAULT_JUDGE) -> ShapesJudge:
+def load_judge(path: str | Path = SHAPES_JUDGE) -> ShapesJudge:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: no Shapes judge there (train one with `mmgen train judge`, pass --judge)")

@@ -1,0 +1,88 @@
+"""Sampling: mmgen's text-to-image pipeline is a diffusers Stable Diffusion pipeline.
+
+It adds schedulers by name, mmgen's error messages and a default checkpoint; the folder
+it saves is a plain `StableDiffusionPipeline` folder (model_index.json, unet/, vae/,
+text_encoder/, tokenizer/, scheduler/; no safety checker), so
+`diffusers.StableDiffusionPipeline.from_pretrained(path)` loads it and, for a fixed seed,
+draws the same images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import logging as transformers_logging
+
+from mmgen.checkpoints import SHAPES_LDM
+from mmgen.errors import CheckpointError, ConfigError
+
+# Importing diffusers' pipelines makes transformers warn that torchvision is missing
+# (for image processors mmgen never uses); keep that out of users' terminals.
+_verbosity = transformers_logging.get_verbosity()
+transformers_logging.set_verbosity_error()
+from diffusers import (  # noqa: E402
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UniPCMultistepScheduler,
+)
+
+transformers_logging.set_verbosity(_verbosity)
+
+SCHEDULERS = {
+    "dpm++": DPMSolverMultistepScheduler,
+    "ddim": DDIMScheduler,
+    "ddpm": DDPMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler-a": EulerAncestralDiscreteScheduler,
+    "pndm": PNDMScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+
+
+class TextToImagePipeline(StableDiffusionPipeline):
+    """`pipe(prompts, num_inference_steps=20, guidance_scale=..., generator=...)` returns
+    PIL images in `.images`, as every diffusers pipeline does."""
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path = SHAPES_LDM, scheduler: str | None = None, **kwargs):
+        path = Path(path)
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise CheckpointError(f"{path}: not a text-to-image pipeline (no model_index.json)")
+        class_name = json.loads(index.read_text()).get("_class_name")
+        if class_name not in (StableDiffusionPipeline.__name__, cls.__name__):
+            raise CheckpointError(f"{path}: a {class_name} checkpoint, not a text-to-image pipeline")
+        kwargs.setdefault("safety_checker", None)
+        kwargs.setdefault("requires_safety_checker", False)
+        pipe = super().from_pretrained(path, **kwargs)
+        if scheduler:
+            pipe.use_scheduler(scheduler)
+        return pipe
+
+    def use_scheduler(self, name: str) -> None:
+        """Sample with another diffusers scheduler, by name (see SCHEDULERS); the trained
+        noise schedule carries over."""
+        if name not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
+        self.scheduler = SCHEDULERS[name].from_config(self.scheduler.config)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        super().save_pretrained(save_directory, **kwargs)
+        # Saved under the diffusers class name, so that DiffusionPipeline.from_pretrained
+        # and StableDiffusionPipeline.from_pretrained both know the folder.
+        index = Path(save_directory) / "model_index.json"
+        config = json.loads(index.read_text())
+        config["_class_name"] = StableDiffusionPipeline.__name__
+        index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def check_inputs(self, prompt, *args, **kwargs):
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if prompts is not None and len(prompts) == 0:
+            raise ConfigError("no prompts given")
+        return super().check_inputs(prompt, *args, **kwargs)

@@ -1,0 +1,148 @@
+"""Training recipes for latent diffusion, on the shared loop: `train_autoencoder`, then
+`train_ldm`. Every checkpoint of `train_ldm` holds a complete, loadable pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
+
+from mmgen.data import open_dataset
+from mmgen.data.transforms import make_grid, tensor_to_pil
+from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder, reconstruct
+from mmgen.diffusion.latents import CachedLatentDataset, encode_dataset, item_captions, latent_scaling_factor
+from mmgen.diffusion.objective import UNCONDITIONAL_PROMPT, LatentDiffusionObjective, build_unet
+from mmgen.diffusion.pipeline import TextToImagePipeline
+from mmgen.errors import CheckpointError
+from mmgen.text import CachedTextEncoder, TextEncoder, train_caption_tokenizer
+from mmgen.training import Trainer, TrainingConfig, TrainingResult
+
+VALIDATION_PROMPTS = (
+    "a large red circle in the top left",
+    "a small blue star in the middle",
+    "big yellow cross, bottom right",
+    "a tiny white diamond on the left",
+    "a large green square at the top",
+    "a small purple triangle in the lower right",
+    "a big cyan circle at the bottom",
+    "an orange star that is large, in the center",
+)
+
+
+def train_autoencoder(
+    config: TrainingConfig,
+    data: str = "shapes",
+    image_size: int = 64,
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
+    latent_channels: int = 4,
+    kl_weight: float = 1e-4,
+    random_flip: bool = False,
+) -> TrainingResult:
+    """Stage one. Every checkpoint holds the autoencoder (EMA weights) in `model/`, and
+    validation writes originals above reconstructions to `samples/`."""
+    torch.manual_seed(config.seed)
+    vae = build_autoencoder(block_out_channels, latent_channels, image_size=image_size)
+    dataset = open_dataset(data, size=image_size, seed=config.seed, random_flip=random_flip)
+    originals = torch.stack([dataset[i]["pixel_values"] for i in range(8)])
+
+    def validate(model: AutoencoderObjective, step: int, output_dir: Path) -> None:
+        device = next(model.parameters()).device
+        reconstructions = reconstruct(model.vae, originals.to(device)).cpu()
+        _save_grid(tensor_to_pil(torch.cat([originals, reconstructions])), output_dir / "samples" / f"step-{step:07d}.png")
+
+    def export(model: AutoencoderObjective, folder: Path) -> None:
+        model.vae.save_pretrained(folder)
+
+    objective = AutoencoderObjective(vae, kl_weight=kl_weight)
+    return Trainer(config, objective, dataset, validate_fn=validate, export_fn=export).train()
+
+
+def load_text_encoder(name: str, captions: list[str], max_length: int, hidden_size: int, layers: int) -> TextEncoder:
+    """`minilm` (pretrained, frozen), `clip` (new, trainable, with a BPE tokenizer trained on
+    `captions`), or a folder with tokenizer/ and text_encoder/ (frozen)."""
+    if name == "minilm":
+        return TextEncoder.minilm(max_length=max_length)
+    if name == "clip":
+        tokenizer = train_caption_tokenizer(captions, max_length=max_length)
+        return TextEncoder.clip(tokenizer, hidden_size=hidden_size, num_layers=layers, num_heads=max(1, hidden_size // 64))
+    return TextEncoder.from_pretrained(name)
+
+
+def train_ldm(
+    config: TrainingConfig,
+    autoencoder: str | Path,
+    data: str = "shapes",
+    image_size: int = 64,
+    text_encoder: str = "minilm",
+    max_length: int = 77,
+    text_hidden_size: int = 256,
+    text_layers: int = 4,
+    block_out_channels: tuple[int, ...] = (64, 128),
+    layers_per_block: int = 1,
+    attention_head_dim: int = 8,
+    prediction_type: str = "epsilon",
+    snr_gamma: float | None = None,
+    caption_dropout: float = 0.1,
+    random_flip: bool = False,
+    validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
+) -> TrainingResult:
+    """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents."""
+    if not (Path(autoencoder) / "config.json").is_file():
+        raise CheckpointError(f"{autoencoder}: no autoencoder there (train one with `mmgen train autoencoder`)")
+    torch.manual_seed(config.seed)
+    state = PartialState()
+    vae = AutoencoderKL.from_pretrained(autoencoder).to(state.device).eval().requires_grad_(False)
+    dataset = open_dataset(data, size=image_size, seed=config.seed)
+    captions = [item_captions(dataset, i) for i in range(len(dataset))]
+    distinct = list(dict.fromkeys(c for item in captions for c in item))
+    encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
+
+    # Frozen parts are computed once, by the main process first so the others read its files.
+    with state.main_process_first():
+        latents = encode_dataset(vae, dataset, Path(config.output_dir) / "cache", flips=random_flip)
+        if encoder.trainable:
+            conditioning: TextEncoder | CachedTextEncoder = encoder
+        else:
+            conditioning = CachedTextEncoder(encoder.to(state.device))
+            conditioning.precompute([UNCONDITIONAL_PROMPT, *distinct])
+    vae.register_to_config(scaling_factor=latent_scaling_factor(latents, seed=config.seed))
+
+    noise_scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    unet = build_unet(
+        cross_attention_dim=encoder.hidden_size, sample_size=latents["mean"].shape[-1],
+        latent_channels=latents["mean"].shape[2], block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block, attention_head_dim=attention_head_dim,
+    )
+    objective = LatentDiffusionObjective(
+        unet, noise_scheduler, conditioning, vae.config.scaling_factor, caption_dropout, snr_gamma
+    )
+
+    def pipeline(model: LatentDiffusionObjective) -> TextToImagePipeline:
+        pipe = TextToImagePipeline(
+            vae=vae, text_encoder=encoder.model, tokenizer=encoder.tokenizer, unet=model.unet,
+            scheduler=DPMSolverMultistepScheduler.from_config(noise_scheduler.config),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def validate(model: LatentDiffusionObjective, step: int, output_dir: Path) -> None:
+        generator = torch.Generator().manual_seed(config.seed)
+        images = pipeline(model)(list(validation_prompts), num_inference_steps=20, guidance_scale=3.0, generator=generator).images
+        _save_grid(images, output_dir / "samples" / f"step-{step:07d}.png")
+
+    def export(model: LatentDiffusionObjective, folder: Path) -> None:
+        pipeline(model).save_pretrained(folder)
+
+    train_data = CachedLatentDataset(latents, captions, seed=config.seed)
+    return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
+
+
+def _save_grid(images: list, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, columns=len(images) // 2 if len(images) > 4 else None).save(path)

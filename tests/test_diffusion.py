@@ -1,0 +1,201 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
+from PIL import Image
+
+from mmgen.checkpoints import SHAPES_JUDGE
+from mmgen.cli import main
+from mmgen.diffusion import TextToImagePipeline
+from mmgen.diffusion.autoencoder import build_autoencoder
+from mmgen.diffusion.latents import encode_dataset, latent_scaling_factor
+from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
+from mmgen.diffusion.training import train_autoencoder, train_ldm
+from mmgen.data import ShapesDataset
+from mmgen.errors import CheckpointError, ConfigError
+from mmgen.text import CachedTextEncoder, TextEncoder
+from mmgen.training import TrainingConfig
+
+TINY_AUTOENCODER = dict(block_out_channels=(8, 16), latent_channels=4)  # 16 px -> 8 x 8 x 4
+TINY_UNET = dict(block_out_channels=(32, 64), attention_head_dim=8)
+
+
+def _config(folder, **overrides) -> TrainingConfig:
+    settings = dict(
+        output_dir=str(folder), max_steps=4, batch_size=8, learning_rate=1e-3, checkpoint_every=2, report_to="none"
+    )
+    settings.update(overrides)
+    return TrainingConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("autoencoder")
+    result = train_autoencoder(_config(folder, max_steps=2), data="shapes:val", image_size=16, **TINY_AUTOENCODER)
+    return result.last_checkpoint / "model"
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory, autoencoder):
+    """A tiny LDM trained for a few steps; its last checkpoint's pipeline folder."""
+    folder = tmp_path_factory.mktemp("ldm")
+    result = train_ldm(
+        _config(folder, validate_every=4), autoencoder, data="shapes:val", image_size=16,
+        text_encoder="minilm", max_length=16, **TINY_UNET,
+    )
+    return result.last_checkpoint / "model"
+
+
+@pytest.fixture(autouse=True)
+def private_text_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MMGEN_CACHE", str(tmp_path_factory.getbasetemp() / "mmgen-cache"))
+
+
+def test_autoencoder_training_lowers_the_loss(tmp_path):
+    result = train_autoencoder(
+        _config(tmp_path, max_steps=30, learning_rate=3e-3, checkpoint_every=30, validate_every=30),
+        data="shapes:val", image_size=16, **TINY_AUTOENCODER,
+    )
+    assert np.mean(result.losses[-5:]) < 0.6 * np.mean(result.losses[:5])
+    vae = AutoencoderKL.from_pretrained(result.last_checkpoint / "model")
+    assert vae.config.latent_channels == 4 and vae.config.sample_size == 16
+    assert Image.open(tmp_path / "samples" / "step-0000030.png").width > 16 * 8  # originals over reconstructions
+
+
+def test_latents_are_cached_once_and_scaled_from_data(tmp_path, autoencoder):
+    vae = AutoencoderKL.from_pretrained(autoencoder)
+    dataset = ShapesDataset("val", n=16, size=16)
+    latents = encode_dataset(vae, dataset, tmp_path, flips=True)
+    assert latents["mean"].shape == (16, 2, 4, 8, 8)
+    # the second view is the mirrored image's latent
+    mirrored = vae.encode(dataset[3]["pixel_values"].flip(-1)[None]).latent_dist.mean
+    torch.testing.assert_close(latents["mean"][3, 1], mirrored[0], atol=1e-5, rtol=1e-4)
+    files = list(tmp_path.glob("latents-*.safetensors"))
+    assert len(files) == 1
+    again = encode_dataset(vae, dataset, tmp_path, flips=True)  # read back, not recomputed
+    assert torch.equal(again["mean"], latents["mean"]) and len(list(tmp_path.glob("latents-*"))) == 1
+    factor = latent_scaling_factor(latents)
+    sample = latents["mean"] + latents["std"] * torch.randn(latents["mean"].shape, generator=torch.Generator().manual_seed(0))
+    assert (sample * factor).std().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def _objective(caption_dropout: float) -> LatentDiffusionObjective:
+    torch.manual_seed(0)
+    encoder = TextEncoder.minilm(max_length=16)
+    return LatentDiffusionObjective(
+        build_unet(cross_attention_dim=384, **TINY_UNET), DDPMScheduler(), CachedTextEncoder(encoder), 1.0, caption_dropout
+    )
+
+
+def test_caption_dropout_replaces_captions_with_the_empty_prompt():
+    latents = {"latent_mean": torch.randn(4, 4, 8, 8), "latent_std": torch.full((4, 4, 8, 8), 0.1)}
+    red, blue = ["a large red circle in the top left"] * 4, ["a small blue star at the bottom"] * 4
+
+    def loss(objective, texts):
+        torch.manual_seed(1)
+        return objective({**latents, "text": texts})["loss"].item()
+
+    kept, dropped = _objective(0.0), _objective(1.0)
+    assert loss(kept, red) != loss(kept, blue)  # captions condition the UNet
+    assert loss(dropped, red) == loss(dropped, blue)  # all replaced by the unconditional prompt
+
+
+def test_ldm_training_lowers_the_loss(tmp_path, autoencoder):
+    result = train_ldm(
+        _config(tmp_path, max_steps=40, checkpoint_every=40), autoencoder, data="shapes:val", image_size=16,
+        text_encoder="minilm", max_length=16, **TINY_UNET,
+    )
+    assert np.mean(result.losses[-10:]) < 0.8 * np.mean(result.losses[:10])
+
+
+def test_every_checkpoint_is_a_pipeline_with_a_measured_scaling_factor(pipeline_folder):
+    checkpoints = pipeline_folder.parent.parent
+    for step in (2, 4):
+        folder = checkpoints / f"checkpoint-{step:07d}" / "model"
+        index = json.loads((folder / "model_index.json").read_text())
+        assert index["_class_name"] == "StableDiffusionPipeline"
+        assert {"unet", "vae", "text_encoder", "tokenizer", "scheduler"} <= set(index)
+        assert index["safety_checker"] == [None, None]
+    scaling = json.loads((pipeline_folder / "vae" / "config.json").read_text())["scaling_factor"]
+    assert scaling != pytest.approx(0.18215) and scaling > 0
+    assert (pipeline_folder.parents[2] / "samples" / "step-0000004.png").is_file()
+
+
+def test_mmgen_and_diffusers_load_the_same_pipeline(pipeline_folder):
+    prompts = ["a large red circle in the top left", "a small blue star"]
+
+    def sample(pipe, scale=3.0):
+        pipe.set_progress_bar_config(disable=True)
+        generator = torch.Generator().manual_seed(0)
+        return pipe(prompts, num_inference_steps=3, guidance_scale=scale, generator=generator, output_type="pt").images
+
+    ours = TextToImagePipeline.from_pretrained(pipeline_folder)
+    theirs = StableDiffusionPipeline.from_pretrained(pipeline_folder, safety_checker=None)
+    images = sample(ours)
+    assert images.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(sample(theirs), images, rtol=0, atol=0)
+    torch.testing.assert_close(sample(ours), images, rtol=0, atol=0)  # seeded: reproducible
+    assert not torch.allclose(sample(ours, scale=7.0), images)  # guidance changes the output
+    # and PIL images by default, as every diffusers pipeline
+    pil = ours(prompts[:1], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    assert isinstance(pil[0], Image.Image) and pil[0].size == (16, 16)
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, autoencoder):
+    options = dict(data="shapes:val", image_size=16, text_encoder="minilm", max_length=16, **TINY_UNET)
+    train_ldm(_config(tmp_path, max_steps=2), autoencoder, **options)
+    result = train_ldm(_config(tmp_path, max_steps=4, resume="latest"), autoencoder, **options)
+    assert result.step == 4 and len(result.losses) == 2  # only steps 3 and 4 ran
+    assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == 1  # latents reused
+
+
+def test_trainable_clip_text_encoder_is_saved_with_the_pipeline(tmp_path, autoencoder):
+    result = train_ldm(
+        _config(tmp_path, max_steps=2), autoencoder, data="shapes:val", image_size=16, text_encoder="clip",
+        max_length=24, text_hidden_size=32, text_layers=1, **TINY_UNET,
+    )
+    folder = result.last_checkpoint / "model"
+    assert json.loads((folder / "text_encoder" / "config.json").read_text())["architectures"] == ["CLIPTextModel"]
+    pipe = TextToImagePipeline.from_pretrained(folder)
+    assert pipe(["a big red star"], num_inference_steps=2, output_type="pt").images.shape == (1, 3, 16, 16)
+
+
+def test_cli_sample_writes_a_grid(tmp_path, pipeline_folder, capsys):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("a big blue star in the middle\n\na tiny red cross\n")
+    out = tmp_path / "grid.png"
+    arguments = ["sample", "--model", str(pipeline_folder), "a large green square", "--prompts-file", str(prompts_file),
+                 "-n", "2", "--steps", "2", "--seed", "0", "--out", str(out)]
+    assert main(arguments) == 0
+    assert Image.open(out).size == (2 * 16 + 3 * 2, 3 * 16 + 4 * 2)  # 3 prompts x 2 images
+    first = np.asarray(Image.open(out))
+    assert main(arguments) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), first)  # same seed, same images
+    assert "3 prompt(s) x 2 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["sample", ""], "empty prompt"),
+        (["sample"], "no prompt given"),
+        (["sample", "a red star", "--model", str(SHAPES_JUDGE)], "not a text-to-image pipeline"),
+        (["sample", "a red star", "--model", "/no/such/folder"], "not a text-to-image pipeline"),
+    ],
+)
+def test_cli_sample_names_bad_input(arguments, message, capsys):
+    assert main(arguments) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_scheduler_is_named(pipeline_folder):
+    with pytest.raises(ConfigError, match="unknown scheduler 'fast'"):
+        TextToImagePipeline.from_pretrained(pipeline_folder, scheduler="fast")
+
+
+def test_ldm_needs_a_trained_autoencoder(tmp_path):
+    with pytest.raises(CheckpointError, match="no autoencoder there"):
+        train_ldm(_config(tmp_path), tmp_path / "missing")

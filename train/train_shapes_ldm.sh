@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Reproduces checkpoints/shapes-ldm: latent diffusion on 64 x 64 Shapes, both stages, on the
+# shared loop. Re-running resumes each stage from its last checkpoint.
+#   bash train/train_shapes_ldm.sh [RUN_DIR] [LDM_STEPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-$HOME/mmgen-runs/shapes-ldm}
+LDM_STEPS=${2:-20000}
+MMGEN=${MMGEN:-.venv/bin/mmgen}
+
+# Stage 1: AutoencoderKL, 64 x 64 x 3 -> 8 x 8 x 4.
+"$MMGEN" train autoencoder --output-dir "$RUN/autoencoder" --data shapes --image-size 64 \
+    --block-out-channels 16,32,64,64 --latent-channels 4 --kl-weight 1e-4 \
+    --max-steps 2500 --batch-size 32 --learning-rate 1e-3 --lr-scheduler cosine --lr-warmup-steps 100 \
+    --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest
+
+# Stage 2: a text-conditioned UNet with a small CLIP text encoder trained alongside it.
+"$MMGEN" train ldm --output-dir "$RUN/ldm" --data shapes --image-size 64 \
+    --autoencoder "$RUN/autoencoder/checkpoints/checkpoint-0002500/model" \
+    --text-encoder clip --max-length 24 --text-hidden-size 128 --text-layers 2 \
+    --block-out-channels 64,128 --layers-per-block 1 --attention-head-dim 8 --caption-dropout 0.1 \
+    --max-steps "$LDM_STEPS" --batch-size 64 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
+    --lr-warmup-steps 500 --ema-decay 0.999 --checkpoint-every 1000 --validate-every 1000 --seed 0 --resume latest
