@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from torch.nn import functional as F
 
 from harness import machine, matmul_peak_flops, sampling_row, training_row
@@ -91,10 +91,84 @@ def unet_sample(peak: float, repeats: int) -> dict:
     )
 
 
-BENCHMARKS: dict[str, Callable[[float, int], dict]] = {
+def _shapes_ldm_parts(batch_size: int):
+    """The shipped LDM's shapes of parts (untrained weights: speed does not depend on them)."""
+    from mmgen.diffusion.autoencoder import build_autoencoder
+    from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
+    from mmgen.text import CachedTextEncoder, TextEncoder
+
+    vae = build_autoencoder((16, 32, 64, 64)).requires_grad_(False).eval()
+    encoder = TextEncoder.minilm(max_length=32)
+    dataset = ShapesDataset("train", n=batch_size)
+    batch = collate_examples([dataset[i] for i in range(batch_size)])
+    cache = CachedTextEncoder(encoder, cache_root=HERE / "results" / "text-cache")
+    cache.precompute(["", *batch["text"]], progress=False)
+    objective = LatentDiffusionObjective(
+        build_unet(cross_attention_dim=384, sample_size=8), DDPMScheduler(), cache, scaling_factor=1.0
+    )
+    return vae, encoder, batch, objective
+
+
+def ldm_train_cached_vs_per_step(peak: float, repeats: int) -> list[dict]:
+    """One UNet step from cached latents and caption states (mmgen) against the same step
+    that first runs the frozen VAE and text encoder (diffusers' text-to-image example)."""
+    batch_size = 64
+    vae, encoder, batch, objective = _shapes_ldm_parts(batch_size)
+    optimizer = torch.optim.AdamW(objective.unet.parameters(), lr=1e-4)
+    with torch.no_grad():
+        posterior = vae.encode(batch["pixel_values"]).latent_dist
+    cached = {"latent_mean": posterior.mean, "latent_std": posterior.std, "text": batch["text"]}
+
+    def cached_step() -> None:
+        objective(cached)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def per_step() -> None:
+        with torch.no_grad():
+            latents = vae.encode(batch["pixel_values"]).latent_dist
+            encoder(batch["text"])  # what the example computes; its result feeds the UNet
+        objective({"latent_mean": latents.mean, "latent_std": latents.std, "text": batch["text"]})["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    rows = [
+        training_row("ldm-train cached (UNet only; shipped-LDM shapes, MiniLM)", cached_step, batch_size, peak, repeats),
+        training_row("ldm-train per step (VAE + text encoder + UNet)", per_step, batch_size, peak, repeats),
+    ]
+    rows[0]["speedup_vs_per_step"] = rows[0]["images_per_s"]["median"] / rows[1]["images_per_s"]["median"]
+    return rows
+
+
+def ldm_sample_schedulers(peak: float, repeats: int) -> list[dict]:
+    """TextToImagePipeline images/s: 20 DPM-Solver++ steps against StableDiffusionPipeline's
+    defaults (the PNDM scheduler, 50 steps), both with guidance and VAE decoding."""
+    from mmgen.diffusion import TextToImagePipeline
+
+    batch_size = 16
+    vae, encoder, batch, objective = _shapes_ldm_parts(batch_size)
+    pipe = TextToImagePipeline(
+        vae=vae, text_encoder=encoder.model, tokenizer=encoder.tokenizer, unet=objective.unet.eval(),
+        scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    rows = []
+    for scheduler, steps in (("dpm++", 20), ("pndm", 50)):
+        pipe.use_scheduler(scheduler)
+        rows.append(sampling_row(
+            f"ldm-sample {scheduler}, {steps} steps (guidance 3, with VAE decode)",
+            lambda: pipe(batch["text"], num_inference_steps=steps, guidance_scale=3.0, output_type="pt"),
+            batch_size, repeats, steps=steps, scheduler=scheduler,
+        ))
+    return rows
+
+
+BENCHMARKS: dict[str, Callable[[float, int], dict | list[dict]]] = {
     "judge-train": judge_train,
     "unet-train": unet_train,
     "unet-sample": unet_sample,
+    "ldm-train": ldm_train_cached_vs_per_step,
+    "ldm-sample": ldm_sample_schedulers,
 }
 
 
@@ -125,7 +199,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     peak = matmul_peak_flops()
-    rows = [BENCHMARKS[name](peak, args.repeats) for name in (args.only or BENCHMARKS)]
+    rows = []
+    for name in args.only or BENCHMARKS:
+        result = BENCHMARKS[name](peak, args.repeats)
+        rows += result if isinstance(result, list) else [result]
     results = {"machine": machine(), "matmul_peak_flops": peak, "rows": rows}
     out = HERE / "results" / f"{args.name}.json"
     out.parent.mkdir(exist_ok=True)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "Trainer": "mmgen.training",
     "TrainingConfig": "mmgen.training",
     "ShapesJudge": "mmgen.eval.judge",
+    "TextToImagePipeline": "mmgen.diffusion",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -52,6 +52,8 @@ def _data_preview(args: argparse.Namespace) -> None:
     from mmgen.data import open_dataset
     from mmgen.data.transforms import make_grid, tensor_to_pil
 
+    if args.n < 1:
+        raise MMGenError(f"--n must be at least 1, got {args.n}")
     dataset = open_dataset(args.source, size=args.size, n=args.n, seed=args.seed, on_error=args.on_error)
     examples = [dataset[i] for i in range(min(args.n, len(dataset)))]
     images = [tensor_to_pil(example["pixel_values"])[0] for example in examples]
@@ -179,7 +181,7 @@ def _train_judge(args: argparse.Namespace) -> None:
         channels=args.channels, feature_dim=args.feature_dim, compositional_samples=args.compositional_samples,
         validation_size=args.validation_size,
     )
-    print(f"trained to step {result.step}; judge saved in {result.last_checkpoint / 'model'}")
+    _report_training(result, "judge")
 
 
 def _train_autoencoder(args: argparse.Namespace) -> None:
@@ -190,7 +192,7 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
         block_out_channels=args.block_out_channels, latent_channels=args.latent_channels,
         kl_weight=args.kl_weight, random_flip=args.random_flip,
     )
-    print(f"trained to step {result.step}; autoencoder saved in {result.last_checkpoint / 'model'}")
+    _report_training(result, "autoencoder")
 
 
 def _train_ldm(args: argparse.Namespace) -> None:
@@ -204,7 +206,14 @@ def _train_ldm(args: argparse.Namespace) -> None:
         prediction_type=args.prediction_type, snr_gamma=args.snr_gamma, caption_dropout=args.caption_dropout,
         random_flip=args.random_flip,
     )
-    print(f"trained to step {result.step}; pipeline saved in {result.last_checkpoint / 'model'}")
+    _report_training(result, "pipeline")
+
+
+def _report_training(result, what: str) -> None:
+    if result.last_checkpoint is None:
+        print(f"nothing to do: the run is at step {result.step}")
+    else:
+        print(f"at step {result.step}; {what} saved in {result.last_checkpoint / 'model'}")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -340,9 +349,12 @@ def _eval(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     results, images, captions = evaluate.run_task(
         args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
-        steps=args.steps, guidance_scale=args.guidance_scale,
+        steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
     )
-    report = {"model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, "results": results}
+    settings = {"steps": args.steps, "guidance_scale": args.guidance_scale, "scheduler": args.scheduler}
+    report = {
+        "model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, **settings, "results": results
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -372,6 +384,7 @@ def _add_eval_command(subparsers) -> None:
     command.add_argument("--out", default="results.json", help="JSON to write; the grid goes next to it as .png")
     command.add_argument("--judge", default=str(SHAPES_JUDGE), help="Shapes judge checkpoint")
     command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion models)")
+    command.add_argument("--scheduler", default="dpm++", help="sampler of diffusion models (see mmgen sample)")
     command.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
     command.add_argument("--batch-size", type=int, default=32, help="samples generated at a time")
 
@@ -396,12 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: MMGenError) -> str:
+    """The error's message; for one re-raised from a DataLoader worker, which carries the
+    worker's traceback, only its last line without the exception's class name."""
+    message = str(error).strip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
     except MMGenError as error:
-        print(f"mmgen: error: {error}", file=sys.stderr)
+        print(f"mmgen: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mmgen: interrupted", file=sys.stderr)

@@ -16,8 +16,8 @@ def test_help_lists_the_commands():
     assert mmgen.is_file()
     completed = subprocess.run([str(mmgen), "--help"], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0
-    for command in ("data", "train"):
-        assert command in completed.stdout
+    listed = {line.split()[0] for line in completed.stdout.splitlines() if line.startswith("    ")}
+    assert {"data", "train", "sample", "eval"} <= listed
     completed = subprocess.run([str(mmgen), "data", "shapes", "--help"], capture_output=True, text=True, timeout=120)
     assert "--split" in completed.stdout and "(default: train)" in completed.stdout
 
@@ -90,3 +90,20 @@ def test_training_flags_cover_the_config():
     assert config.resume == "latest" and config.batch_size == 32  # defaults kept
     with pytest.raises(SystemExit):
         parser.parse_args(["--output-dir", "run", "--max-steps", "seven"])
+
+
+def test_a_data_error_from_a_loader_worker_is_one_line():
+    from mmgen.cli import _one_line
+    from mmgen.errors import DataError
+
+    worker = DataError(
+        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nmmgen.errors.DataError: /data/a.png: cannot read image\n'
+    )
+    assert _one_line(worker) == "/data/a.png: cannot read image"
+    assert _one_line(DataError("plain message")) == "plain message"
+
+
+def test_preview_needs_at_least_one_image(capsys):
+    assert main(["data", "preview", "shapes", "--n", "0"]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err

@@ -66,6 +66,14 @@ def test_diversity_is_zero_for_collapsed_samples():
     assert diversity(points) == pytest.approx(5.0)
 
 
+def test_psnr_is_the_mean_of_per_image_values():
+    clean = torch.zeros(2, 3, 8, 8)
+    noisy = clean.clone()
+    noisy[0] += 0.2  # 0.1 in [0, 1]: 20 dB
+    noisy[1] += 0.02  # 0.01: 40 dB
+    assert reconstruction_metrics(clean, noisy)["psnr"] == pytest.approx(30.0, abs=1e-3)
+
+
 def test_reconstruction_metrics():
     images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
     perfect = reconstruction_metrics(images, images)
@@ -243,6 +251,14 @@ def test_mmgen_eval_reconstruct_end_to_end(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert np.isfinite(results["psnr"]) and -1 <= results["ssim"] <= 1
     assert set(results["judge_on_reconstructions"]) == {*ATTRIBUTE_NAMES, "all"}
+
+
+def test_mmgen_eval_judge_with_few_images(tmp_path, capsys):
+    out = tmp_path / "judge.json"
+    assert main(["eval", "--model", str(SHAPES_JUDGE), "--task", "judge", "--n", "5", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["results"]["accuracy/test"]["all"] == 1.0
+    assert main(["eval", "--model", str(SHAPES_JUDGE), "--task", "judge", "--n", "1"]) == 2
+    assert "--n must be at least 2" in capsys.readouterr().err
 
 
 def test_eval_names_a_wrong_checkpoint(tmp_path):

@@ -376,3 +376,19 @@ def test_dataloader_with_workers(metadata_folder: Path) -> None:
     # shutdown of the workers waits 5 s for each) is what shuts its workers down.
     gc.collect()
     del iterator
+
+
+def test_16_bit_grayscale_keeps_its_values(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mmgen.data.transforms import pil_to_tensor, to_rgb
+
+    ramp = np.tile(np.linspace(0, 65535, 16, dtype=np.uint16), (16, 1))
+    path = tmp_path / "ramp.png"
+    Image.fromarray(ramp).save(path)
+    image = Image.open(path)
+    assert image.mode.startswith("I")
+    tensor = pil_to_tensor(to_rgb(image))
+    assert tensor.min() == pytest.approx(-1) and tensor.max() == pytest.approx(1)  # not clipped to white
+    assert tensor[0, 0, 8] == pytest.approx((ramp[0, 8] / 65535) * 2 - 1, abs=0.01)

@@ -142,3 +142,13 @@ def test_cache_is_keyed_by_weights(tmp_path, caption_tokenizer):
 def test_cache_refuses_a_trainable_encoder(tmp_path, caption_tokenizer):
     with pytest.raises(ValueError, match="frozen"):
         CachedTextEncoder(TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2), tmp_path)
+
+
+def test_cache_keeps_precisions_apart_and_takes_a_single_string(tmp_path, minilm):
+    half = CachedTextEncoder(minilm, cache_root=tmp_path)
+    full = CachedTextEncoder(minilm, cache_root=tmp_path, dtype=torch.float32)
+    assert half.directory != full.directory
+    single = full("a red star")
+    assert single.hidden_states.shape == (1, 16, 384)
+    with torch.no_grad():
+        torch.testing.assert_close(single.hidden_states, minilm(["a red star"]).hidden_states, atol=1e-6, rtol=1e-6)

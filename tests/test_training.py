@@ -73,12 +73,14 @@ def test_validation_hook_does_not_change_training(tmp_path):
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    straight = run_script("--out", str(tmp_path / "straight"), "--num-workers", "2")
+    # 8 batches per epoch, 3 per optimizer step: accumulations straddle epoch boundaries
+    options = ("--num-workers", "2", "--accumulation", "3")
+    straight = run_script("--out", str(tmp_path / "straight"), *options)
     assert straight.returncode == 0, straight.stderr
 
     out = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", "0.2", "--num-workers", "2"],
+        [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", "0.1", *options],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
@@ -90,7 +92,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     process.wait()
     assert not (out / "checkpoints" / checkpoint_name(12)).exists()
 
-    resumed = run_script("--out", str(out), "--resume", "latest", "--num-workers", "2")
+    resumed = run_script("--out", str(out), "--resume", "latest", *options)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout + resumed.stderr
     for name in ("final-rank0.safetensors", f"checkpoints/{checkpoint_name(12)}/ema.safetensors"):
@@ -105,16 +107,55 @@ def test_resume_latest_without_checkpoint_starts_fresh(tmp_path):
     assert result.step == 2
 
 
+def test_resuming_a_finished_run_does_nothing(tmp_path):
+    first = make_trainer(tmp_path, max_steps=3).train()
+    again = make_trainer(tmp_path, max_steps=3, resume="latest").train()
+    assert again.step == 3 and again.losses == [] and again.last_checkpoint == first.last_checkpoint
+
+
+def test_resume_refuses_settings_that_change_the_data_order(tmp_path):
+    make_trainer(tmp_path, max_steps=3).train()
+    with pytest.raises(ConfigError, match="batch_size 8 -> 4"):
+        make_trainer(tmp_path, max_steps=6, batch_size=4, resume="latest").train()
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps 2 -> 1"):
+        make_trainer(tmp_path, max_steps=6, gradient_accumulation_steps=1, resume="latest").train()
+
+
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not an mmgen training checkpoint"):
         resolve_resume(str(tmp_path), tmp_path)
 
 
-def test_bad_settings_are_named():
-    with pytest.raises(ConfigError, match="batch_size"):
-        TrainingConfig(output_dir="x", batch_size=0)
-    with pytest.raises(ConfigError, match="mixed_precision"):
-        TrainingConfig(output_dir="x", mixed_precision="fp8")
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"keep_last": 0}, "keep_last"),
+        ({"ema_decay": 1.5}, "ema_decay"),
+        ({"lr_scheduler": "bogus"}, "unknown lr_scheduler 'bogus'"),
+        ({"report_to": "paper"}, "unknown report_to 'paper'"),
+    ],
+)
+def test_bad_settings_are_named(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainingConfig(output_dir="x", **setting)
+
+
+def test_set_epoch_reaches_wrapped_datasets(tmp_path):
+    from torch.utils.data import ConcatDataset, Subset
+
+    from tiny_training import NoisyLinearData
+
+    inner, wrapped = NoisyLinearData(), NoisyLinearData()
+    trainer = make_trainer(tmp_path, max_steps=9, gradient_accumulation_steps=1)
+    trainer.train_dataset = ConcatDataset([inner, Subset(wrapped, range(64))])
+    trainer.train()  # 128 samples, batch 8: 16 steps per epoch; 9 steps stay in epoch 0
+    assert inner.epoch == wrapped.epoch == 0
+    trainer = make_trainer(tmp_path / "long", max_steps=20, gradient_accumulation_steps=1)
+    trainer.train_dataset = ConcatDataset([inner, Subset(wrapped, range(64))])
+    trainer.train()
+    assert inner.epoch == wrapped.epoch == 1
 
 
 def test_dataset_smaller_than_a_batch(tmp_path):

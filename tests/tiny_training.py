@@ -73,9 +73,10 @@ def main() -> None:
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--report", default=None, help="write rank, world size, weights digest here")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--accumulation", type=int, default=2)
     args = parser.parse_args()
     trainer = make_trainer(args.out, step_delay=args.step_delay, max_steps=args.steps, resume=args.resume,
-                           num_workers=args.num_workers)
+                           num_workers=args.num_workers, gradient_accumulation_steps=args.accumulation)
     result = trainer.train()
     model = trainer.accelerator.unwrap_model(trainer.objective)
     rank = trainer.accelerator.process_index

@@ -15,6 +15,11 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     since dropping alpha exposes whatever colour the transparent pixels happen to hold."""
     if image.mode == "RGB":
         return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float images: scale to 8 bits first (convert("RGB") would clip at 255).
+        array = np.asarray(image, dtype=np.float64)
+        low, high = (0.0, 65535.0) if image.mode.startswith("I;16") else (array.min(), max(array.max(), array.min() + 1e-12))
+        image = Image.fromarray(np.round((array - low) / (high - low) * 255).clip(0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         flat = Image.new("RGB", rgba.size, background)

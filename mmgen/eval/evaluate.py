@@ -8,6 +8,7 @@ callable that the task's metrics take. Model families add their classes to `LOAD
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch.nn import functional as F
 
-from mmgen.data.shapes import ShapesDataset
-from mmgen.data.transforms import make_grid, tensor_to_pil
-from mmgen.errors import CheckpointError
+from mmgen.data.seeding import derive_seed
+from mmgen.data.shapes import OFFSET_JITTER, RADIUS_JITTER, ShapesDataset, ShapesSample, parse_caption, render
+from mmgen.data.transforms import make_grid, pil_to_tensor, tensor_to_pil
+from mmgen.errors import CheckpointError, ConfigError
 from mmgen.eval.judge import ATTRIBUTE_NAMES, ShapesJudge, judge_accuracy, load_judge, real_images
 from mmgen.eval.metrics import (
     GenerateFn,
@@ -49,11 +51,11 @@ def checkpoint_class(path: str | Path) -> str:
     raise CheckpointError(f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name)")
 
 
-def _stable_diffusion_generate(path: Path, steps: int, guidance_scale: float) -> GenerateFn:
-    """A diffusers StableDiffusionPipeline folder (the format mmgen's latent diffusion saves in)."""
-    from diffusers import StableDiffusionPipeline
+def _text_to_image_generate(path: Path, steps: int, guidance_scale: float, scheduler: str) -> GenerateFn:
+    """A Stable Diffusion pipeline folder (the format mmgen's latent diffusion saves in)."""
+    from mmgen.diffusion import TextToImagePipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
+    pipe = TextToImagePipeline.from_pretrained(path, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
 
     def generate(prompts: list[str], generator: torch.Generator) -> torch.Tensor:
@@ -65,7 +67,7 @@ def _stable_diffusion_generate(path: Path, steps: int, guidance_scale: float) ->
     return generate
 
 
-def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float) -> ReconstructFn:
+def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: str) -> ReconstructFn:
     """A diffusers AutoencoderKL folder: encode to the latent mean, decode."""
     from diffusers import AutoencoderKL
 
@@ -78,14 +80,16 @@ def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float) -> R
     return reconstruct
 
 
-# class name -> {task: factory(path, steps, guidance_scale) -> the task's callable}
-LOADERS: dict[str, dict[str, Callable[[Path, int, float], Callable]]] = {
-    "StableDiffusionPipeline": {"text-to-image": _stable_diffusion_generate},
+# class name -> {task: factory(path, steps, guidance_scale, scheduler) -> the task's callable}
+LOADERS: dict[str, dict[str, Callable[[Path, int, float, str], Callable]]] = {
+    "StableDiffusionPipeline": {"text-to-image": _text_to_image_generate},
     "AutoencoderKL": {"reconstruct": _autoencoder_reconstruct},
 }
 
 
-def load_for_task(path: str | Path, task: str, steps: int = 20, guidance_scale: float = 3.0) -> Callable:
+def load_for_task(
+    path: str | Path, task: str, steps: int = 20, guidance_scale: float = 3.0, scheduler: str = "dpm++"
+) -> Callable:
     class_name = checkpoint_class(path)
     if class_name == ShapesJudge.__name__:
         raise CheckpointError(f"{path} is the Shapes judge, which measures models; pass a generative model")
@@ -94,7 +98,7 @@ def load_for_task(path: str | Path, task: str, steps: int = 20, guidance_scale: 
         raise CheckpointError(f"{path}: mmgen cannot evaluate a {class_name} (known: {', '.join(sorted(LOADERS))})")
     if task not in tasks:
         raise CheckpointError(f"{path}: a {class_name} supports --task {' or '.join(tasks)}, not {task}")
-    return tasks[task](Path(path), steps, guidance_scale)
+    return tasks[task](Path(path), steps, guidance_scale, scheduler)
 
 
 def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -102,6 +106,21 @@ def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size:
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _real_renderings(prompt: str, size: int) -> torch.Tensor:
+    """Real Shapes images of one prompt: its attributes with fresh size and position jitter."""
+    attributes = parse_caption(prompt)
+    images = []
+    for seed in range(DIVERSITY_SAMPLES):
+        jitter = random.Random(derive_seed("diversity", seed))
+        sample = ShapesSample(
+            caption=prompt, radius_jitter=jitter.uniform(*RADIUS_JITTER),
+            offset_x=jitter.uniform(-OFFSET_JITTER, OFFSET_JITTER), offset_y=jitter.uniform(-OFFSET_JITTER, OFFSET_JITTER),
+            **attributes,
+        )
+        images.append(pil_to_tensor(render(sample, size)))
+    return torch.stack(images)
 
 
 def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str]]]:
@@ -129,7 +148,7 @@ def evaluate_text_to_image(
     results["fid_real_floor"] = feature_fid(judge_features(judge, real_val), real_features)
     same_prompt = generate_images(generate, [DIVERSITY_PROMPT] * DIVERSITY_SAMPLES, seed, batch_size)
     results["diversity"] = diversity(judge_features(judge, _at_size(same_prompt, image_size)))
-    results["diversity_real_floor"] = diversity(judge_features(judge, real_test[:DIVERSITY_SAMPLES]))
+    results["diversity_real_same_prompt"] = diversity(judge_features(judge, _real_renderings(DIVERSITY_PROMPT, image_size)))
     return results, tensor_to_pil(generated["test"][:16]), prompts["test"][:16]
 
 
@@ -170,9 +189,10 @@ def evaluate_judge(judge: ShapesJudge, n: int, image_size: int = 64) -> tuple[di
     for split in ("test", "compositional"):
         images, attributes = real_images(split, n, image_size)
         results[f"accuracy/{split}"] = judge_accuracy(judge, images, attributes)
-    predicted = judge.predict(images[:16])
-    readings = [" ".join(predicted[name][i] for name in ("size", "color", "shape", "position")) for i in range(16)]
-    return results, tensor_to_pil(images[:16]), readings
+    shown = images[:16]
+    predicted = judge.predict(shown)
+    readings = [" ".join(predicted[name][i] for name in ("size", "color", "shape", "position")) for i in range(len(shown))]
+    return results, tensor_to_pil(shown), readings
 
 
 def run_task(
@@ -184,12 +204,15 @@ def run_task(
     batch_size: int = 32,
     steps: int = 20,
     guidance_scale: float = 3.0,
+    scheduler: str = "dpm++",
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
     """Evaluate checkpoint `model` on `task`: (results, sample images, their captions)."""
+    if n < 2:
+        raise ConfigError(f"--n must be at least 2 (FID and diversity compare samples), got {n}")
     if task == "judge":
         return evaluate_judge(load_judge(model), n)
     scorer = load_judge(judge)
-    run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale)
+    run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler)
     if task == "text-to-image":
         return evaluate_text_to_image(run, scorer, n, seed, batch_size)
     if task == "reconstruct":

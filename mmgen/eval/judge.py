@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from mmgen.checkpoints import SHAPES_JUDGE
 from mmgen.data.shapes import ATTRIBUTES
-from mmgen.errors import CheckpointError
+from mmgen.errors import CheckpointError, DataError
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
 ATTRIBUTE_NAMES = tuple(ATTRIBUTES)
@@ -146,6 +146,9 @@ def train_judge(
     torch.manual_seed(config.seed)
     objective = JudgeObjective(ShapesJudge(channels=tuple(channels), feature_dim=feature_dim))
     dataset = open_dataset(data, size=image_size, seed=config.seed)
+    missing = [name for name in ATTRIBUTE_NAMES if name not in dataset[0]]
+    if missing:
+        raise DataError(f"{data}: the judge trains on the Shapes attribute columns; missing {', '.join(missing)}")
     if compositional_samples:
         held_out = ShapesDataset("compositional", n=compositional_samples, size=image_size, seed=config.seed + 1)
         dataset = ConcatDataset([dataset, held_out])

@@ -43,7 +43,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         # Near-singular product: regularise as the reference FID implementation does.
         offset = np.eye(len(sigma1)) * 1e-6
         covariance_sqrt = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covariance_sqrt = covariance_sqrt.real  # discard numerical-noise imaginary parts
+    if np.iscomplexobj(covariance_sqrt):
+        if not np.allclose(np.diagonal(covariance_sqrt).imag, 0, atol=1e-3):
+            raise ValueError(f"covariance square root has imaginary part {np.abs(covariance_sqrt.imag).max():.3g}")
+        covariance_sqrt = covariance_sqrt.real  # numerical noise only
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covariance_sqrt))
 
 
@@ -70,10 +73,10 @@ def diversity(features: torch.Tensor) -> float:
 
 
 def reconstruction_metrics(images: torch.Tensor, reconstructions: torch.Tensor) -> dict[str, float]:
-    """PSNR (dB) and SSIM of reconstructions of images in [-1, 1]."""
+    """PSNR (dB, the mean of per-image values) and SSIM of reconstructions of images in [-1, 1]."""
     target, prediction = (images.float() + 1) / 2, (reconstructions.float().clamp(-1, 1) + 1) / 2
     return {
-        "psnr": float(peak_signal_noise_ratio(prediction, target, data_range=1.0)),
+        "psnr": float(peak_signal_noise_ratio(prediction, target, data_range=1.0, dim=(1, 2, 3), reduction="elementwise_mean")),
         "ssim": float(structural_similarity_index_measure(prediction, target, data_range=1.0)),
     }
 

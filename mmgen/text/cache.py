@@ -21,6 +21,10 @@ from tqdm.auto import tqdm
 from mmgen.text.encoder import TextEncoder, TextEncoding
 
 
+# Captions per shard file: bounds the memory of one write and safetensors' header size.
+SHARD_SIZE = 4096
+
+
 def default_cache_root() -> Path:
     """`$MMGEN_CACHE`, else `~/.cache/mmgen`."""
     return Path(os.environ.get("MMGEN_CACHE", Path.home() / ".cache" / "mmgen"))
@@ -43,7 +47,8 @@ class CachedTextEncoder:
         self.encoder = encoder
         self.dtype = dtype
         self.batch_size = batch_size
-        self.directory = Path(cache_root or default_cache_root()) / "text" / encoder.fingerprint()[:24]
+        dtype_name = str(dtype).removeprefix("torch.")
+        self.directory = Path(cache_root or default_cache_root()) / "text" / f"{encoder.fingerprint()[:24]}-{dtype_name}"
         self.hits = 0
         self.misses = 0
         self._entries: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # states, mask, pooled
@@ -58,6 +63,10 @@ class CachedTextEncoder:
         return text in self._entries
 
     def __call__(self, texts: list[str]) -> TextEncoding:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise ValueError("no texts to encode")
         missing = [t for t in texts if t not in self._entries]
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
@@ -70,6 +79,8 @@ class CachedTextEncoder:
         batches = range(0, len(missing), self.batch_size)
         for start in tqdm(batches, desc="encoding captions", disable=not progress or not missing):
             self._encode(missing[start : start + self.batch_size])
+            if len(self._unsaved) >= SHARD_SIZE:
+                self.flush()
         self.flush()
 
     def flush(self) -> None:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import LoggerType
+from diffusers.optimization import SchedulerType
+
 from mmgen.errors import ConfigError
 
 
@@ -39,7 +42,7 @@ class TrainingConfig:
     keep_last: int | None = _setting(3, "keep only the newest N checkpoints ('none': keep all)")
     validate_every: int | None = _setting(None, "run validation (e.g. a sample grid) every N steps")
     log_every: int = _setting(10, "log scalars to the trackers every N steps")
-    seed: int = _setting(0, "seed of the weights' init, the data order and all training randomness")
+    seed: int = _setting(0, "seed of the data order and all randomness in training (recipes also seed the init)")
     num_workers: int = _setting(0, "DataLoader worker processes")
     resume: str | None = _setting(
         None, "'latest' (the newest checkpoint; start fresh if none) or a checkpoint folder"
@@ -52,13 +55,19 @@ class TrainingConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.keep_last is not None and self.keep_last < 1:
+            raise ConfigError(f"keep_last must be at least 1 (or none to keep all), got {self.keep_last}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be between 0 and 1 (or none), got {self.ema_decay}")
+        schedules = [s.value for s in SchedulerType]
+        if self.lr_scheduler not in schedules:
+            raise ConfigError(f"unknown lr_scheduler {self.lr_scheduler!r}; choose from {', '.join(schedules)}")
+        trackers = [t.value for t in LoggerType]
+        if self.report_to not in (None, "none", *trackers):
+            raise ConfigError(f"unknown report_to {self.report_to!r}; choose none or one of {', '.join(trackers)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainingConfig:
-        return cls(**json.loads(Path(path).read_text()))

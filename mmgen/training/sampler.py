@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Sampler
 
 from mmgen.data.seeding import derive_seed
+from mmgen.errors import ConfigError
 
 
 class ResumableShardedSampler(Sampler[int]):
@@ -21,7 +22,7 @@ class ResumableShardedSampler(Sampler[int]):
 
     def __init__(self, dataset_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
         if dataset_size < world_size:
-            raise ValueError(f"{dataset_size} samples cannot be shared among {world_size} processes")
+            raise ConfigError(f"{dataset_size} samples cannot be shared among {world_size} processes")
         self.dataset_size = dataset_size
         self.seed = seed
         self.rank = rank

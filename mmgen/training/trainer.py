@@ -120,7 +120,15 @@ class Trainer:
                 f"({config.batch_size} per process x {accelerator.num_processes} processes)"
             )
 
-        step = self._resume(ema) if config.resume else 0
+        data_order = {
+            "batch_size": config.batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "num_processes": accelerator.num_processes,
+            "seed": config.seed,
+            "dataset_size": len(self.train_dataset),
+        }
+        step, resumed_from = self._resume(ema, data_order) if config.resume else (0, None)
+        self._data_order = data_order
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.output_dir / "training_config.json")
@@ -128,23 +136,24 @@ class Trainer:
         if accelerator.log_with:
             accelerator.init_trackers("mmgen", config={k: str(v) for k, v in config.to_dict().items()})
 
-        result = TrainingResult(step=step)
+        result = TrainingResult(step=step, last_checkpoint=resumed_from)
         images_per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
         progress = tqdm(
             total=config.max_steps, initial=step, desc="training", disable=not accelerator.is_local_main_process
         )
         epoch, skip = divmod(step * config.gradient_accumulation_steps, batches_per_epoch)
         objective.train()
+        micro_losses: list[torch.Tensor] = []
         tic = time.perf_counter()
         while step < config.max_steps:
             sampler.set_epoch(epoch, start=skip * config.batch_size)
             loader.generator.manual_seed(derive_seed(config.seed, "workers", epoch))
-            if hasattr(self.train_dataset, "set_epoch"):
-                self.train_dataset.set_epoch(epoch)
+            _set_epoch(self.train_dataset, epoch)
             skip = 0
             for batch in loader:
                 with accelerator.accumulate(objective):
                     loss, logs = _split_output(objective(_to_device(batch, accelerator.device)))
+                    micro_losses.append(loss.detach())
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm:
                         logs["grad_norm"] = accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -156,7 +165,9 @@ class Trainer:
                 step += 1
                 if ema is not None:
                     ema.step(trainable)
-                loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                # The step's loss: the mean over its micro-batches and processes.
+                loss_value = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+                micro_losses = []
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(f"loss became {loss_value} at step {step}")
                 result.losses.append(loss_value)
@@ -190,7 +201,7 @@ class Trainer:
         accelerator.wait_for_everyone()
         final = self.checkpoint_dir / checkpoint.checkpoint_name(step)
         if accelerator.is_main_process:
-            state: dict[str, Any] = {"step": step}
+            state: dict[str, Any] = {"step": step, "data_order": self._data_order}
             if ema is not None:
                 ema_state = ema.state_dict()
                 shadow = ema_state.pop("shadow_params")
@@ -203,19 +214,28 @@ class Trainer:
         accelerator.wait_for_everyone()
         return final
 
-    def _resume(self, ema: EMAModel | None) -> int:
+    def _resume(self, ema: EMAModel | None, data_order: dict[str, int]) -> tuple[int, Path | None]:
+        """Restore the newest (or the named) checkpoint: (its step, its path)."""
         path = checkpoint.resolve_resume(self.config.resume, self.checkpoint_dir)
         if path is None:
-            return 0
-        self.accelerator.load_state(str(path))
+            return 0, None
         state = json.loads((path / "trainer_state.json").read_text())
+        saved = state.get("data_order", {})
+        changed = {k: (saved[k], v) for k, v in data_order.items() if k in saved and saved[k] != v}
+        if changed:
+            described = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+            raise ConfigError(
+                f"{path} was trained with other settings ({described}); resuming would replay other data. "
+                "Resume with the original settings, or start a new run in another --output-dir"
+            )
+        self.accelerator.load_state(str(path))
         if ema is not None:
             if "ema" not in state:
                 raise ConfigError(f"{path} was saved without EMA weights; resume with ema_decay=None")
-            shadow = load_file(path / "ema.safetensors")
+            shadow = load_file(path / "ema.safetensors", device=str(self.accelerator.device))
             ema.load_state_dict({**state["ema"], "shadow_params": [shadow[f"{i}"] for i in range(len(shadow))]})
         self.accelerator.print(f"resumed from {path} at step {state['step']}")
-        return state["step"]
+        return state["step"], path
 
     def _with_ema_weights(self, ema: EMAModel | None, action: Callable[[nn.Module], None]) -> None:
         """Run `action` on the unwrapped objective in eval mode with EMA weights swapped in,
@@ -234,6 +254,16 @@ class Trainer:
             model.train()
             if ema is not None:
                 ema.restore(parameters)
+
+
+def _set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tell a dataset, and the datasets a ConcatDataset or Subset wraps, the epoch."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    for inner in getattr(dataset, "datasets", ()):
+        _set_epoch(inner, epoch)
+    if hasattr(dataset, "dataset"):
+        _set_epoch(dataset.dataset, epoch)
 
 
 def _split_output(output: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
