@@ -204,7 +204,7 @@ def _train_ldm(args: argparse.Namespace) -> None:
         text_layers=args.text_layers, block_out_channels=args.block_out_channels,
         layers_per_block=args.layers_per_block, attention_head_dim=args.attention_head_dim,
         prediction_type=args.prediction_type, snr_gamma=args.snr_gamma, caption_dropout=args.caption_dropout,
-        random_flip=args.random_flip,
+        random_flip=args.random_flip, gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
     )
     _report_training(result, "pipeline")
 
@@ -283,6 +283,11 @@ def _add_train_commands(subparsers) -> None:
     ldm.add_argument("--snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (e.g. 5)")
     ldm.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
     ldm.add_argument("--random-flip", action="store_true", help="cache mirrored latents too and pick one at random")
+    ldm.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet activations (less memory)")
+    ldm.add_argument(
+        "--xformers", action="store_true",
+        help="xformers memory-efficient attention (CUDA + the xformers extra); default: PyTorch SDPA",
+    )
     add_training_arguments(ldm)
 
 

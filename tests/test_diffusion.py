@@ -199,3 +199,18 @@ def test_unknown_scheduler_is_named(pipeline_folder):
 def test_ldm_needs_a_trained_autoencoder(tmp_path):
     with pytest.raises(CheckpointError, match="no autoencoder there"):
         train_ldm(_config(tmp_path), tmp_path / "missing")
+
+
+def test_gradient_checkpointing_trains_the_same_model(tmp_path, autoencoder):
+    options = dict(data="shapes:val", image_size=16, text_encoder="minilm", max_length=16, **TINY_UNET)
+    plain = train_ldm(_config(tmp_path / "plain", max_steps=2), autoencoder, **options)
+    checkpointed = train_ldm(_config(tmp_path / "ckpt", max_steps=2), autoencoder, gradient_checkpointing=True, **options)
+    assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-5)
+
+
+def test_xformers_says_why_it_is_unavailable(tmp_path, autoencoder, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this checks the message on machines without CUDA")
+    arguments = ["train", "ldm", "--autoencoder", str(autoencoder), "--output-dir", str(tmp_path), "--xformers"]
+    assert main(arguments) == 2
+    assert "--xformers needs a CUDA GPU" in capsys.readouterr().err

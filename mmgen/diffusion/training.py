@@ -15,7 +15,7 @@ from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder,
 from mmgen.diffusion.latents import CachedLatentDataset, encode_dataset, item_captions, latent_scaling_factor
 from mmgen.diffusion.objective import UNCONDITIONAL_PROMPT, LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
-from mmgen.errors import CheckpointError
+from mmgen.errors import CheckpointError, ConfigError
 from mmgen.text import CachedTextEncoder, TextEncoder, train_caption_tokenizer
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
@@ -86,9 +86,17 @@ def train_ldm(
     snr_gamma: float | None = None,
     caption_dropout: float = 0.1,
     random_flip: bool = False,
+    gradient_checkpointing: bool = False,
+    xformers: bool = False,
     validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
 ) -> TrainingResult:
-    """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents."""
+    """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents.
+
+    Attention runs on PyTorch's scaled-dot-product kernels; `xformers` switches the UNet to
+    xformers' memory-efficient attention (CUDA only), `gradient_checkpointing` trades
+    compute for memory at large resolutions."""
+    if xformers:
+        check_xformers()
     if not (Path(autoencoder) / "config.json").is_file():
         raise CheckpointError(f"{autoencoder}: no autoencoder there (train one with `mmgen train autoencoder`)")
     torch.manual_seed(config.seed)
@@ -118,6 +126,10 @@ def train_ldm(
         latent_channels=latents["mean"].shape[2], block_out_channels=block_out_channels,
         layers_per_block=layers_per_block, attention_head_dim=attention_head_dim,
     )
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    if xformers:
+        unet.enable_xformers_memory_efficient_attention()
     objective = LatentDiffusionObjective(
         unet, noise_scheduler, conditioning, vae.config.scaling_factor, caption_dropout, snr_gamma
     )
@@ -141,6 +153,16 @@ def train_ldm(
 
     train_data = CachedLatentDataset(latents, captions, seed=config.seed)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
+
+
+def check_xformers() -> None:
+    """Raise a ConfigError saying why xformers attention cannot be used here, if it cannot."""
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        raise ConfigError("--xformers needs a CUDA GPU; on this machine attention already uses PyTorch's SDPA kernels")
+    if importlib.util.find_spec("xformers") is None:
+        raise ConfigError("--xformers needs the optional extra: pip install 'mmgen[xformers]'")
 
 
 def _save_grid(images: list, path: Path) -> None:
