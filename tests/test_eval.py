@@ -60,6 +60,14 @@ def test_feature_fid_grows_with_the_shift_between_sets():
     assert feature_fid(a, b * 2) > 8 * 0.9  # per dimension (1 - 2)^2 = 1
 
 
+def test_fid_with_fewer_samples_than_dimensions_is_real_and_finite():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        a, b = torch.randn(8, 256, generator=generator), torch.randn(8, 256, generator=generator) + 0.5
+        value = feature_fid(a, b)
+        assert np.isfinite(value) and value > 0
+
+
 def test_diversity_is_zero_for_collapsed_samples():
     assert diversity(torch.ones(5, 3)) == 0
     points = torch.tensor([[0.0, 0.0], [3.0, 4.0]])

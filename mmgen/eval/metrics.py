@@ -33,21 +33,24 @@ MODALITIES = ("image", "text", "attributes")
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
-    |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)).
+    |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1^1/2 sigma2 sigma1^1/2)^1/2).
 
-    Written here because torchmetrics' FID class needs torch-fidelity and torchvision."""
+    Written here because torchmetrics' FID class needs torch-fidelity and torchvision. The
+    symmetric form, through eigendecompositions of symmetric matrices, stays real and
+    stable when few samples make the covariances singular (where sqrtm(sigma1 @ sigma2)
+    returns complex noise)."""
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    covariance_sqrt = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covariance_sqrt).all():
-        # Near-singular product: regularise as the reference FID implementation does.
-        offset = np.eye(len(sigma1)) * 1e-6
-        covariance_sqrt = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covariance_sqrt):
-        if not np.allclose(np.diagonal(covariance_sqrt).imag, 0, atol=1e-3):
-            raise ValueError(f"covariance square root has imaginary part {np.abs(covariance_sqrt.imag).max():.3g}")
-        covariance_sqrt = covariance_sqrt.real  # numerical noise only
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covariance_sqrt))
+    root1 = _psd_sqrt(sigma1)
+    cross_trace = np.sqrt(np.clip(linalg.eigvalsh(root1 @ sigma2 @ root1), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * cross_trace)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (negative rounding-error
+    eigenvalues clipped to 0)."""
+    values, vectors = linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
 def feature_fid(features1: torch.Tensor, features2: torch.Tensor) -> float:
