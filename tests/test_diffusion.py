@@ -183,7 +183,7 @@ def test_cli_sample_writes_a_grid(tmp_path, pipeline_folder, capsys):
         (["sample", ""], "empty prompt"),
         (["sample"], "no prompt given"),
         (["sample", "a red star", "--model", str(SHAPES_JUDGE)], "not a text-to-image pipeline"),
-        (["sample", "a red star", "--model", "/no/such/folder"], "not a text-to-image pipeline"),
+        (["sample", "a red star", "--model", "/no/such/folder"], "/no/such/folder: no such checkpoint folder"),
     ],
 )
 def test_cli_sample_names_bad_input(arguments, message, capsys):

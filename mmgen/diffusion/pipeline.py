@@ -53,6 +53,8 @@ class TextToImagePipeline(StableDiffusionPipeline):
     def from_pretrained(cls, path: str | Path = SHAPES_LDM, scheduler: str | None = None, **kwargs):
         path = Path(path)
         index = path / "model_index.json"
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such checkpoint folder")
         if not index.is_file():
             raise CheckpointError(f"{path}: not a text-to-image pipeline (no model_index.json)")
         class_name = json.loads(index.read_text()).get("_class_name")
