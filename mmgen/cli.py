@@ -258,7 +258,7 @@ def _add_train_commands(subparsers) -> None:
         help="encoder widths; the image shrinks 2x per block after the first",
     )
     autoencoder.add_argument("--latent-channels", type=int, default=4, help="channels of the latent")
-    autoencoder.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the KL term (per element)")
+    autoencoder.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (per element)")
     autoencoder.add_argument("--random-flip", action="store_true", help="mirror training images at random")
     add_training_arguments(autoencoder)
 

@@ -37,7 +37,7 @@ def train_autoencoder(
     image_size: int = 64,
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
     latent_channels: int = 4,
-    kl_weight: float = 1e-4,
+    kl_weight: float = 1e-6,
     random_flip: bool = False,
 ) -> TrainingResult:
     """Stage one. Every checkpoint holds the autoencoder (EMA weights) in `model/`, and
