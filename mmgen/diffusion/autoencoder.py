@@ -40,7 +40,7 @@ class AutoencoderObjective(nn.Module):
     The KL term only keeps the latent space smooth and bounded; its scale is normalised
     later by the scaling factor measured on the data (1 / std of the latents). Keep it
     weak: at 1e-4 the posterior std stayed at 0.28 (latent spread 0.95) and the decoder
-    returned Shapes' colors as grays, most likely because that noise drowns them.
+    returned Shapes' colors as grays, possibly because that noise drowns them.
     (Stable Diffusion's 1e-6 on summed losses is about 2e-8 per element.)"""
 
     def __init__(self, vae: AutoencoderKL, kl_weight: float = 1e-6):
