@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from mmgen.data.collate import collate_examples
 from mmgen.data.seeding import derive_seed
+from mmgen.fingerprint import update_with_weights
 
 
 def item_captions(dataset: Dataset, index: int) -> tuple[str, ...]:
@@ -32,12 +33,13 @@ def item_captions(dataset: Dataset, index: int) -> tuple[str, ...]:
 
 
 def _fingerprint(vae: AutoencoderKL, dataset: Dataset, flips: bool) -> str:
+    """Autoencoder weights and config, plus the dataset's type, size, captions and first
+    image: different data almost always differs in one of these (images are not all
+    hashed, which would cost as much as encoding them)."""
     digest = hashlib.sha256(json.dumps([type(dataset).__name__, len(dataset), flips, dict(vae.config)], default=str).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    first = dataset[0]["pixel_values"]
-    digest.update(first.numpy().tobytes())  # tells datasets of the same length apart
+    update_with_weights(digest, vae)
+    digest.update(json.dumps([item_captions(dataset, i) for i in range(len(dataset))]).encode())
+    digest.update(dataset[0]["pixel_values"].numpy().tobytes())
     return digest.hexdigest()[:24]
 
 

@@ -25,6 +25,7 @@ from transformers import logging as transformers_logging
 from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase
 
 from mmgen.errors import CheckpointError
+from mmgen.fingerprint import update_with_weights
 
 TOKENIZER_FOLDER = "tokenizer"
 TEXT_ENCODER_FOLDER = "text_encoder"
@@ -178,9 +179,7 @@ class TextEncoder(nn.Module):
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(json.dumps(self.tokenizer.get_vocab(), sort_keys=True).encode())
         digest.update(str(self.max_length).encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        update_with_weights(digest, self.model)
         return digest.hexdigest()
 
     # -- encoding -----------------------------------------------------------------------
