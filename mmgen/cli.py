@@ -190,7 +190,7 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
     result = train_autoencoder(
         training_config_from_args(args), data=args.data, image_size=args.image_size,
         block_out_channels=args.block_out_channels, latent_channels=args.latent_channels,
-        kl_weight=args.kl_weight, random_flip=args.random_flip,
+        kl_weight=args.kl_weight, reconstruction_loss=args.reconstruction_loss, random_flip=args.random_flip,
     )
     _report_training(result, "autoencoder")
 
@@ -259,6 +259,10 @@ def _add_train_commands(subparsers) -> None:
     )
     autoencoder.add_argument("--latent-channels", type=int, default=4, help="channels of the latent")
     autoencoder.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (per element)")
+    autoencoder.add_argument(
+        "--reconstruction-loss", choices=("mse", "l1"), default="mse",
+        help="pixel loss; L1's sign gradients drowned hue on mostly-background images",
+    )
     autoencoder.add_argument("--random-flip", action="store_true", help="mirror training images at random")
     add_training_arguments(autoencoder)
 

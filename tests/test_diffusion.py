@@ -6,11 +6,12 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
+from torch.nn import functional as F
 
 from mmgen.checkpoints import SHAPES_JUDGE
 from mmgen.cli import main
 from mmgen.diffusion import TextToImagePipeline
-from mmgen.diffusion.autoencoder import build_autoencoder
+from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder
 from mmgen.diffusion.latents import encode_dataset, latent_scaling_factor
 from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
 from mmgen.diffusion.training import train_autoencoder, train_ldm
@@ -63,6 +64,19 @@ def test_autoencoder_training_lowers_the_loss(tmp_path):
     vae = AutoencoderKL.from_pretrained(result.last_checkpoint / "model")
     assert vae.config.latent_channels == 4 and vae.config.sample_size == 16
     assert Image.open(tmp_path / "samples" / "step-0000030.png").width > 16 * 8  # originals over reconstructions
+
+
+def test_autoencoder_objective_uses_the_chosen_reconstruction_loss():
+    vae = build_autoencoder(**TINY_AUTOENCODER, image_size=16)
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    for name, loss_fn in (("mse", F.mse_loss), ("l1", F.l1_loss)):
+        torch.manual_seed(0)
+        out = AutoencoderObjective(vae, kl_weight=0.0, reconstruction_loss=name)({"pixel_values": images})
+        torch.manual_seed(0)
+        expected = loss_fn(vae.decode(vae.encode(images).latent_dist.sample()).sample, images)
+        assert torch.allclose(out["loss"], expected) and torch.allclose(out[name], expected)
+    with pytest.raises(ValueError, match="huber"):
+        AutoencoderObjective(vae, reconstruction_loss="huber")
 
 
 def test_latents_are_cached_once_and_scaled_from_data(tmp_path, autoencoder):

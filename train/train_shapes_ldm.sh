@@ -10,7 +10,7 @@ MMGEN=${MMGEN:-.venv/bin/mmgen}
 
 # Stage 1: AutoencoderKL, 64 x 64 x 3 -> 8 x 8 x 4.
 "$MMGEN" train autoencoder --output-dir "$RUN/autoencoder" --data shapes --image-size 64 \
-    --block-out-channels 16,32,64,64 --latent-channels 4 --kl-weight 1e-6 \
+    --block-out-channels 16,32,64,64 --latent-channels 4 --kl-weight 1e-6 --reconstruction-loss mse \
     --max-steps 2500 --batch-size 32 --learning-rate 1e-3 --lr-scheduler cosine --lr-warmup-steps 100 \
     --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest
 

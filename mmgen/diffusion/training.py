@@ -38,6 +38,7 @@ def train_autoencoder(
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
     latent_channels: int = 4,
     kl_weight: float = 1e-6,
+    reconstruction_loss: str = "mse",
     random_flip: bool = False,
 ) -> TrainingResult:
     """Stage one. Every checkpoint holds the autoencoder (EMA weights) in `model/`, and
@@ -55,7 +56,7 @@ def train_autoencoder(
     def export(model: AutoencoderObjective, folder: Path) -> None:
         model.vae.save_pretrained(folder)
 
-    objective = AutoencoderObjective(vae, kl_weight=kl_weight)
+    objective = AutoencoderObjective(vae, kl_weight=kl_weight, reconstruction_loss=reconstruction_loss)
     return Trainer(config, objective, dataset, validate_fn=validate, export_fn=export).train()
 
 
