@@ -4,6 +4,9 @@ A model family plugs in an *objective*: an `nn.Module` whose forward takes a bat
 returns the loss (a scalar tensor, or a dict with a "loss" entry and other scalars to
 log). Putting the loss inside forward keeps DistributedDataParallel correct: gradients
 are synchronised only for computation that runs through the wrapped module's forward.
+An objective whose loss follows a schedule (a temperature, a ramped weight) defines
+`set_step(step)`: the loop calls it with the number of optimizer steps done before each
+update, so schedules also continue exactly on resume.
 
 The loop gives every family the same: gradient accumulation, mixed precision, gradient
 clipping, LR warmup and schedule, EMA weights, tensorboard logs, a progress bar with
@@ -151,6 +154,8 @@ class Trainer:
             _set_epoch(self.train_dataset, epoch)
             skip = 0
             for batch in loader:
+                if hasattr(self.objective, "set_step"):
+                    self.objective.set_step(step)
                 with accelerator.accumulate(objective):
                     loss, logs = _split_output(objective(_to_device(batch, accelerator.device)))
                     micro_losses.append(loss.detach())

@@ -1,0 +1,6 @@
+"""The DALL-E-style baseline: a Gumbel-softmax discrete VAE and, over its image tokens, an
+autoregressive transformer conditioned on the shared text encoder."""
+
+from mmgen.dvae.discrete_vae import DiscreteVAE
+
+__all__ = ["DiscreteVAE"]

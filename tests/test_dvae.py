@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+
+from mmgen.data import ShapesDataset
+from mmgen.dvae import DiscreteVAE
+from mmgen.dvae.objective import DiscreteVAEObjective, codebook_usage, cosine_anneal, linear_ramp
+from mmgen.training import Trainer, TrainingConfig
+
+TINY_DVAE = dict(image_size=16, num_tokens=32, codebook_dim=16, hidden_channels=16, num_layers=2)
+
+
+def test_temperature_follows_a_half_cosine_from_start_to_end():
+    assert cosine_anneal(0, 100, 1.0, 1 / 16) == pytest.approx(1.0)
+    assert cosine_anneal(50, 100, 1.0, 1 / 16) == pytest.approx((1.0 + 1 / 16) / 2)
+    assert cosine_anneal(100, 100, 1.0, 1 / 16) == pytest.approx(1 / 16)
+    assert cosine_anneal(10_000, 100, 1.0, 1 / 16) == pytest.approx(1 / 16)  # stays at the end
+    values = [cosine_anneal(step, 100, 1.0, 1 / 16) for step in range(101)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+
+
+def test_kl_weight_ramps_linearly_then_holds():
+    assert [linear_ramp(step, 10, 6.6) for step in (0, 5, 10, 20)] == pytest.approx([0.0, 3.3, 6.6, 6.6])
+    assert linear_ramp(0, 0, 6.6) == 6.6  # no ramp
+
+
+def test_tokens_round_trip_through_the_codebook():
+    vae = DiscreteVAE(**TINY_DVAE).eval()
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    tokens = vae.tokenize(images)
+    assert tokens.shape == (3, 4 * 4) and tokens.dtype == torch.long
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < 32
+    # Decoding tokens equals decoding their hard one-hot codes.
+    one_hot = torch.nn.functional.one_hot(tokens.view(3, 4, 4), 32).permute(0, 3, 1, 2).float()
+    torch.testing.assert_close(vae.decode_tokens(tokens), vae.decode_codes(one_hot))
+    assert vae.decode_tokens(tokens).shape == (3, 3, 16, 16)
+
+
+def test_low_temperature_codes_approach_the_argmax():
+    vae = DiscreteVAE(**TINY_DVAE).eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.manual_seed(0)
+    hard = vae(images, temperature=1.0, straight_through=True).reconstruction
+    torch.manual_seed(0)
+    soft_cold = vae(images, temperature=1e-4).reconstruction
+    torch.testing.assert_close(soft_cold, hard, atol=1e-4, rtol=1e-4)  # same Gumbel noise, same argmax
+    torch.manual_seed(0)
+    soft_warm = vae(images, temperature=1.0).reconstruction
+    assert not torch.allclose(soft_warm, hard, atol=1e-3)
+
+
+def test_kl_to_uniform_is_zero_for_uniform_logits_and_log_k_for_one_hot():
+    vae = DiscreteVAE(**TINY_DVAE)
+    objective = DiscreteVAEObjective(vae, kl_weight=1.0, kl_ramp_steps=0)
+    batch = {"pixel_values": torch.zeros(2, 3, 16, 16)}
+    with torch.no_grad():
+        for module in vae.encoder[-1:]:
+            module.weight.zero_()
+            module.bias.zero_()
+        assert objective(batch)["kl"].item() == pytest.approx(0.0, abs=1e-6)
+        vae.encoder[-1].bias[5] = 1e4  # every token certain of code 5
+        tokens_per_element = 16 / (3 * 16 * 16)
+        assert objective(batch)["kl"].item() == pytest.approx(math.log(32) * tokens_per_element, rel=1e-4)
+
+
+def test_codebook_usage_counts_codes():
+    logits = torch.full((1, 8, 2, 2), -10.0)
+    for position, code in enumerate((0, 1, 2, 3)):
+        logits[0, code, position // 2, position % 2] = 10.0
+    perplexity, used = codebook_usage(logits)
+    assert used.item() == 4 and perplexity.item() == pytest.approx(4.0)
+    perplexity, used = codebook_usage(torch.zeros(1, 8, 2, 2).index_fill_(1, torch.tensor([3]), 1.0))
+    assert used.item() == 1 and perplexity.item() == pytest.approx(1.0)
+
+
+def test_the_loop_drives_the_schedules_and_the_losses_fall(tmp_path):
+    torch.manual_seed(0)
+    objective = DiscreteVAEObjective(
+        DiscreteVAE(**TINY_DVAE), temperature_steps=40, kl_weight=0.01, kl_ramp_steps=20
+    )
+    config = TrainingConfig(
+        output_dir=str(tmp_path), max_steps=40, batch_size=16, learning_rate=3e-3,
+        checkpoint_every=40, report_to="none",
+    )
+    result = Trainer(config, objective, ShapesDataset("val", n=256, size=16)).train()
+    assert objective.temperature == pytest.approx(cosine_anneal(39, 40, 1.0, 1 / 16))
+    assert objective.current_kl_weight == pytest.approx(0.01)
+    assert sum(result.losses[-5:]) < 0.5 * sum(result.losses[:5])
+
+
+def test_save_and_load_give_the_same_tokens_and_images(tmp_path):
+    vae = DiscreteVAE(**TINY_DVAE).eval()
+    vae.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = DiscreteVAE.from_pretrained(tmp_path).eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    tokens = vae.tokenize(images)
+    assert torch.equal(loaded.tokenize(images), tokens)
+    torch.testing.assert_close(loaded.decode_tokens(tokens), vae.decode_tokens(tokens), atol=0, rtol=0)
+
+
+def test_image_size_must_divide_into_the_token_grid():
+    with pytest.raises(ValueError, match="divisible"):
+        DiscreteVAE(image_size=20, num_layers=3)
