@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmgen.data import ShapesDataset
-from mmgen.dvae import DiscreteVAE
+from mmgen.dvae import DiscreteVAE, DiscreteVAEPrior
 from mmgen.dvae.objective import DiscreteVAEObjective, codebook_usage, cosine_anneal, linear_ramp
 from mmgen.training import Trainer, TrainingConfig
 
@@ -103,3 +103,87 @@ def test_save_and_load_give_the_same_tokens_and_images(tmp_path):
 def test_image_size_must_divide_into_the_token_grid():
     with pytest.raises(ValueError, match="divisible"):
         DiscreteVAE(image_size=20, num_layers=3)
+
+
+TINY_PRIOR = dict(num_image_tokens=32, image_seq_len=16, text_hidden_size=8, text_seq_len=4, hidden_size=32,
+                  num_layers=2, num_heads=2)
+
+
+def _prior() -> DiscreteVAEPrior:
+    torch.manual_seed(0)
+    return DiscreteVAEPrior(**TINY_PRIOR).eval()
+
+
+def test_prior_logits_depend_only_on_earlier_tokens():
+    prior = _prior()
+    text = torch.randn(2, 4, 8)
+    tokens = torch.randint(0, 32, (2, 16))
+    logits = prior(text, tokens)
+    assert logits.shape == (2, 16, 32)
+    changed = tokens.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % 32
+    other = prior(text, changed)
+    torch.testing.assert_close(other[:, :6], logits[:, :6])  # position i predicts token i from tokens < i
+    assert not torch.allclose(other[:, 6:], logits[:, 6:])
+    assert not torch.allclose(prior(torch.randn(2, 4, 8), tokens), logits)  # the caption matters
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"guidance_scale": 3.0}, {"temperature": 0.7, "top_k": 5}, {"top_p": 0.8, "guidance_scale": 2.0},
+])
+def test_kv_cache_sampling_equals_full_rerun(options):
+    prior = _prior()
+    text, empty = torch.randn(3, 4, 8), torch.randn(1, 4, 8)
+    cached = prior.generate(text, empty, generator=torch.Generator().manual_seed(0), use_cache=True, **options)
+    rerun = prior.generate(text, empty, generator=torch.Generator().manual_seed(0), use_cache=False, **options)
+    assert cached.shape == (3, 16) and torch.equal(cached, rerun)
+
+
+def test_guidance_and_top_k_change_samples():
+    prior = _prior()
+    with torch.no_grad():
+        prior.head.weight.mul_(100)  # freshly initialised logits are nearly flat
+    text, empty = torch.randn(4, 4, 8), torch.randn(1, 4, 8)
+
+    def sample(**options):
+        return prior.generate(text, empty, generator=torch.Generator().manual_seed(0), **options)
+
+    plain = sample()
+    assert torch.equal(sample(), plain)  # seeded
+    assert not torch.equal(sample(guidance_scale=4.0), plain)
+    greedy = sample(top_k=1)
+    assert torch.equal(greedy, sample(top_k=1, temperature=0.5))  # top-1 ignores the draw
+
+
+def test_prior_saves_and_loads_to_the_same_samples(tmp_path):
+    prior = _prior()
+    prior.save_pretrained(tmp_path)
+    loaded = DiscreteVAEPrior.from_pretrained(tmp_path).eval()
+    text = torch.randn(2, 4, 8)
+    assert torch.equal(
+        loaded.generate(text, generator=torch.Generator().manual_seed(1)),
+        prior.generate(text, generator=torch.Generator().manual_seed(1)),
+    )
+
+
+def test_prior_names_the_text_encoder_mismatch():
+    with pytest.raises(ValueError, match="text encoder it was trained with"):
+        _prior()(torch.randn(1, 6, 8), torch.zeros(1, 16, dtype=torch.long))
+
+
+def test_prior_learns_tokens_from_captions():
+    torch.manual_seed(0)
+    prior = DiscreteVAEPrior(**TINY_PRIOR)
+    text = torch.randn(8, 4, 8)
+    tokens = torch.randint(0, 32, (8, 16))
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(prior(text, tokens).transpose(1, 2), tokens)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > math.log(32) - 0.5 and losses[-1] < 0.5 * losses[0]
+    prior.eval()
+    assert (prior.generate(text, top_k=1) == tokens).float().mean() > 0.9

@@ -2,5 +2,6 @@
 autoregressive transformer conditioned on the shared text encoder."""
 
 from mmgen.dvae.discrete_vae import DiscreteVAE
+from mmgen.dvae.prior import DiscreteVAEPrior
 
-__all__ = ["DiscreteVAE"]
+__all__ = ["DiscreteVAE", "DiscreteVAEPrior"]
