@@ -16,7 +16,7 @@ from mmgen.diffusion.latents import CachedLatentDataset, encode_dataset, item_ca
 from mmgen.diffusion.objective import UNCONDITIONAL_PROMPT, LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.text import CachedTextEncoder, TextEncoder, train_caption_tokenizer
+from mmgen.text import CachedTextEncoder, TextEncoder, load_text_encoder
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
 VALIDATION_PROMPTS = (
@@ -58,17 +58,6 @@ def train_autoencoder(
 
     objective = AutoencoderObjective(vae, kl_weight=kl_weight, reconstruction_loss=reconstruction_loss)
     return Trainer(config, objective, dataset, validate_fn=validate, export_fn=export).train()
-
-
-def load_text_encoder(name: str, captions: list[str], max_length: int, hidden_size: int, layers: int) -> TextEncoder:
-    """`minilm` (pretrained, frozen), `clip` (new, trainable, with a BPE tokenizer trained on
-    `captions`), or a folder with tokenizer/ and text_encoder/ (frozen)."""
-    if name == "minilm":
-        return TextEncoder.minilm(max_length=max_length)
-    if name == "clip":
-        tokenizer = train_caption_tokenizer(captions, max_length=max_length)
-        return TextEncoder.clip(tokenizer, hidden_size=hidden_size, num_layers=layers, num_heads=max(1, hidden_size // 64))
-    return TextEncoder.from_pretrained(name)
 
 
 def train_ldm(

@@ -1,7 +1,7 @@
 """Text encoders shared by every model family."""
 
 from mmgen.text.cache import CachedTextEncoder, default_cache_root
-from mmgen.text.encoder import TextEncoder, TextEncoding
+from mmgen.text.encoder import TextEncoder, TextEncoding, load_text_encoder
 from mmgen.text.tokenizer import train_caption_tokenizer
 
-__all__ = ["CachedTextEncoder", "TextEncoder", "TextEncoding", "default_cache_root", "train_caption_tokenizer"]
+__all__ = ["CachedTextEncoder", "TextEncoder", "TextEncoding", "default_cache_root", "load_text_encoder", "train_caption_tokenizer"]

@@ -26,6 +26,7 @@ from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
 from mmgen.errors import CheckpointError
 from mmgen.fingerprint import update_with_weights
+from mmgen.text.tokenizer import train_caption_tokenizer
 
 TOKENIZER_FOLDER = "tokenizer"
 TEXT_ENCODER_FOLDER = "text_encoder"
@@ -214,3 +215,14 @@ class TextEncoder(nn.Module):
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1)
         return TextEncoding(hidden, mask, pooled)
+
+
+def load_text_encoder(name: str, captions: list[str], max_length: int, hidden_size: int, layers: int) -> TextEncoder:
+    """`minilm` (pretrained, frozen), `clip` (new, trainable, with a BPE tokenizer trained on
+    `captions`), or a folder with tokenizer/ and text_encoder/ (frozen)."""
+    if name == "minilm":
+        return TextEncoder.minilm(max_length=max_length)
+    if name == "clip":
+        tokenizer = train_caption_tokenizer(captions, max_length=max_length)
+        return TextEncoder.clip(tokenizer, hidden_size=hidden_size, num_layers=layers, num_heads=max(1, hidden_size // 64))
+    return TextEncoder.from_pretrained(name)
