@@ -209,6 +209,19 @@ def _train_ldm(args: argparse.Namespace) -> None:
     _report_training(result, "pipeline")
 
 
+def _train_dvae(args: argparse.Namespace) -> None:
+    from mmgen.dvae.training import train_dvae
+
+    result = train_dvae(
+        training_config_from_args(args), data=args.data, image_size=args.image_size, num_tokens=args.num_tokens,
+        codebook_dim=args.codebook_dim, hidden_channels=args.hidden_channels, num_layers=args.num_layers,
+        num_resnet_blocks=args.num_resnet_blocks, temperature_start=args.temperature_start,
+        temperature_end=args.temperature_end, temperature_steps=args.temperature_steps, kl_weight=args.kl_weight,
+        kl_ramp_steps=args.kl_ramp_steps, straight_through=args.straight_through, random_flip=args.random_flip,
+    )
+    _report_training(result, "discrete VAE")
+
+
 def _report_training(result, what: str) -> None:
     if result.last_checkpoint is None:
         print(f"nothing to do: the run is at step {result.step}")
@@ -293,6 +306,26 @@ def _add_train_commands(subparsers) -> None:
         help="xformers memory-efficient attention (CUDA + the xformers extra); default: PyTorch SDPA",
     )
     add_training_arguments(ldm)
+
+    dvae = _add_command(
+        recipes, "dvae", _train_dvae,
+        "discrete-VAE baseline, stage 1: a Gumbel-softmax discrete VAE (images <-> tokens)",
+    )
+    dvae.add_argument("--data", default="shapes", help=data_help)
+    dvae.add_argument("--image-size", type=int, default=64, help="image side in pixels")
+    dvae.add_argument("--num-tokens", type=int, default=512, help="codebook size")
+    dvae.add_argument("--codebook-dim", type=int, default=256, help="width of a code's embedding")
+    dvae.add_argument("--hidden-channels", type=int, default=64, help="conv width")
+    dvae.add_argument("--num-layers", type=int, default=3, help="downsamplings: the token grid is image-size / 2^N")
+    dvae.add_argument("--num-resnet-blocks", type=int, default=1, help="residual blocks at the token resolution")
+    dvae.add_argument("--temperature-start", type=float, default=1.0, help="Gumbel-softmax temperature at step 0")
+    dvae.add_argument("--temperature-end", type=float, default=1 / 16, help="temperature after the anneal")
+    dvae.add_argument("--temperature-steps", type=int, default=5000, help="steps of the cosine anneal")
+    dvae.add_argument("--kl-weight", type=float, default=0.01, help="weight of KL to the uniform prior (per element)")
+    dvae.add_argument("--kl-ramp-steps", type=int, default=5000, help="steps over which the KL weight rises from 0")
+    dvae.add_argument("--straight-through", action="store_true", help="decode hard codes, gradients through soft")
+    dvae.add_argument("--random-flip", action="store_true", help="mirror training images at random")
+    add_training_arguments(dvae)
 
 
 # -- mmgen sample ------------------------------------------------------------------------

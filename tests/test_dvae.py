@@ -187,3 +187,18 @@ def test_prior_learns_tokens_from_captions():
     assert losses[0] > math.log(32) - 0.5 and losses[-1] < 0.5 * losses[0]
     prior.eval()
     assert (prior.generate(text, top_k=1) == tokens).float().mean() > 0.9
+
+
+def test_cli_trains_a_dvae_that_reloads(tmp_path, capsys):
+    from mmgen.cli import main
+
+    out = tmp_path / "run"
+    assert main([
+        "train", "dvae", "--data", "shapes:val", "--image-size", "16", "--num-tokens", "32", "--codebook-dim", "16",
+        "--hidden-channels", "16", "--num-layers", "2", "--max-steps", "2", "--batch-size", "4",
+        "--checkpoint-every", "2", "--validate-every", "2", "--output-dir", str(out), "--report-to", "none",
+    ]) == 0
+    assert "discrete VAE saved" in capsys.readouterr().out
+    vae = DiscreteVAE.from_pretrained(out / "checkpoints" / "checkpoint-0000002" / "model")
+    assert vae.config.num_tokens == 32 and vae.token_grid == 4
+    assert (out / "samples" / "step-0000002.png").is_file()
