@@ -10,9 +10,10 @@ from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 
 from mmgen.data import open_dataset
+from mmgen.data.frozen import item_captions
 from mmgen.data.transforms import make_grid, tensor_to_pil
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder, reconstruct
-from mmgen.diffusion.latents import CachedLatentDataset, encode_dataset, item_captions, latent_scaling_factor
+from mmgen.diffusion.latents import cached_latent_dataset, encode_dataset, latent_scaling_factor
 from mmgen.diffusion.objective import UNCONDITIONAL_PROMPT, LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
 from mmgen.errors import CheckpointError, ConfigError
@@ -141,7 +142,7 @@ def train_ldm(
     def export(model: LatentDiffusionObjective, folder: Path) -> None:
         pipeline(model).save_pretrained(folder)
 
-    train_data = CachedLatentDataset(latents, captions, seed=config.seed)
+    train_data = cached_latent_dataset(latents, captions, seed=config.seed)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
 
 
