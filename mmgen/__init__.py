@@ -17,6 +17,9 @@ _EXPORTS = {
     "TrainingConfig": "mmgen.training",
     "ShapesJudge": "mmgen.eval.judge",
     "TextToImagePipeline": "mmgen.diffusion",
+    "DiscreteVAE": "mmgen.dvae",
+    "DiscreteVAEPrior": "mmgen.dvae",
+    "DiscreteVAEPipeline": "mmgen.dvae",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -222,6 +222,19 @@ def _train_dvae(args: argparse.Namespace) -> None:
     _report_training(result, "discrete VAE")
 
 
+def _train_dvae_prior(args: argparse.Namespace) -> None:
+    from mmgen.dvae.training import train_dvae_prior
+
+    result = train_dvae_prior(
+        training_config_from_args(args), dvae=args.dvae, data=args.data, image_size=args.image_size,
+        text_encoder=args.text_encoder, max_length=args.max_length, text_hidden_size=args.text_hidden_size,
+        text_layers=args.text_layers, hidden_size=args.hidden_size, num_layers=args.num_layers,
+        num_heads=args.num_heads, dropout=args.dropout, caption_dropout=args.caption_dropout,
+        random_flip=args.random_flip,
+    )
+    _report_training(result, "pipeline")
+
+
 def _report_training(result, what: str) -> None:
     if result.last_checkpoint is None:
         print(f"nothing to do: the run is at step {result.step}")
@@ -231,6 +244,17 @@ def _report_training(result, what: str) -> None:
 
 def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
+
+
+def _add_text_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-encoder", default="minilm",
+        help="minilm (pretrained, frozen, cached), clip (new, trained with the model), or a folder "
+        "with tokenizer/ and text_encoder/ (e.g. a trained pipeline, to share its encoder; frozen)",
+    )
+    parser.add_argument("--max-length", type=int, default=77, help="tokens per prompt (longer ones are truncated)")
+    parser.add_argument("--text-hidden-size", type=int, default=256, help="width of a new clip text encoder")
+    parser.add_argument("--text-layers", type=int, default=4, help="layers of a new clip text encoder")
 
 
 def _add_train_commands(subparsers) -> None:
@@ -286,13 +310,7 @@ def _add_train_commands(subparsers) -> None:
     ldm.add_argument("--autoencoder", required=True, help="trained AutoencoderKL folder (a checkpoint's model/)")
     ldm.add_argument("--data", default="shapes", help=data_help)
     ldm.add_argument("--image-size", type=int, default=64, help="image side in pixels")
-    ldm.add_argument(
-        "--text-encoder", default="minilm",
-        help="minilm (pretrained, frozen, cached), clip (new, trained with the UNet), or a folder",
-    )
-    ldm.add_argument("--max-length", type=int, default=77, help="tokens per prompt (longer ones are truncated)")
-    ldm.add_argument("--text-hidden-size", type=int, default=256, help="width of a new clip text encoder")
-    ldm.add_argument("--text-layers", type=int, default=4, help="layers of a new clip text encoder")
+    _add_text_encoder_arguments(ldm)
     ldm.add_argument("--block-out-channels", type=_int_list, default=(64, 128), help="UNet widths per resolution")
     ldm.add_argument("--layers-per-block", type=int, default=1, help="UNet resnet layers per block")
     ldm.add_argument("--attention-head-dim", type=int, default=8, help="UNet attention head width")
@@ -327,6 +345,22 @@ def _add_train_commands(subparsers) -> None:
     dvae.add_argument("--random-flip", action="store_true", help="mirror training images at random")
     add_training_arguments(dvae)
 
+    prior = _add_command(
+        recipes, "dvae-prior", _train_dvae_prior,
+        "discrete-VAE baseline, stage 2: a transformer over cached image tokens; every checkpoint is a pipeline",
+    )
+    prior.add_argument("--dvae", required=True, help="trained discrete VAE folder (a checkpoint's model/)")
+    prior.add_argument("--data", default="shapes", help=data_help)
+    prior.add_argument("--image-size", type=int, default=64, help="image side in pixels")
+    _add_text_encoder_arguments(prior)
+    prior.add_argument("--hidden-size", type=int, default=256, help="transformer width")
+    prior.add_argument("--num-layers", type=int, default=4, help="transformer layers")
+    prior.add_argument("--num-heads", type=int, default=4, help="attention heads")
+    prior.add_argument("--dropout", type=float, default=0.0, help="transformer dropout")
+    prior.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
+    prior.add_argument("--random-flip", action="store_true", help="cache mirrored tokens too and pick one at random")
+    add_training_arguments(prior)
+
 
 # -- mmgen sample ------------------------------------------------------------------------
 
@@ -335,7 +369,7 @@ def _sample(args: argparse.Namespace) -> None:
     import torch
 
     from mmgen.data.transforms import make_grid
-    from mmgen.diffusion import TextToImagePipeline
+    from mmgen.eval.evaluate import load_text_to_image_pipeline
 
     prompts = list(args.prompts)
     if args.prompts_file:
@@ -344,7 +378,7 @@ def _sample(args: argparse.Namespace) -> None:
         raise MMGenError("no prompt given: pass one or more prompts, or --prompts-file")
     if any(not p.strip() for p in prompts):
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
-    pipe = TextToImagePipeline.from_pretrained(args.model, scheduler=args.scheduler)
+    pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(args.seed)
     images = pipe(
@@ -368,10 +402,12 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument("prompts", nargs="*", help="prompts, e.g. \"a big blue star in the middle\"")
     command.add_argument("--prompts-file", default=None, help="a text file with one prompt per line")
     command.add_argument("-n", type=int, default=4, help="images per prompt")
-    command.add_argument("--model", default=str(SHAPES_LDM), help="pipeline folder")
-    command.add_argument("--steps", type=int, default=20, help="sampling steps")
     command.add_argument(
-        "--scheduler", default="dpm++", help="sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
+        "--model", default=str(SHAPES_LDM), help="pipeline folder: latent diffusion or the discrete-VAE baseline"
+    )
+    command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion)")
+    command.add_argument(
+        "--scheduler", default="dpm++", help="diffusion sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
     )
     command.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
     command.add_argument("--seed", type=int, default=0, help="sampling seed")

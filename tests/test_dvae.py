@@ -202,3 +202,54 @@ def test_cli_trains_a_dvae_that_reloads(tmp_path, capsys):
     vae = DiscreteVAE.from_pretrained(out / "checkpoints" / "checkpoint-0000002" / "model")
     assert vae.config.num_tokens == 32 and vae.token_grid == 4
     assert (out / "samples" / "step-0000002.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def dvae_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dvae")
+    objective_config = TrainingConfig(
+        output_dir=str(folder), max_steps=2, batch_size=8, checkpoint_every=2, report_to="none"
+    )
+    from mmgen.dvae.training import train_dvae
+
+    result = train_dvae(objective_config, data="shapes:val", image_size=16, num_tokens=32, codebook_dim=16,
+                        hidden_channels=16, num_layers=2)
+    return result.last_checkpoint / "model"
+
+
+def test_prior_checkpoints_are_pipelines_that_sample_from_the_cli(tmp_path, dvae_folder, monkeypatch, capsys):
+    from PIL import Image
+
+    from mmgen.cli import main
+    from mmgen.dvae import DiscreteVAEPipeline
+
+    monkeypatch.setenv("MMGEN_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "prior"
+    assert main([
+        "train", "dvae-prior", "--dvae", str(dvae_folder), "--data", "shapes:val", "--image-size", "16",
+        "--text-encoder", "clip", "--max-length", "24", "--text-hidden-size", "32", "--text-layers", "1",
+        "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--max-steps", "4", "--batch-size", "8",
+        "--checkpoint-every", "2", "--validate-every", "4", "--output-dir", str(run), "--report-to", "none",
+    ]) == 0
+    for step in (2, 4):
+        folder = run / "checkpoints" / f"checkpoint-{step:07d}" / "model"
+        assert DiscreteVAEPipeline.from_pretrained(folder).prior.config.image_seq_len == 16
+    pipeline = run / "checkpoints" / "checkpoint-0000004" / "model"
+    assert (run / "samples" / "step-0000004.png").is_file()
+
+    out = tmp_path / "grid.png"
+    capsys.readouterr()
+    assert main(["sample", "a red star", "a blue circle", "-n", "3", "--model", str(pipeline), "--out", str(out)]) == 0
+    assert "2 prompt(s) x 3 images" in capsys.readouterr().out
+    assert Image.open(out).size == (3 * 16 + 4 * 2, 2 * 16 + 3 * 2)
+    again = tmp_path / "again.png"
+    main(["sample", "a red star", "a blue circle", "-n", "3", "--model", str(pipeline), "--out", str(again)])
+    assert Image.open(again).tobytes() == Image.open(out).tobytes()  # seeded
+
+
+def test_dvae_pipeline_refuses_other_checkpoints(dvae_folder):
+    from mmgen.dvae import DiscreteVAEPipeline
+    from mmgen.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no model_index.json"):
+        DiscreteVAEPipeline.from_pretrained(dvae_folder)

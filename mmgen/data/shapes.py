@@ -362,3 +362,16 @@ def export_shapes(
     partial.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     os.replace(partial, metadata)
     return out
+
+
+# Prompts that text-to-image training renders at every validation (Shapes vocabulary, varied phrasing).
+VALIDATION_PROMPTS = (
+    "a large red circle in the top left",
+    "a small blue star in the middle",
+    "big yellow cross, bottom right",
+    "a tiny white diamond on the left",
+    "a large green square at the top",
+    "a small purple triangle in the lower right",
+    "a big cyan circle at the bottom",
+    "an orange star that is large, in the center",
+)

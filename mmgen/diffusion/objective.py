@@ -8,9 +8,7 @@ from diffusers.training_utils import compute_snr
 from torch import nn
 from torch.nn import functional as F
 
-from mmgen.text import CachedTextEncoder, TextEncoder
-
-UNCONDITIONAL_PROMPT = ""
+from mmgen.text import UNCONDITIONAL_PROMPT, CachedTextEncoder, TextEncoder
 
 
 def build_unet(

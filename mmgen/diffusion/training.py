@@ -10,26 +10,16 @@ from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 
 from mmgen.data import open_dataset
+from mmgen.data.shapes import VALIDATION_PROMPTS
 from mmgen.data.frozen import item_captions
 from mmgen.data.transforms import make_grid, tensor_to_pil
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder, reconstruct
 from mmgen.diffusion.latents import cached_latent_dataset, encode_dataset, latent_scaling_factor
-from mmgen.diffusion.objective import UNCONDITIONAL_PROMPT, LatentDiffusionObjective, build_unet
+from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.text import CachedTextEncoder, TextEncoder, load_text_encoder
+from mmgen.text import UNCONDITIONAL_PROMPT, CachedTextEncoder, TextEncoder, load_text_encoder
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
-
-VALIDATION_PROMPTS = (
-    "a large red circle in the top left",
-    "a small blue star in the middle",
-    "big yellow cross, bottom right",
-    "a tiny white diamond on the left",
-    "a large green square at the top",
-    "a small purple triangle in the lower right",
-    "a big cyan circle at the bottom",
-    "an orange star that is large, in the center",
-)
 
 
 def train_autoencoder(

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmgen.dvae.discrete_vae import DiscreteVAE
+from mmgen.text import UNCONDITIONAL_PROMPT
 
 
 def cosine_anneal(step: int, total_steps: int, start: float, end: float) -> float:
@@ -85,3 +86,25 @@ class DiscreteVAEObjective(nn.Module):
             "perplexity": perplexity,
             "codes_used": codes_used,
         }
+
+
+class DiscreteVAEPriorObjective(nn.Module):
+    """Cross-entropy of the next image token given the caption's text-encoder states and
+    the tokens before it. Captions become the unconditional (empty) prompt with
+    probability `caption_dropout`, which classifier-free guidance needs at sampling."""
+
+    def __init__(self, prior: nn.Module, text_encoder: nn.Module, caption_dropout: float = 0.1):
+        super().__init__()
+        self.prior = prior
+        self.text_encoder = text_encoder  # a frozen encoder is read through its cache
+        self.caption_dropout = caption_dropout
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        tokens = batch["tokens"].long()
+        dropped = torch.rand(len(tokens)) < self.caption_dropout
+        texts = [UNCONDITIONAL_PROMPT if drop else text for text, drop in zip(batch["text"], dropped.tolist())]
+        states = self.text_encoder(texts).hidden_states.to(tokens.device)
+        logits = self.prior(states, tokens)
+        loss = F.cross_entropy(logits.transpose(1, 2), tokens)
+        accuracy = (logits.argmax(-1) == tokens).float().mean()
+        return {"loss": loss, "token_accuracy": accuracy.detach()}

@@ -46,6 +46,7 @@ class DiscreteVAEPrior(ModelMixin, ConfigMixin):
         self.transformer = GPT2Model(GPT2Config(
             vocab_size=1, n_positions=text_seq_len + image_seq_len, n_embd=hidden_size, n_layer=num_layers,
             n_head=num_heads, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+            bos_token_id=None, eos_token_id=None,
         ))
         self.head = nn.Linear(hidden_size, num_image_tokens, bias=False)
 

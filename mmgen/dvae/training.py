@@ -5,11 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from mmgen.data import open_dataset
+from mmgen.data.frozen import CachedViewsDataset, item_captions
+from mmgen.data.shapes import VALIDATION_PROMPTS
 from mmgen.data.transforms import make_grid, tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
-from mmgen.dvae.objective import DiscreteVAEObjective
+from mmgen.dvae.objective import DiscreteVAEObjective, DiscreteVAEPriorObjective
+from mmgen.dvae.pipeline import DiscreteVAEPipeline
+from mmgen.dvae.prior import DiscreteVAEPrior
+from mmgen.dvae.tokens import tokenize_dataset
+from mmgen.errors import CheckpointError
+from mmgen.text import UNCONDITIONAL_PROMPT, CachedTextEncoder, TextEncoder, load_text_encoder
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
 
@@ -44,9 +52,7 @@ def train_dvae(
         device = next(model.parameters()).device
         with torch.no_grad():
             reconstructions = model.vae.decode_tokens(model.vae.tokenize(originals.to(device))).cpu()
-        path = output_dir / "samples" / f"step-{step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        make_grid(tensor_to_pil(torch.cat([originals, reconstructions])), columns=len(originals)).save(path)
+        _save_grid(tensor_to_pil(torch.cat([originals, reconstructions])), output_dir, step)
 
     def export(model: DiscreteVAEObjective, folder: Path) -> None:
         model.vae.save_pretrained(folder)
@@ -57,3 +63,73 @@ def train_dvae(
         straight_through=straight_through,
     )
     return Trainer(config, objective, dataset, validate_fn=validate, export_fn=export).train()
+
+
+def train_dvae_prior(
+    config: TrainingConfig,
+    dvae: str | Path,
+    data: str = "shapes",
+    image_size: int = 64,
+    text_encoder: str = "minilm",
+    max_length: int = 77,
+    text_hidden_size: int = 256,
+    text_layers: int = 4,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    dropout: float = 0.0,
+    caption_dropout: float = 0.1,
+    random_flip: bool = False,
+    validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
+) -> TrainingResult:
+    """Stage two: the transformer prior over the frozen discrete VAE's cached image tokens,
+    conditioned on a text encoder given like latent diffusion's (`minilm`, `clip`, or a
+    folder such as a latent-diffusion pipeline, to share its encoder). Every checkpoint's
+    `model/` is a `DiscreteVAEPipeline`."""
+    if not (Path(dvae) / "config.json").is_file():
+        raise CheckpointError(f"{dvae}: no discrete VAE there (train one with `mmgen train dvae`)")
+    torch.manual_seed(config.seed)
+    state = PartialState()
+    vae = DiscreteVAE.from_pretrained(dvae).to(state.device).eval().requires_grad_(False)
+    dataset = open_dataset(data, size=image_size, seed=config.seed)
+    captions = [item_captions(dataset, i) for i in range(len(dataset))]
+    distinct = list(dict.fromkeys(c for item in captions for c in item))
+    encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
+
+    # Frozen parts are computed once, by the main process first so the others read its files.
+    with state.main_process_first():
+        tokens = tokenize_dataset(vae, dataset, Path(config.output_dir) / "cache", flips=random_flip)
+        if encoder.trainable:
+            conditioning: TextEncoder | CachedTextEncoder = encoder
+        else:
+            conditioning = CachedTextEncoder(encoder.to(state.device))
+            conditioning.precompute([UNCONDITIONAL_PROMPT, *distinct])
+
+    prior = DiscreteVAEPrior(
+        num_image_tokens=vae.config.num_tokens, image_seq_len=vae.token_grid**2, text_hidden_size=encoder.hidden_size,
+        text_seq_len=encoder.max_length, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+        dropout=dropout,
+    )
+    objective = DiscreteVAEPriorObjective(prior, conditioning, caption_dropout)
+
+    def pipeline(model: DiscreteVAEPriorObjective) -> DiscreteVAEPipeline:
+        pipe = DiscreteVAEPipeline(vae=vae, prior=model.prior, text_encoder=encoder.model, tokenizer=encoder.tokenizer)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def validate(model: DiscreteVAEPriorObjective, step: int, output_dir: Path) -> None:
+        generator = torch.Generator().manual_seed(config.seed)
+        images = pipeline(model)(list(validation_prompts), guidance_scale=3.0, generator=generator).images
+        _save_grid(images, output_dir, step)
+
+    def export(model: DiscreteVAEPriorObjective, folder: Path) -> None:
+        pipeline(model).save_pretrained(folder)
+
+    train_data = CachedViewsDataset(tokens, captions, seed=config.seed)
+    return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
+
+
+def _save_grid(images: list, output_dir: Path, step: int) -> None:
+    path = output_dir / "samples" / f"step-{step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, columns=len(images) // 2 if len(images) > 4 else None).save(path)

@@ -51,11 +51,22 @@ def checkpoint_class(path: str | Path) -> str:
     raise CheckpointError(f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name)")
 
 
-def _text_to_image_generate(path: Path, steps: int, guidance_scale: float, scheduler: str) -> GenerateFn:
-    """A Stable Diffusion pipeline folder (the format mmgen's latent diffusion saves in)."""
+def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
+    """The text-to-image pipeline saved at `path`: the discrete-VAE baseline's, or latent
+    diffusion's (a StableDiffusionPipeline folder; `scheduler` picks its sampler)."""
+    path = Path(path)
+    if (path / "model_index.json").is_file() and checkpoint_class(path) == "DiscreteVAEPipeline":
+        from mmgen.dvae import DiscreteVAEPipeline
+
+        return DiscreteVAEPipeline.from_pretrained(path)
     from mmgen.diffusion import TextToImagePipeline
 
-    pipe = TextToImagePipeline.from_pretrained(path, scheduler=scheduler)
+    return TextToImagePipeline.from_pretrained(path, scheduler=scheduler)
+
+
+def _text_to_image_generate(path: Path, steps: int, guidance_scale: float, scheduler: str) -> GenerateFn:
+    """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline)."""
+    pipe = load_text_to_image_pipeline(path, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
 
     def generate(prompts: list[str], generator: torch.Generator) -> torch.Tensor:
@@ -80,10 +91,25 @@ def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float, sche
     return reconstruct
 
 
+def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: str) -> ReconstructFn:
+    """A discrete VAE folder: the most likely tokens, decoded."""
+    from mmgen.dvae import DiscreteVAE
+
+    vae = DiscreteVAE.from_pretrained(path).eval()
+
+    @torch.no_grad()
+    def reconstruct(images: torch.Tensor) -> torch.Tensor:
+        return vae.decode_tokens(vae.tokenize(images))
+
+    return reconstruct
+
+
 # class name -> {task: factory(path, steps, guidance_scale, scheduler) -> the task's callable}
 LOADERS: dict[str, dict[str, Callable[[Path, int, float, str], Callable]]] = {
     "StableDiffusionPipeline": {"text-to-image": _text_to_image_generate},
     "AutoencoderKL": {"reconstruct": _autoencoder_reconstruct},
+    "DiscreteVAEPipeline": {"text-to-image": _text_to_image_generate},
+    "DiscreteVAE": {"reconstruct": _dvae_reconstruct},
 }
 
 

@@ -1,7 +1,15 @@
 """Text encoders shared by every model family."""
 
 from mmgen.text.cache import CachedTextEncoder, default_cache_root
-from mmgen.text.encoder import TextEncoder, TextEncoding, load_text_encoder
+from mmgen.text.encoder import UNCONDITIONAL_PROMPT, TextEncoder, TextEncoding, load_text_encoder
 from mmgen.text.tokenizer import train_caption_tokenizer
 
-__all__ = ["CachedTextEncoder", "TextEncoder", "TextEncoding", "default_cache_root", "load_text_encoder", "train_caption_tokenizer"]
+__all__ = [
+    "UNCONDITIONAL_PROMPT",
+    "CachedTextEncoder",
+    "TextEncoder",
+    "TextEncoding",
+    "default_cache_root",
+    "load_text_encoder",
+    "train_caption_tokenizer",
+]

@@ -30,6 +30,8 @@ from mmgen.text.tokenizer import train_caption_tokenizer
 
 TOKENIZER_FOLDER = "tokenizer"
 TEXT_ENCODER_FOLDER = "text_encoder"
+# Classifier-free guidance's unconditional prompt, which training puts in place of dropped captions.
+UNCONDITIONAL_PROMPT = ""
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""`DiscreteVAEPipeline`: prompts -> text-encoder states -> image tokens (the prior) ->
+pixels (the discrete VAE's decoder), called like the latent-diffusion pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+
+from mmgen.data.transforms import tensor_to_pil
+from mmgen.dvae.discrete_vae import DiscreteVAE
+from mmgen.dvae.prior import DiscreteVAEPrior
+from mmgen.errors import CheckpointError, ConfigError
+from mmgen.text import UNCONDITIONAL_PROMPT, TextEncoder
+
+
+class DiscreteVAEPipeline(DiffusionPipeline):
+    """`pipe(prompts, guidance_scale=..., generator=...)` returns PIL images in `.images`.
+
+    Saved like a diffusers pipeline (model_index.json, vae/, prior/, text_encoder/,
+    tokenizer/), so the text encoder can be the very folder another pipeline uses."""
+
+    def __init__(self, vae: DiscreteVAE, prior: DiscreteVAEPrior, text_encoder, tokenizer):
+        super().__init__()
+        self.register_modules(vae=vae, prior=prior, text_encoder=text_encoder, tokenizer=tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs) -> DiscreteVAEPipeline:
+        path = Path(path)
+        index = path / "model_index.json"
+        if not path.exists():
+            raise CheckpointError(f"{path}: no such checkpoint folder")
+        if not index.is_file():
+            raise CheckpointError(f"{path}: not a pipeline (no model_index.json)")
+        class_name = json.loads(index.read_text()).get("_class_name")
+        if class_name != cls.__name__:
+            raise CheckpointError(f"{path}: a {class_name} checkpoint, not a discrete-VAE pipeline")
+        return super().from_pretrained(path, **kwargs)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_inference_steps: int | None = None,
+        guidance_scale: float = 3.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        use_cache: bool = True,
+    ) -> ImagePipelineOutput:
+        """`num_inference_steps` is accepted so that this pipeline is called exactly like the
+        diffusion one; an autoregressive prior always takes one step per image token."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ConfigError("no prompts given")
+        if output_type not in ("pil", "pt"):
+            raise ConfigError(f"output_type must be 'pil' or 'pt', not {output_type!r}")
+        encoder = TextEncoder(self.tokenizer, self.text_encoder)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        states = encoder(prompts).hidden_states
+        unconditional = encoder([UNCONDITIONAL_PROMPT]).hidden_states if guidance_scale != 1.0 else None
+        tokens = self.prior.generate(
+            states, unconditional, guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
+            top_p=top_p, generator=generator, use_cache=use_cache,
+        )
+        images = self.vae.decode_tokens(tokens).clamp(-1, 1)
+        if output_type == "pt":
+            return ImagePipelineOutput(images=(images + 1) / 2)  # [0, 1], as diffusers pipelines return
+        return ImagePipelineOutput(images=tensor_to_pil(images))
