@@ -228,3 +228,42 @@ def test_xformers_says_why_it_is_unavailable(tmp_path, autoencoder, capsys):
     arguments = ["train", "ldm", "--autoencoder", str(autoencoder), "--output-dir", str(tmp_path), "--xformers"]
     assert main(arguments) == 2
     assert "--xformers needs a CUDA GPU" in capsys.readouterr().err
+
+
+def _user_data(tmp_path, form: str) -> str:
+    """Sixteen Shapes images as one of the user-data forms; returns what `--data` takes."""
+    from mmgen.data.shapes import export_shapes
+
+    folder = export_shapes(tmp_path / "metadata", split="val", n=16, size=16, progress=False)
+    if form == "metadata.jsonl":
+        return str(folder)
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    if form == "caption pairs":
+        pairs = tmp_path / "pairs"
+        pairs.mkdir()
+        for row in rows:
+            Image.open(folder / row["file_name"]).save(pairs / row["file_name"])
+            (pairs / row["file_name"]).with_suffix(".txt").write_text(row["text"] + "\n")
+        return str(pairs)
+    datasets = pytest.importorskip("datasets")
+    hf = datasets.Dataset.from_dict({
+        "image": [Image.open(folder / row["file_name"]) for row in rows], "text": [row["text"] for row in rows],
+    })
+    hf.save_to_disk(tmp_path / "hf")
+    return str(tmp_path / "hf")
+
+
+@pytest.mark.parametrize("form", ["metadata.jsonl", "caption pairs", "saved HF dataset"])
+def test_both_stages_train_on_user_data(tmp_path, form):
+    data = _user_data(tmp_path, form)
+    autoencoder = train_autoencoder(
+        _config(tmp_path / "ae", max_steps=2, batch_size=4), data=data, image_size=16, **TINY_AUTOENCODER
+    ).last_checkpoint / "model"
+    result = train_ldm(
+        _config(tmp_path / "ldm", max_steps=2, batch_size=4), autoencoder, data=data, image_size=16,
+        text_encoder="clip", max_length=24, text_hidden_size=32, text_layers=1, **TINY_UNET,
+    )
+    assert result.step == 2 and np.isfinite(result.losses).all()
+    pipe = TextToImagePipeline.from_pretrained(result.last_checkpoint / "model")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(["a red star"], num_inference_steps=2, output_type="pt").images.shape == (1, 3, 16, 16)
