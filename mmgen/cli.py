@@ -380,10 +380,17 @@ def _sample(args: argparse.Namespace) -> None:
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
     pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler)
     pipe.set_progress_bar_config(disable=True)
+    token_sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    if type(pipe).__name__ != "DiscreteVAEPipeline":
+        given = [f"--{name.replace('_', '-')}" for name, value in token_sampling.items() if value is not None]
+        if given:
+            raise MMGenError(f"{', '.join(given)}: only for discrete-VAE pipelines; {args.model} is a diffusion model")
+        token_sampling = {}
     generator = torch.Generator().manual_seed(args.seed)
     images = pipe(
         [p for p in prompts for _ in range(args.n)], num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale, generator=generator,
+        **{name: value for name, value in token_sampling.items() if value is not None},
     ).images
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -410,6 +417,9 @@ def _add_sample_command(subparsers) -> None:
         "--scheduler", default="dpm++", help="diffusion sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
     )
     command.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
+    command.add_argument("--temperature", type=float, default=None, help="token sampling temperature (discrete VAE)")
+    command.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens (discrete VAE)")
+    command.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (discrete VAE)")
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="samples.png", help="PNG to write")
 

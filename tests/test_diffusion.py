@@ -205,6 +205,11 @@ def test_cli_sample_names_bad_input(arguments, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_cli_sample_refuses_token_sampling_options_for_diffusion(pipeline_folder, capsys):
+    assert main(["sample", "a red star", "--model", str(pipeline_folder), "--top-k", "5"]) == 2
+    assert "--top-k: only for discrete-VAE pipelines" in capsys.readouterr().err
+
+
 def test_unknown_scheduler_is_named(pipeline_folder):
     with pytest.raises(ConfigError, match="unknown scheduler 'fast'"):
         TextToImagePipeline.from_pretrained(pipeline_folder, scheduler="fast")

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -245,6 +246,10 @@ def test_prior_checkpoints_are_pipelines_that_sample_from_the_cli(tmp_path, dvae
     again = tmp_path / "again.png"
     main(["sample", "a red star", "a blue circle", "-n", "3", "--model", str(pipeline), "--out", str(again)])
     assert Image.open(again).tobytes() == Image.open(out).tobytes()  # seeded
+    greedy = tmp_path / "greedy.png"
+    main(["sample", "a red star", "-n", "2", "--top-k", "1", "--model", str(pipeline), "--out", str(greedy)])
+    tiles = np.asarray(Image.open(greedy))
+    assert np.array_equal(tiles[2:18, 2:18], tiles[2:18, 20:36])  # top-1: both samples identical
 
 
 def test_dvae_pipeline_refuses_other_checkpoints(dvae_folder):
