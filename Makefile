@@ -1,4 +1,4 @@
-# One-command setup on a fresh clone: `make demo` (sample grid) and `make test` (test suite).
+# One-command setup on a fresh clone: `make demo` (images from a prompt) and `make test` (test suite).
 # Torch is installed first, from TORCH_SPEC (+ PIP_TORCH_ARGS), so nothing else pulls another build:
 #   make test          # torch==2.13.0: the local CPU wheel on mmgen's dev/CI machines
 #   make test PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"      # CPU-only elsewhere
@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/mmgen data preview shapes --n 16 --out outputs/shapes-grid.png
+	$(BIN)/mmgen sample "a large red circle in the top left" "a small blue star in the middle" \
+		-n 4 --steps 20 --seed 0 --out outputs/sample.png
 
 test: setup
 	$(BIN)/python -m pytest -q

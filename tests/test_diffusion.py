@@ -272,3 +272,17 @@ def test_both_stages_train_on_user_data(tmp_path, form):
     pipe = TextToImagePipeline.from_pretrained(result.last_checkpoint / "model")
     pipe.set_progress_bar_config(disable=True)
     assert pipe(["a red star"], num_inference_steps=2, output_type="pt").images.shape == (1, 3, 16, 16)
+
+
+def test_shipped_checkpoint_draws_what_the_prompts_say():
+    from mmgen.eval.judge import judge_accuracy, load_judge
+
+    samples = [ShapesDataset("test", n=16).sample(i) for i in range(16)]
+    pipe = TextToImagePipeline.from_pretrained()  # checkpoints/shapes-ldm
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        [s.caption for s in samples], num_inference_steps=20, guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(0), output_type="pt",
+    ).images
+    attributes = {name: [getattr(s, name) for s in samples] for name in ("shape", "color", "size", "position")}
+    assert judge_accuracy(load_judge(), images * 2 - 1, attributes)["all"] >= 0.8

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces checkpoints/shapes-ldm: latent diffusion on 64 x 64 Shapes, both stages, on the
-# shared loop. Re-running resumes each stage from its last checkpoint.
+# shared loop, then copies the pipeline into the repo and measures it. Re-running resumes
+# each stage from its last checkpoint.
 #   bash train/train_shapes_ldm.sh [RUN_DIR] [LDM_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-$HOME/mmgen-runs/shapes-ldm}
-LDM_STEPS=${2:-20000}
+LDM_STEPS=${2:-7000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
 
 # Stage 1: AutoencoderKL, 64 x 64 x 3 -> 8 x 8 x 4.
@@ -21,3 +22,10 @@ MMGEN=${MMGEN:-.venv/bin/mmgen}
     --block-out-channels 64,128 --layers-per-block 1 --attention-head-dim 8 --caption-dropout 0.1 \
     --max-steps "$LDM_STEPS" --batch-size 64 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
     --lr-warmup-steps 500 --ema-decay 0.999 --checkpoint-every 1000 --validate-every 1000 --seed 0 --resume latest
+
+PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
+find checkpoints/shapes-ldm -mindepth 1 ! -name README.md -delete 2>/dev/null || true
+mkdir -p checkpoints/shapes-ldm && cp -r "$PIPELINE"/. checkpoints/shapes-ldm/
+"$MMGEN" eval --task reconstruct --model checkpoints/shapes-ldm/vae --n 1000 --out "$RUN/eval-vae.json"
+"$MMGEN" eval --task text-to-image --model checkpoints/shapes-ldm --n 1000 --steps 20 --scheduler dpm++ \
+    --out "$RUN/eval-dpm++-20.json"
