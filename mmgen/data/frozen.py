@@ -31,6 +31,12 @@ def item_captions(dataset: Dataset, index: int) -> tuple[str, ...]:
     return (dataset[index]["text"],)
 
 
+def dataset_captions(dataset: Dataset) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Every item's captions, and all distinct captions in first-seen order."""
+    captions = [item_captions(dataset, i) for i in range(len(dataset))]
+    return captions, list(dict.fromkeys(c for item in captions for c in item))
+
+
 def dataset_fingerprint(dataset: Dataset, model: nn.Module, *settings) -> str:
     """The frozen model's weights and config and `settings`, plus the dataset's type,
     size, captions and first image: different data almost always differs in one of these

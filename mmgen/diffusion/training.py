@@ -10,15 +10,15 @@ from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 
 from mmgen.data import open_dataset
+from mmgen.data.frozen import dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
-from mmgen.data.frozen import item_captions
 from mmgen.data.transforms import make_grid, tensor_to_pil
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder, reconstruct
 from mmgen.diffusion.latents import cached_latent_dataset, encode_dataset, latent_scaling_factor
 from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.text import UNCONDITIONAL_PROMPT, CachedTextEncoder, TextEncoder, load_text_encoder
+from mmgen.text import load_text_encoder, training_conditioning
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
 
@@ -84,18 +84,13 @@ def train_ldm(
     state = PartialState()
     vae = AutoencoderKL.from_pretrained(autoencoder).to(state.device).eval().requires_grad_(False)
     dataset = open_dataset(data, size=image_size, seed=config.seed)
-    captions = [item_captions(dataset, i) for i in range(len(dataset))]
-    distinct = list(dict.fromkeys(c for item in captions for c in item))
+    captions, distinct = dataset_captions(dataset)
     encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
 
     # Frozen parts are computed once, by the main process first so the others read its files.
     with state.main_process_first():
         latents = encode_dataset(vae, dataset, Path(config.output_dir) / "cache", flips=random_flip)
-        if encoder.trainable:
-            conditioning: TextEncoder | CachedTextEncoder = encoder
-        else:
-            conditioning = CachedTextEncoder(encoder.to(state.device))
-            conditioning.precompute([UNCONDITIONAL_PROMPT, *distinct])
+        conditioning = training_conditioning(encoder, distinct, state.device)
     vae.register_to_config(scaling_factor=latent_scaling_factor(latents, seed=config.seed))
 
     noise_scheduler = DDPMScheduler(

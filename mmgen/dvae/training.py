@@ -8,7 +8,7 @@ import torch
 from accelerate import PartialState
 
 from mmgen.data import open_dataset
-from mmgen.data.frozen import CachedViewsDataset, item_captions
+from mmgen.data.frozen import CachedViewsDataset, dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
 from mmgen.data.transforms import make_grid, tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
@@ -17,7 +17,7 @@ from mmgen.dvae.pipeline import DiscreteVAEPipeline
 from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.dvae.tokens import tokenize_dataset
 from mmgen.errors import CheckpointError
-from mmgen.text import UNCONDITIONAL_PROMPT, CachedTextEncoder, TextEncoder, load_text_encoder
+from mmgen.text import load_text_encoder, training_conditioning
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
 
@@ -92,18 +92,13 @@ def train_dvae_prior(
     state = PartialState()
     vae = DiscreteVAE.from_pretrained(dvae).to(state.device).eval().requires_grad_(False)
     dataset = open_dataset(data, size=image_size, seed=config.seed)
-    captions = [item_captions(dataset, i) for i in range(len(dataset))]
-    distinct = list(dict.fromkeys(c for item in captions for c in item))
+    captions, distinct = dataset_captions(dataset)
     encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
 
     # Frozen parts are computed once, by the main process first so the others read its files.
     with state.main_process_first():
         tokens = tokenize_dataset(vae, dataset, Path(config.output_dir) / "cache", flips=random_flip)
-        if encoder.trainable:
-            conditioning: TextEncoder | CachedTextEncoder = encoder
-        else:
-            conditioning = CachedTextEncoder(encoder.to(state.device))
-            conditioning.precompute([UNCONDITIONAL_PROMPT, *distinct])
+        conditioning = training_conditioning(encoder, distinct, state.device)
 
     prior = DiscreteVAEPrior(
         num_image_tokens=vae.config.num_tokens, image_seq_len=vae.token_grid**2, text_hidden_size=encoder.hidden_size,

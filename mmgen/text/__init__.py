@@ -1,6 +1,6 @@
 """Text encoders shared by every model family."""
 
-from mmgen.text.cache import CachedTextEncoder, default_cache_root
+from mmgen.text.cache import CachedTextEncoder, default_cache_root, training_conditioning
 from mmgen.text.encoder import UNCONDITIONAL_PROMPT, TextEncoder, TextEncoding, load_text_encoder
 from mmgen.text.tokenizer import train_caption_tokenizer
 
@@ -11,5 +11,6 @@ __all__ = [
     "TextEncoding",
     "default_cache_root",
     "load_text_encoder",
+    "training_conditioning",
     "train_caption_tokenizer",
 ]

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from mmgen.text.encoder import TextEncoder, TextEncoding
+from mmgen.text.encoder import UNCONDITIONAL_PROMPT, TextEncoder, TextEncoding
 
 
 # Captions per shard file: bounds the memory of one write and safetensors' header size.
@@ -120,3 +120,16 @@ class CachedTextEncoder:
         tensors = load_file(path)
         for text, *entry in zip(texts, tensors["hidden_states"], tensors["attention_mask"], tensors["pooled"]):
             self._entries[text] = tuple(entry)
+
+
+def training_conditioning(
+    encoder: TextEncoder, captions: list[str], device: torch.device | str
+) -> TextEncoder | CachedTextEncoder:
+    """What a training objective reads caption states from: a trainable encoder itself
+    (it learns on every step), or a frozen one's cache, with `captions` and the
+    unconditional prompt encoded up front."""
+    if encoder.trainable:
+        return encoder
+    cached = CachedTextEncoder(encoder.to(device))
+    cached.precompute([UNCONDITIONAL_PROMPT, *captions])
+    return cached
