@@ -1,7 +1,22 @@
 """Where the checkpoints that ship with the repository live (found when mmgen runs from a clone)."""
 
+import json
 from pathlib import Path
+
+from mmgen.errors import CheckpointError
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 SHAPES_JUDGE = CHECKPOINTS_DIR / "shapes-judge"
 SHAPES_LDM = CHECKPOINTS_DIR / "shapes-ldm"
+
+
+def pipeline_class_name(path: str | Path, kind: str) -> str:
+    """The `_class_name` of the pipeline folder at `path`; a CheckpointError says when there
+    is no folder or no model_index.json (`kind` names what was expected)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise CheckpointError(f"{path}: not a {kind} (no model_index.json)")
+    return json.loads(index.read_text()).get("_class_name")

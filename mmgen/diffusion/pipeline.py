@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import logging as transformers_logging
 
-from mmgen.checkpoints import SHAPES_LDM
+from mmgen.checkpoints import SHAPES_LDM, pipeline_class_name
 from mmgen.errors import CheckpointError, ConfigError
 
 # Importing diffusers' pipelines makes transformers warn that torchvision is missing
@@ -51,13 +51,7 @@ class TextToImagePipeline(StableDiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, path: str | Path = SHAPES_LDM, scheduler: str | None = None, **kwargs):
-        path = Path(path)
-        index = path / "model_index.json"
-        if not path.exists():
-            raise CheckpointError(f"{path}: no such checkpoint folder")
-        if not index.is_file():
-            raise CheckpointError(f"{path}: not a text-to-image pipeline (no model_index.json)")
-        class_name = json.loads(index.read_text()).get("_class_name")
+        class_name = pipeline_class_name(path, "text-to-image pipeline")
         if class_name not in (StableDiffusionPipeline.__name__, cls.__name__):
             raise CheckpointError(f"{path}: a {class_name} checkpoint, not a text-to-image pipeline")
         kwargs.setdefault("safety_checker", None)

@@ -12,14 +12,14 @@ from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 from mmgen.data import open_dataset
 from mmgen.data.frozen import dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
-from mmgen.data.transforms import make_grid, tensor_to_pil
+from mmgen.data.transforms import tensor_to_pil
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder, reconstruct
 from mmgen.diffusion.latents import cached_latent_dataset, encode_dataset, latent_scaling_factor
 from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
 from mmgen.errors import CheckpointError, ConfigError
 from mmgen.text import load_text_encoder, training_conditioning
-from mmgen.training import Trainer, TrainingConfig, TrainingResult
+from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
 
 def train_autoencoder(
@@ -42,7 +42,7 @@ def train_autoencoder(
     def validate(model: AutoencoderObjective, step: int, output_dir: Path) -> None:
         device = next(model.parameters()).device
         reconstructions = reconstruct(model.vae, originals.to(device)).cpu()
-        _save_grid(tensor_to_pil(torch.cat([originals, reconstructions])), output_dir / "samples" / f"step-{step:07d}.png")
+        save_validation_grid(tensor_to_pil(torch.cat([originals, reconstructions])), output_dir, step)
 
     def export(model: AutoencoderObjective, folder: Path) -> None:
         model.vae.save_pretrained(folder)
@@ -122,7 +122,7 @@ def train_ldm(
     def validate(model: LatentDiffusionObjective, step: int, output_dir: Path) -> None:
         generator = torch.Generator().manual_seed(config.seed)
         images = pipeline(model)(list(validation_prompts), num_inference_steps=20, guidance_scale=3.0, generator=generator).images
-        _save_grid(images, output_dir / "samples" / f"step-{step:07d}.png")
+        save_validation_grid(images, output_dir, step)
 
     def export(model: LatentDiffusionObjective, folder: Path) -> None:
         pipeline(model).save_pretrained(folder)
@@ -139,8 +139,3 @@ def check_xformers() -> None:
         raise ConfigError("--xformers needs a CUDA GPU; on this machine attention already uses PyTorch's SDPA kernels")
     if importlib.util.find_spec("xformers") is None:
         raise ConfigError("--xformers needs the optional extra: pip install 'mmgen[xformers]'")
-
-
-def _save_grid(images: list, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images, columns=len(images) // 2 if len(images) > 4 else None).save(path)

@@ -3,12 +3,12 @@ pixels (the discrete VAE's decoder), called like the latent-diffusion pipeline."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
+from mmgen.checkpoints import pipeline_class_name
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
 from mmgen.dvae.prior import DiscreteVAEPrior
@@ -28,13 +28,7 @@ class DiscreteVAEPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> DiscreteVAEPipeline:
-        path = Path(path)
-        index = path / "model_index.json"
-        if not path.exists():
-            raise CheckpointError(f"{path}: no such checkpoint folder")
-        if not index.is_file():
-            raise CheckpointError(f"{path}: not a pipeline (no model_index.json)")
-        class_name = json.loads(index.read_text()).get("_class_name")
+        class_name = pipeline_class_name(path, "discrete-VAE pipeline")
         if class_name != cls.__name__:
             raise CheckpointError(f"{path}: a {class_name} checkpoint, not a discrete-VAE pipeline")
         return super().from_pretrained(path, **kwargs)

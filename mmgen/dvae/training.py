@@ -10,7 +10,7 @@ from accelerate import PartialState
 from mmgen.data import open_dataset
 from mmgen.data.frozen import CachedViewsDataset, dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
-from mmgen.data.transforms import make_grid, tensor_to_pil
+from mmgen.data.transforms import tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
 from mmgen.dvae.objective import DiscreteVAEObjective, DiscreteVAEPriorObjective
 from mmgen.dvae.pipeline import DiscreteVAEPipeline
@@ -18,7 +18,7 @@ from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.dvae.tokens import tokenize_dataset
 from mmgen.errors import CheckpointError
 from mmgen.text import load_text_encoder, training_conditioning
-from mmgen.training import Trainer, TrainingConfig, TrainingResult
+from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
 
 def train_dvae(
@@ -52,7 +52,7 @@ def train_dvae(
         device = next(model.parameters()).device
         with torch.no_grad():
             reconstructions = model.vae.decode_tokens(model.vae.tokenize(originals.to(device))).cpu()
-        _save_grid(tensor_to_pil(torch.cat([originals, reconstructions])), output_dir, step)
+        save_validation_grid(tensor_to_pil(torch.cat([originals, reconstructions])), output_dir, step)
 
     def export(model: DiscreteVAEObjective, folder: Path) -> None:
         model.vae.save_pretrained(folder)
@@ -115,16 +115,10 @@ def train_dvae_prior(
     def validate(model: DiscreteVAEPriorObjective, step: int, output_dir: Path) -> None:
         generator = torch.Generator().manual_seed(config.seed)
         images = pipeline(model)(list(validation_prompts), guidance_scale=3.0, generator=generator).images
-        _save_grid(images, output_dir, step)
+        save_validation_grid(images, output_dir, step)
 
     def export(model: DiscreteVAEPriorObjective, folder: Path) -> None:
         pipeline(model).save_pretrained(folder)
 
     train_data = CachedViewsDataset(tokens, captions, seed=config.seed)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
-
-
-def _save_grid(images: list, output_dir: Path, step: int) -> None:
-    path = output_dir / "samples" / f"step-{step:07d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images, columns=len(images) // 2 if len(images) > 4 else None).save(path)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from mmgen.data.collate import collate_examples
 from mmgen.data.seeding import derive_seed
+from mmgen.data.transforms import make_grid
 from mmgen.errors import ConfigError
 from mmgen.training import checkpoint
 from mmgen.training.config import TrainingConfig
@@ -259,6 +260,15 @@ class Trainer:
             model.train()
             if ema is not None:
                 ema.restore(parameters)
+
+
+def save_validation_grid(images: list, output_dir: Path, step: int) -> Path:
+    """Write a validation's images as `output_dir/samples/step-NNNNNNN.png`, in two rows
+    when there are more than four."""
+    path = Path(output_dir) / "samples" / f"step-{step:07d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(images, columns=len(images) // 2 if len(images) > 4 else None).save(path)
+    return path
 
 
 def _set_epoch(dataset: Dataset, epoch: int) -> None:
