@@ -13,21 +13,24 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from torch.nn import functional as F
 
-from harness import machine, matmul_peak_flops, sampling_row, training_row
+from harness import count_flops, machine, matmul_peak_flops, sampling_row, training_row
 from mmgen.data import ShapesDataset, collate_examples
 from mmgen.eval.judge import JudgeObjective, ShapesJudge
 
 HERE = Path(__file__).parent
 
 
-def judge_train(peak: float, repeats: int) -> dict:
+def judge_train(peak: float, args: argparse.Namespace) -> dict:
     batch_size = 64
     dataset = ShapesDataset("train", n=batch_size)
     batch = collate_examples([dataset[i] for i in range(batch_size)])
@@ -39,7 +42,7 @@ def judge_train(peak: float, repeats: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    row = training_row("judge-train (64 px, Shapes judge)", step, batch_size, peak, repeats)
+    row = training_row("judge-train (64 px, Shapes judge)", step, batch_size, peak, args.repeats)
     row["parameters"] = sum(p.numel() for p in objective.parameters())
     return row
 
@@ -53,7 +56,7 @@ def _small_unet() -> UNet2DConditionModel:
     )
 
 
-def unet_train(peak: float, repeats: int) -> dict:
+def unet_train(peak: float, args: argparse.Namespace) -> dict:
     batch_size, tokens = 64, 16
     unet = _small_unet()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
@@ -65,12 +68,12 @@ def unet_train(peak: float, repeats: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    row = training_row("unet-train (3M UNet, 8x8x4 latents, epsilon loss)", step, batch_size, peak, repeats)
+    row = training_row("unet-train (3M UNet, 8x8x4 latents, epsilon loss)", step, batch_size, peak, args.repeats)
     row["parameters"] = sum(p.numel() for p in unet.parameters())
     return row
 
 
-def unet_sample(peak: float, repeats: int) -> dict:
+def unet_sample(peak: float, args: argparse.Namespace) -> dict:
     batch_size, tokens, steps = 16, 16, 20
     unet = _small_unet().eval()
     scheduler = DPMSolverMultistepScheduler()
@@ -86,7 +89,7 @@ def unet_sample(peak: float, repeats: int) -> dict:
             latents = scheduler.step(unconditional + 3.0 * (conditional - unconditional), t, latents).prev_sample
 
     return sampling_row(
-        "unet-sample (3M UNet, 20 DPM-Solver++ steps, guidance, no VAE decode)", sample, batch_size, repeats,
+        "unet-sample (3M UNet, 20 DPM-Solver++ steps, guidance, no VAE decode)", sample, batch_size, args.repeats,
         steps=steps,
     )
 
@@ -109,7 +112,7 @@ def _shapes_ldm_parts(batch_size: int):
     return vae, encoder, batch, objective
 
 
-def ldm_train_cached_vs_per_step(peak: float, repeats: int) -> list[dict]:
+def ldm_train_cached_vs_per_step(peak: float, args: argparse.Namespace) -> list[dict]:
     """One UNet step from cached latents and caption states (mmgen) against the same step
     that first runs the frozen VAE and text encoder (diffusers' text-to-image example)."""
     batch_size = 64
@@ -133,14 +136,14 @@ def ldm_train_cached_vs_per_step(peak: float, repeats: int) -> list[dict]:
         optimizer.zero_grad(set_to_none=True)
 
     rows = [
-        training_row("ldm-train cached (UNet only; shipped-LDM shapes, MiniLM)", cached_step, batch_size, peak, repeats),
-        training_row("ldm-train per step (VAE + text encoder + UNet)", per_step, batch_size, peak, repeats),
+        training_row("ldm-train cached (UNet only; shipped-LDM shapes, MiniLM)", cached_step, batch_size, peak, args.repeats),
+        training_row("ldm-train per step (VAE + text encoder + UNet)", per_step, batch_size, peak, args.repeats),
     ]
     rows[0]["speedup_vs_per_step"] = rows[0]["images_per_s"]["median"] / rows[1]["images_per_s"]["median"]
     return rows
 
 
-def ldm_sample_schedulers(peak: float, repeats: int) -> list[dict]:
+def ldm_sample_schedulers(peak: float, args: argparse.Namespace) -> list[dict]:
     """TextToImagePipeline images/s: 20 DPM-Solver++ steps against StableDiffusionPipeline's
     defaults (the PNDM scheduler, 50 steps), both with guidance and VAE decoding."""
     from mmgen.diffusion import TextToImagePipeline
@@ -158,17 +161,89 @@ def ldm_sample_schedulers(peak: float, repeats: int) -> list[dict]:
         rows.append(sampling_row(
             f"ldm-sample {scheduler}, {steps} steps (guidance 3, with VAE decode)",
             lambda: pipe(batch["text"], num_inference_steps=steps, guidance_scale=3.0, output_type="pt"),
-            batch_size, repeats, steps=steps, scheduler=scheduler,
+            batch_size, args.repeats, steps=steps, scheduler=scheduler,
         ))
     return rows
 
 
-BENCHMARKS: dict[str, Callable[[float, int], dict | list[dict]]] = {
+def dvae_train_vs_dalle_pytorch(peak: float, args: argparse.Namespace) -> list[dict]:
+    """mmgen's DiscreteVAE against dalle-pytorch's, same configuration and procedure
+    (benchmarks/dvae_race.py); dalle-pytorch's row needs --dalle-pytorch-python."""
+    from dvae_race import BATCH_SIZE, CONFIG, HELD_OUT, KL_WEIGHT_PER_ELEMENT, race
+    from mmgen.dvae import DiscreteVAE
+    from mmgen.dvae.objective import DiscreteVAEObjective
+
+    dataset = ShapesDataset("train", n=8192 + HELD_OUT, size=CONFIG["image_size"])
+    images = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+    torch.manual_seed(0)
+    vae = DiscreteVAE(
+        image_size=CONFIG["image_size"], num_tokens=CONFIG["num_tokens"], codebook_dim=CONFIG["codebook_dim"],
+        hidden_channels=CONFIG["hidden"], num_layers=CONFIG["num_layers"], num_resnet_blocks=CONFIG["num_resnet_blocks"],
+    )
+    objective = DiscreteVAEObjective(vae, kl_weight=KL_WEIGHT_PER_ELEMENT, kl_ramp_steps=0)
+
+    def step(batch: torch.Tensor, temperature: float) -> torch.Tensor:
+        objective.temperature = temperature
+        return objective({"pixel_values": batch})["loss"]
+
+    flops = count_flops(lambda: step(images[:BATCH_SIZE], 1.0).backward())
+    vae.zero_grad(set_to_none=True)
+    rows = [{"benchmark": "dvae-train mmgen (64 px, 512 codes, 3 layers, hidden 64)", "kind": "train",
+             **race(list(vae.parameters()), step, lambda x: vae.decode_tokens(vae.tokenize(x)), images, args.dvae_steps)}]
+    if args.dalle_pytorch_python:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "images.npy"
+            np.save(path, images.numpy(), allow_pickle=False)
+            command = [args.dalle_pytorch_python, str(HERE / "dvae_race.py"), "--images", str(path),
+                       "--steps", str(args.dvae_steps), "--threads", str(torch.get_num_threads())]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append({"benchmark": "dvae-train dalle-pytorch 1.6.6 (same configuration)", "kind": "train",
+                     **json.loads(output.strip().splitlines()[-1])})
+        rows[0]["speedup_vs_dalle_pytorch"] = rows[0]["images_per_s"]["median"] / rows[1]["images_per_s"]["median"]
+    for row in rows:  # same architecture, so the same FLOPs per step
+        row["flops_per_step"] = flops
+        row["flop_utilisation"] = flops * row["steps_per_s"]["median"] / peak
+        row["quality"] = f"token PSNR {row['token_psnr_db']:.1f} dB after {row['steps']} steps"
+    return rows
+
+
+def dvae_sample(peak: float, args: argparse.Namespace) -> list[dict]:
+    """DiscreteVAEPipeline images/s with the shipped baseline's shapes (untrained weights:
+    speed does not depend on them) and the shipped text encoder: one new position per step
+    from the key-value cache against re-running the whole sequence each step."""
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    from mmgen.checkpoints import SHAPES_LDM
+    from mmgen.dvae import DiscreteVAE, DiscreteVAEPipeline, DiscreteVAEPrior
+
+    batch_size = 16
+    text_encoder = CLIPTextModel.from_pretrained(SHAPES_LDM / "text_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(SHAPES_LDM / "tokenizer")
+    prior = DiscreteVAEPrior(
+        num_image_tokens=512, image_seq_len=64, text_hidden_size=text_encoder.config.hidden_size,
+        text_seq_len=tokenizer.model_max_length,
+    )
+    pipe = DiscreteVAEPipeline(vae=DiscreteVAE().eval(), prior=prior.eval(), text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = list(ShapesDataset("test", n=batch_size).captions())
+    return [
+        sampling_row(
+            f"dvae-sample {'KV cache' if use_cache else 'full re-run'} (64 tokens, guidance 3, with decode)",
+            lambda: pipe(prompts, guidance_scale=3.0, output_type="pt", use_cache=use_cache),
+            batch_size, args.repeats, use_cache=use_cache,
+        )
+        for use_cache in (True, False)
+    ]
+
+
+BENCHMARKS: dict[str, Callable[[float, argparse.Namespace], dict | list[dict]]] = {
     "judge-train": judge_train,
     "unet-train": unet_train,
     "unet-sample": unet_sample,
     "ldm-train": ldm_train_cached_vs_per_step,
     "ldm-sample": ldm_sample_schedulers,
+    "dvae-train": dvae_train_vs_dalle_pytorch,
+    "dvae-sample": dvae_sample,
 }
 
 
@@ -176,8 +251,8 @@ def markdown_table(rows: list[dict], peak: float) -> str:
     lines = [
         f"Measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s.",
         "",
-        "| benchmark | batch | images/s (median, low-high) | steps/s | GFLOP/step | FLOP utilisation |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| benchmark | batch | images/s (median, low-high) | steps/s | GFLOP/step | FLOP utilisation | quality |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         images = row["images_per_s"]
@@ -186,7 +261,7 @@ def markdown_table(rows: list[dict], peak: float) -> str:
         utilisation = f"{100 * row['flop_utilisation']:.0f}%" if "flop_utilisation" in row else "-"
         lines.append(
             f"| {row['benchmark']} | {row['batch_size']} | {images['median']:.1f} ({images['low']:.1f}-{images['high']:.1f}) "
-            f"| {steps} | {flops} | {utilisation} |"
+            f"| {steps} | {flops} | {utilisation} | {row.get('quality', '-')} |"
         )
     return "\n".join(lines)
 
@@ -196,16 +271,25 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="benchmarks to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--name", default="cpu", help="results file name under benchmarks/results/")
+    parser.add_argument("--dvae-steps", type=int, default=1000, help="training steps of each dvae-train model")
+    parser.add_argument(
+        "--dalle-pytorch-python", help="python of an environment with dalle-pytorch, for dvae-train's comparison row"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    peak = matmul_peak_flops()
-    rows = []
-    for name in args.only or BENCHMARKS:
-        result = BENCHMARKS[name](peak, args.repeats)
-        rows += result if isinstance(result, list) else [result]
-    results = {"machine": machine(), "matmul_peak_flops": peak, "rows": rows}
     out = HERE / "results" / f"{args.name}.json"
     out.parent.mkdir(exist_ok=True)
+    # --only re-measures some benchmarks and keeps the other rows of an earlier run.
+    earlier = json.loads(out.read_text())["rows"] if args.only and out.is_file() else []
+    peak = matmul_peak_flops()
+    measured: dict[str, list[dict]] = {}
+    for name in args.only or BENCHMARKS:
+        result = BENCHMARKS[name](peak, args)
+        measured[name] = [{**row, "group": name} for row in (result if isinstance(result, list) else [result])]
+    rows = []
+    for name in BENCHMARKS:
+        rows += measured.get(name) or [row for row in earlier if row.get("group") == name]
+    results = {"machine": machine(), "matmul_peak_flops": peak, "rows": rows}
     out.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown_table(rows, peak)
     readme = HERE / "README.md"

@@ -20,6 +20,7 @@ _EXPORTS = {
     "DiscreteVAE": "mmgen.dvae",
     "DiscreteVAEPrior": "mmgen.dvae",
     "DiscreteVAEPipeline": "mmgen.dvae",
+    "MultimodalVAE": "mmgen.multimodal",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,6 +8,7 @@ from mmgen.errors import CheckpointError
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 SHAPES_JUDGE = CHECKPOINTS_DIR / "shapes-judge"
 SHAPES_LDM = CHECKPOINTS_DIR / "shapes-ldm"
+SHAPES_DVAE = CHECKPOINTS_DIR / "shapes-dvae"
 
 
 def pipeline_class_name(path: str | Path, kind: str) -> str:
@@ -20,3 +21,16 @@ def pipeline_class_name(path: str | Path, kind: str) -> str:
     if not index.is_file():
         raise CheckpointError(f"{path}: not a {kind} (no model_index.json)")
     return json.loads(index.read_text()).get("_class_name")
+
+
+def checkpoint_class(path: str | Path) -> str:
+    """The `_class_name` a checkpoint folder declares."""
+    path = Path(path)
+    for name in ("model_index.json", "config.json"):
+        if (path / name).is_file():
+            class_name = json.loads((path / name).read_text()).get("_class_name")
+            if class_name:
+                return class_name
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    raise CheckpointError(f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name)")

@@ -217,7 +217,8 @@ def _train_dvae(args: argparse.Namespace) -> None:
         codebook_dim=args.codebook_dim, hidden_channels=args.hidden_channels, num_layers=args.num_layers,
         num_resnet_blocks=args.num_resnet_blocks, temperature_start=args.temperature_start,
         temperature_end=args.temperature_end, temperature_steps=args.temperature_steps, kl_weight=args.kl_weight,
-        kl_ramp_steps=args.kl_ramp_steps, straight_through=args.straight_through, random_flip=args.random_flip,
+        kl_ramp_steps=args.kl_ramp_steps, kl_weight_end=args.kl_weight_end, kl_decay_steps=args.kl_decay_steps,
+        straight_through=args.straight_through, random_flip=args.random_flip,
     )
     _report_training(result, "discrete VAE")
 
@@ -235,6 +236,19 @@ def _train_dvae_prior(args: argparse.Namespace) -> None:
     _report_training(result, "pipeline")
 
 
+def _train_mvae(args: argparse.Namespace) -> None:
+    from mmgen.multimodal.training import train_multimodal_vae
+
+    result = train_multimodal_vae(
+        training_config_from_args(args), data=args.data, aggregation=args.aggregation, beta=args.beta,
+        missing_fraction=args.missing_fraction, latent_dim=args.latent_dim, image_size=args.image_size,
+        image_channels=args.image_channels, image_likelihood=args.image_likelihood, image_scale=args.image_scale,
+        text_max_length=args.max_length, text_hidden=args.text_hidden, likelihood_weights=args.likelihood_weights,
+        target=args.target, conditions=args.conditions,
+    )
+    _report_training(result, "conditional VAE" if args.aggregation == "cvae" else "multimodal VAE")
+
+
 def _report_training(result, what: str) -> None:
     if result.last_checkpoint is None:
         print(f"nothing to do: the run is at step {result.step}")
@@ -244,6 +258,24 @@ def _report_training(result, what: str) -> None:
 
 def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
+
+
+def _assignments(pairs: list[str], option: str) -> dict[str, str]:
+    """["name=value", ...] -> {name: value}."""
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise MMGenError(f"{option}: expected NAME=VALUE, got {pair!r}")
+        parsed[name] = value
+    return parsed
+
+
+def _weights(text: str) -> dict[str, float]:
+    try:
+        return {name: float(value) for name, value in _assignments(text.split(","), "--likelihood-weights").items()}
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER,...: {error}") from error
 
 
 def _add_text_encoder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -338,9 +370,16 @@ def _add_train_commands(subparsers) -> None:
     dvae.add_argument("--num-resnet-blocks", type=int, default=1, help="residual blocks at the token resolution")
     dvae.add_argument("--temperature-start", type=float, default=1.0, help="Gumbel-softmax temperature at step 0")
     dvae.add_argument("--temperature-end", type=float, default=1 / 16, help="temperature after the anneal")
-    dvae.add_argument("--temperature-steps", type=int, default=5000, help="steps of the cosine anneal")
-    dvae.add_argument("--kl-weight", type=float, default=0.01, help="weight of KL to the uniform prior (per element)")
-    dvae.add_argument("--kl-ramp-steps", type=int, default=5000, help="steps over which the KL weight rises from 0")
+    dvae.add_argument("--temperature-steps", type=int, default=4000, help="steps of the cosine anneal")
+    dvae.add_argument("--kl-weight", type=float, default=1.0, help="weight of KL to the uniform prior (per element)")
+    dvae.add_argument(
+        "--kl-ramp-steps", type=int, default=0, help="steps over which the KL weight rises from 0 (0: full from the start)"
+    )
+    dvae.add_argument(
+        "--kl-weight-end", type=float, default=None,
+        help="after the temperature anneal, lower the KL weight to this along a cosine (default: keep it)",
+    )
+    dvae.add_argument("--kl-decay-steps", type=int, default=2000, help="steps of that decay")
     dvae.add_argument("--straight-through", action="store_true", help="decode hard codes, gradients through soft")
     dvae.add_argument("--random-flip", action="store_true", help="mirror training images at random")
     add_training_arguments(dvae)
@@ -360,6 +399,37 @@ def _add_train_commands(subparsers) -> None:
     prior.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
     prior.add_argument("--random-flip", action="store_true", help="cache mirrored tokens too and pick one at random")
     add_training_arguments(prior)
+
+    mvae = _add_command(
+        recipes, "mvae", _train_mvae,
+        "multimodal VAE over image, caption and metadata columns (MVAE, MMVAE, MoPoE or a conditional VAE)",
+        "Train a multimodal VAE whose modalities are read off the data: the image, the caption, "
+        "columns of labels (one categorical 'attributes' modality; Shapes: shape, color, size, "
+        "position) and numeric columns (a real-valued modality each). Any may be missing per sample.",
+    )
+    mvae.add_argument("--data", default="shapes", help=data_help)
+    mvae.add_argument(
+        "--aggregation", default="mopoe", choices=("poe", "moe", "mopoe", "cvae"),
+        help="joint posterior: product (MVAE), mixture (MMVAE) or mixture of products (MoPoE) of experts; "
+        "or cvae: a conditional VAE of --target given --conditions",
+    )
+    mvae.add_argument("--target", default="image", help="cvae: the modality it generates")
+    mvae.add_argument("--conditions", nargs="+", default=None, help="cvae: the modalities it conditions on (default: all others)")
+    mvae.add_argument("--latent-dim", type=int, default=32, help="size of the shared latent")
+    mvae.add_argument("--image-size", type=int, default=64, help="image side in pixels (4 x 2^levels)")
+    mvae.add_argument("--image-channels", type=_int_list, default=(32, 64, 128, 128), help="conv widths, one per level")
+    mvae.add_argument("--image-likelihood", default="laplace", choices=("laplace", "gaussian"), help="pixel likelihood")
+    mvae.add_argument("--image-scale", type=float, default=0.1, help="fixed scale of the pixel likelihood ([-1, 1] pixels)")
+    mvae.add_argument("--max-length", type=int, default=24, help="caption tokens (longer ones are truncated)")
+    mvae.add_argument("--text-hidden", type=int, default=128, help="width of the caption encoder and decoder")
+    mvae.add_argument(
+        "--likelihood-weights", type=_weights, default=None, help="per-modality log-likelihood weights, e.g. text=20,attributes=50"
+    )
+    mvae.add_argument("--beta", type=float, default=1.0, help="weight of the KL terms")
+    mvae.add_argument(
+        "--missing-fraction", type=float, default=0.0, help="fraction of samples that lose one random modality"
+    )
+    add_training_arguments(mvae)
 
 
 # -- mmgen sample ------------------------------------------------------------------------
@@ -422,6 +492,62 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (discrete VAE)")
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="samples.png", help="PNG to write")
+
+
+# -- mmgen impute ------------------------------------------------------------------------
+
+
+def _impute(args: argparse.Namespace) -> None:
+    import torch
+    from PIL import Image
+
+    from mmgen.data.transforms import make_grid
+    from mmgen.multimodal import ConditionalVAE, load_model
+
+    model = load_model(args.model)
+    inputs: dict = {}
+    if args.image:
+        try:
+            inputs["image"] = [Image.open(args.image).convert("RGB")]
+        except (OSError, ValueError) as error:
+            raise MMGenError(f"{args.image}: not a readable image ({error})") from error
+    if args.text is not None:
+        inputs["text"] = [args.text]
+    if args.attributes:
+        inputs["attributes"] = [_assignments(args.attributes, "--attributes")]
+    if not inputs:
+        raise MMGenError("nothing given: pass --image, --text and/or --attributes")
+    if isinstance(model, ConditionalVAE):
+        targets = [model.target]
+    else:  # everything not given, and attributes always (given ones may be partial)
+        targets = [name for name in model.names if name not in inputs or name == "attributes"]
+    outputs = model.impute(inputs, targets, n=args.n, generator=torch.Generator().manual_seed(args.seed))
+    for name, values in outputs.items():
+        if name == "image":
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            make_grid(values, columns=args.n).save(out)
+            print(f"wrote {out}: {args.n} image(s)")
+        else:
+            for value in values:
+                shown = " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+                print(f"{name}: {shown}")
+
+
+def _add_impute_command(subparsers) -> None:
+    command = _add_command(
+        subparsers, "impute", _impute, "fill in missing modalities with a multimodal (or conditional) VAE",
+        "Give some modalities of one sample and generate the others: images go to --out as a PNG "
+        "grid, captions and attributes are printed. Given attributes may be partial "
+        "(--attributes color=red): the rest are sampled.",
+    )
+    command.add_argument("--model", required=True, help="multimodal or conditional VAE folder")
+    command.add_argument("--image", default=None, help="an image file")
+    command.add_argument("--text", default=None, help="a caption")
+    command.add_argument("--attributes", nargs="+", default=None, metavar="NAME=LABEL", help="attribute labels")
+    command.add_argument("-n", type=int, default=4, help="draws")
+    command.add_argument("--seed", type=int, default=0, help="sampling seed")
+    command.add_argument("--out", default="imputed.png", help="PNG for generated images")
 
 
 # -- mmgen eval --------------------------------------------------------------------------
@@ -493,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(subparsers)
     _add_train_commands(subparsers)
     _add_sample_command(subparsers)
+    _add_impute_command(subparsers)
     _add_eval_command(subparsers)
     return parser
 

@@ -14,7 +14,6 @@ from mmgen.errors import CheckpointError
 from mmgen.eval.evaluate import evaluate_text_to_image, load_for_task
 from mmgen.eval.judge import (
     ATTRIBUTE_NAMES,
-    JudgeObjective,
     ShapesJudge,
     judge_accuracy,
     load_judge,
@@ -253,7 +252,7 @@ def test_mmgen_eval_text_to_image_end_to_end(tmp_path, capsys):
 
 
 def test_mmgen_eval_reconstruct_end_to_end(tmp_path):
-    vae = _tiny_stable_diffusion(tmp_path / "model")
+    _tiny_stable_diffusion(tmp_path / "model")
     out = tmp_path / "results.json"
     assert main(["eval", "--model", str(tmp_path / "model" / "vae"), "--task", "reconstruct", "--n", "8", "--out", str(out)]) == 0
     results = json.loads(out.read_text())["results"]

@@ -186,6 +186,10 @@ class ImageTextDataset(Dataset):
         """Every caption an item can draw (for precomputing text encodings), without images."""
         return [caption for i in range(len(self)) for caption in self.item_captions(i)]
 
+    def item_metadata(self, index: int) -> dict[str, Any]:
+        """Item `index`'s extra metadata columns, without loading its image."""
+        return dict(self._records[index].extra)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]  # IndexError when out of range; negative -> positive, for the seed
         record = self._records[index]

@@ -329,6 +329,10 @@ class ShapesDataset(torch.utils.data.Dataset):
         """Every caption of the split (for precomputing text encodings), without rendering."""
         return [self.sample(i).caption for i in range(self.n)]
 
+    def item_metadata(self, index: int) -> dict[str, str]:
+        """Sample `index`'s columns besides image and caption (its attributes), without rendering."""
+        return self.sample(index).attributes()
+
     def __getitem__(self, i: int) -> dict[str, object]:
         sample = self.sample(i)
         pixel_values = pil_to_tensor(render(sample, self.size))

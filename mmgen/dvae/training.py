@@ -32,9 +32,11 @@ def train_dvae(
     num_resnet_blocks: int = 1,
     temperature_start: float = 1.0,
     temperature_end: float = 1.0 / 16,
-    temperature_steps: int = 5000,
-    kl_weight: float = 0.01,
-    kl_ramp_steps: int = 5000,
+    temperature_steps: int = 4000,
+    kl_weight: float = 1.0,
+    kl_ramp_steps: int = 0,
+    kl_weight_end: float | None = None,
+    kl_decay_steps: int = 2000,
     straight_through: bool = False,
     random_flip: bool = False,
 ) -> TrainingResult:
@@ -60,7 +62,7 @@ def train_dvae(
     objective = DiscreteVAEObjective(
         vae, temperature_start=temperature_start, temperature_end=temperature_end,
         temperature_steps=temperature_steps, kl_weight=kl_weight, kl_ramp_steps=kl_ramp_steps,
-        straight_through=straight_through,
+        kl_weight_end=kl_weight_end, kl_decay_steps=kl_decay_steps, straight_through=straight_through,
     )
     return Trainer(config, objective, dataset, validate_fn=validate, export_fn=export).train()
 

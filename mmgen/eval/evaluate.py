@@ -7,7 +7,6 @@ callable that the task's metrics take. Model families add their classes to `LOAD
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.nn import functional as F
 
+from mmgen.checkpoints import checkpoint_class
 from mmgen.data.seeding import derive_seed
 from mmgen.data.shapes import OFFSET_JITTER, RADIUS_JITTER, ShapesDataset, ShapesSample, parse_caption, render
 from mmgen.data.transforms import make_grid, pil_to_tensor, tensor_to_pil
@@ -36,19 +36,6 @@ from mmgen.eval.metrics import (
 
 DIVERSITY_PROMPT = "a large red circle in the center"
 DIVERSITY_SAMPLES = 16
-
-
-def checkpoint_class(path: str | Path) -> str:
-    """The `_class_name` a checkpoint folder declares."""
-    path = Path(path)
-    for name in ("model_index.json", "config.json"):
-        if (path / name).is_file():
-            class_name = json.loads((path / name).read_text()).get("_class_name")
-            if class_name:
-                return class_name
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint folder")
-    raise CheckpointError(f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name)")
 
 
 def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
@@ -104,12 +91,41 @@ def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: 
     return reconstruct
 
 
+def _multimodal_impute(path: Path, steps: int, guidance_scale: float, scheduler: str) -> ImputeFn:
+    """A multimodal VAE as the coherence metric calls an imputer: attributes as columns
+    {name: [label, ...]}, images as tensors in [-1, 1]."""
+    from mmgen.multimodal import MultimodalVAE
+
+    model = MultimodalVAE.from_pretrained(path)
+
+    size = model.config.modalities["image"]["size"]
+
+    def impute(observed: dict[str, Any], targets: list[str], generator: torch.Generator) -> dict[str, Any]:
+        inputs = {**observed.get("attributes", {}), **{k: v for k, v in observed.items() if k != "attributes"}}
+        if "image" in inputs and inputs["image"].shape[-1] != size:  # the judge's real images are 64 px
+            inputs["image"] = F.interpolate(inputs["image"], size=(size, size), mode="area")
+        decoded = model.impute(inputs, targets, generator=generator, output_type="pt")
+        outputs: dict[str, Any] = {}
+        for name, value in decoded.items():
+            if name == "image":
+                outputs[name] = value.clamp(-1, 1).cpu()
+            elif name == "attributes":
+                rows = model.codecs[name].from_decoded(value)
+                outputs[name] = {attribute: [row[attribute] for row in rows] for attribute in rows[0]}
+            else:
+                outputs[name] = model.codecs[name].from_decoded(value)
+        return outputs
+
+    return impute
+
+
 # class name -> {task: factory(path, steps, guidance_scale, scheduler) -> the task's callable}
 LOADERS: dict[str, dict[str, Callable[[Path, int, float, str], Callable]]] = {
     "StableDiffusionPipeline": {"text-to-image": _text_to_image_generate},
     "AutoencoderKL": {"reconstruct": _autoencoder_reconstruct},
     "DiscreteVAEPipeline": {"text-to-image": _text_to_image_generate},
     "DiscreteVAE": {"reconstruct": _dvae_reconstruct},
+    "MultimodalVAE": {"impute": _multimodal_impute},
 }
 
 

@@ -1,0 +1,393 @@
+"""Modalities of a multimodal VAE, declared rather than hard-coded: each has an encoder to a
+diagonal Gaussian over the shared latent, a decoder back, a log-likelihood, and converts
+between user values (PIL images, captions, named labels, lists of floats) and tensors.
+
+A modality is built from a JSON-able spec, `{"kind": "image" | "text" | "categorical" |
+"real", ...}`, which the model stores in its config. Values may be missing per sample:
+`batch_tensors` returns the tensor with zeros where a value is missing, and a presence mask.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from mmgen.data.transforms import pil_to_tensor, tensor_to_pil
+from mmgen.errors import ConfigError, DataError
+
+
+class GaussianHead(nn.Module):
+    """Features -> (mean, log-variance) of the latent; the log-variance is clamped so that
+    an untrained or overconfident expert cannot dominate a product with precision e^30."""
+
+    def __init__(self, features: int, latent_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(features, 2 * latent_dim)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.linear(features).chunk(2, dim=-1)
+        return mean, logvar.clamp(-30.0, 30.0)
+
+
+class Modality(nn.Module):
+    """Base class. Subclasses implement `features` (tensor -> flat features), set
+    `self.encoder_head` (features -> Gaussian) and `self.decoder` (latent -> distribution
+    parameters), and implement the rest."""
+
+    kind: str
+
+    def __init__(self, name: str, latent_dim: int):
+        super().__init__()
+        self.name, self.latent_dim = name, latent_dim
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON-able spec that rebuilds this modality."""
+        raise NotImplementedError
+
+    @property
+    def dimension(self) -> int:
+        """Number of observed values per sample (for likelihood rescaling)."""
+        raise NotImplementedError
+
+    def features(self, values: torch.Tensor) -> torch.Tensor:
+        """The encoder's features [B, feature_size] before its Gaussian head."""
+        raise NotImplementedError
+
+    @property
+    def feature_size(self) -> int:
+        return self.encoder_head.linear.in_features
+
+    def encode(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This modality's expert: (mean, logvar) of q(z | values)."""
+        return self.encoder_head(self.features(values))
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent)
+
+    def log_likelihood(self, decoded: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """log p(values | decoded parameters), summed per sample: [B]."""
+        raise NotImplementedError
+
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        """One user value -> its tensor."""
+        raise NotImplementedError
+
+    def from_decoded(self, decoded: torch.Tensor) -> list[Any]:
+        """Decoder outputs -> user values (the distribution's mode)."""
+        raise NotImplementedError
+
+    def keep_given(self, imputed: list[Any], given: list[Any] | None, n: int) -> list[Any]:
+        """Imputed user values (n per given sample, sample-major), with what the user gave
+        kept where a modality is only partly given (categorical attributes)."""
+        return imputed
+
+    def read(self, batch: dict[str, Any]) -> list[Any] | torch.Tensor | None:
+        """This modality's values in a dataset batch (None: absent for every sample)."""
+        return batch.get(self.name)
+
+    def batch_tensors(self, batch: dict[str, Any], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values [B, ...] with zeros where missing, present: bool [B]) from a batch whose
+        entry is a stacked tensor, a list with None for missing samples, or absent."""
+        values = self.read(batch)
+        if isinstance(values, torch.Tensor):
+            return values, torch.ones(len(values), dtype=torch.bool)
+        if values is None:
+            values = [None] * size
+        if len(values) != size:
+            raise DataError(f"modality {self.name!r} has {len(values)} values for a batch of {size}")
+        present = torch.tensor([value is not None for value in values], dtype=torch.bool)
+        tensors = [self.to_tensor(value) if value is not None else None for value in values]
+        template = next((t for t in tensors if t is not None), None)
+        if template is None:
+            template = self.empty()
+        return torch.stack([t if t is not None else torch.zeros_like(template) for t in tensors]), present
+
+    def empty(self) -> torch.Tensor:
+        """The zero tensor that stands in for a missing value."""
+        raise NotImplementedError
+
+
+class ImageModality(Modality):
+    """Square RGB images in [-1, 1]: strided convs down to 4 x 4, a linear head; the decoder
+    mirrors it with transposed convs and a linear output (a sigmoid output under a Gaussian
+    likelihood has been seen to collapse to the mean image, MultiVae's included).
+    Likelihood: Laplace or Gaussian with a fixed scale, summed over pixels."""
+
+    kind = "image"
+
+    def __init__(
+        self, name: str, latent_dim: int, size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 128),
+        likelihood: str = "laplace", scale: float = 0.1, column: str = "pixel_values",
+    ):
+        super().__init__(name, latent_dim)
+        if likelihood not in ("laplace", "gaussian"):
+            raise ConfigError(f"image likelihood must be 'laplace' or 'gaussian', not {likelihood!r}")
+        if size != 4 * 2 ** len(channels):
+            raise ConfigError(f"image size {size} needs {int(math.log2(size / 4))} conv levels, got {len(channels)}")
+        self.size, self.channels, self.likelihood, self.scale, self.column = size, tuple(channels), likelihood, scale, column
+        layers: list[nn.Module] = []
+        previous = 3
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 4, stride=2, padding=1), nn.SiLU()]
+            previous = width
+        self.encoder_body = nn.Sequential(*layers, nn.Flatten())
+        self.encoder_head = GaussianHead(previous * 16, latent_dim)
+        decoder: list[nn.Module] = [nn.Linear(latent_dim, previous * 16), nn.SiLU(), nn.Unflatten(1, (previous, 4, 4))]
+        for width in reversed((*channels[:-1], channels[0])):
+            decoder += [nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1), nn.SiLU()]
+            previous = width
+        self.decoder = nn.Sequential(*decoder, nn.Conv2d(previous, 3, 3, padding=1))
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "size": self.size, "channels": list(self.channels), "likelihood": self.likelihood,
+                "scale": self.scale, "column": self.column}
+
+    @property
+    def dimension(self) -> int:
+        return 3 * self.size**2
+
+    def features(self, values: torch.Tensor) -> torch.Tensor:
+        return self.encoder_body(values)
+
+    def log_likelihood(self, decoded: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        error = (decoded - values).flatten(1)
+        if self.likelihood == "laplace":
+            return -(error.abs() / self.scale).sum(1) - error.shape[1] * math.log(2 * self.scale)
+        return -0.5 * (error / self.scale).square().sum(1) - error.shape[1] * math.log(self.scale * math.sqrt(2 * math.pi))
+
+    def read(self, batch: dict[str, Any]) -> Any:
+        return batch.get(self.name, batch.get(self.column))
+
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        if isinstance(value, Image.Image):
+            from mmgen.data.transforms import resize_and_crop, to_rgb
+
+            value = pil_to_tensor(resize_and_crop(to_rgb(value), self.size))
+        if not isinstance(value, torch.Tensor) or value.shape != (3, self.size, self.size):
+            raise DataError(f"modality {self.name!r} takes {self.size} x {self.size} RGB images, got {_describe(value)}")
+        return value
+
+    def empty(self) -> torch.Tensor:
+        return torch.zeros(3, self.size, self.size)
+
+    def from_decoded(self, decoded: torch.Tensor) -> list[Image.Image]:
+        return tensor_to_pil(decoded.clamp(-1, 1))
+
+
+class TextModality(Modality):
+    """Captions as token sequences of the shared caption tokenizer (mmgen.text), padded to
+    `max_length`: a 1-D conv encoder over token embeddings; a non-autoregressive decoder
+    to logits at every position. Categorical likelihood over all positions (padding
+    included, so the length is generated too)."""
+
+    kind = "text"
+
+    def __init__(
+        self, name: str, latent_dim: int, vocab_size: int, max_length: int = 24, hidden: int = 128,
+        column: str = "text",
+    ):
+        super().__init__(name, latent_dim)
+        self.vocab_size, self.max_length, self.hidden, self.column = vocab_size, max_length, hidden, column
+        self.tokenizer = None  # set by the model (it is saved beside the weights)
+        self.embedding = nn.Embedding(vocab_size, hidden)
+        self.encoder_body = nn.Sequential(
+            nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(), nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(),
+            nn.Flatten(),
+        )
+        self.encoder_head = GaussianHead(hidden * max_length, latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden * max_length), nn.SiLU(), nn.Unflatten(1, (hidden, max_length)),
+            nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(), nn.Conv1d(hidden, vocab_size, 1),
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "max_length": self.max_length, "hidden": self.hidden,
+                "column": self.column}
+
+    @property
+    def dimension(self) -> int:
+        return self.max_length
+
+    def features(self, values: torch.Tensor) -> torch.Tensor:
+        return self.encoder_body(self.embedding(values).transpose(1, 2))
+
+    def log_likelihood(self, decoded: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return -F.cross_entropy(decoded, values, reduction="none").sum(1)
+
+    def read(self, batch: dict[str, Any]) -> Any:
+        return batch.get(self.name, batch.get(self.column))
+
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"modality {self.name!r} takes non-empty captions, got {_describe(value)}")
+        ids = self.tokenizer(value, padding="max_length", truncation=True, max_length=self.max_length)["input_ids"]
+        return torch.tensor(ids)
+
+    def empty(self) -> torch.Tensor:
+        return torch.zeros(self.max_length, dtype=torch.long)
+
+    def from_decoded(self, decoded: torch.Tensor) -> list[str]:
+        return self.tokenizer.batch_decode(decoded.argmax(1), skip_special_tokens=True)
+
+
+class CategoricalModality(Modality):
+    """Named categorical attributes, e.g. {"shape": [...], "color": [...]}, read from columns
+    of those names. Each attribute may also be unknown (its own embedding), so a sample can
+    give some attributes and leave the rest to be imputed; training hides each given
+    attribute with probability `hide_probability` to teach the encoder partial input."""
+
+    kind = "categorical"
+
+    def __init__(
+        self, name: str, latent_dim: int, classes: dict[str, list[str]], hidden: int = 128,
+        hide_probability: float = 0.0,
+    ):
+        super().__init__(name, latent_dim)
+        if not classes:
+            raise ConfigError(f"categorical modality {name!r} needs at least one attribute")
+        # Sorted: a saved config's keys come back sorted, and the embeddings follow this order.
+        self.classes = {attribute: list(classes[attribute]) for attribute in sorted(classes)}
+        self.hidden, self.hide_probability = hidden, hide_probability
+        # index 0 of every attribute is "unknown"; labels are 1..K
+        self.embeddings = nn.ModuleList(nn.Embedding(len(labels) + 1, hidden) for labels in self.classes.values())
+        self.encoder_body = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.encoder_head = GaussianHead(hidden, latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(hidden, sum(len(labels) for labels in self.classes.values())),
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "classes": self.classes, "hidden": self.hidden,
+                "hide_probability": self.hide_probability}
+
+    @property
+    def dimension(self) -> int:
+        return len(self.classes)
+
+    def features(self, values: torch.Tensor) -> torch.Tensor:
+        if self.training and self.hide_probability > 0:
+            values = values.masked_fill(torch.rand(values.shape, device=values.device) < self.hide_probability, 0)
+        summed = sum(embedding(values[:, i]) for i, embedding in enumerate(self.embeddings))
+        return self.encoder_body(summed)
+
+    def _split(self, decoded: torch.Tensor) -> list[torch.Tensor]:
+        return list(decoded.split([len(labels) for labels in self.classes.values()], dim=1))
+
+    def log_likelihood(self, decoded: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Summed over the attributes that are known (value index > 0)."""
+        total = torch.zeros(len(values), device=values.device)
+        for i, logits in enumerate(self._split(decoded)):
+            known = values[:, i] > 0
+            log_p = -F.cross_entropy(logits, (values[:, i] - 1).clamp_min(0), reduction="none")
+            total = total + torch.where(known, log_p, torch.zeros_like(log_p))
+        return total
+
+    def read(self, batch: dict[str, Any]) -> Any:
+        if self.name in batch:
+            return batch[self.name]
+        if not any(attribute in batch for attribute in self.classes):
+            return None
+        size = len(next(batch[a] for a in self.classes if a in batch))
+        rows = [{a: batch[a][i] for a in self.classes if a in batch and batch[a][i] is not None} for i in range(size)]
+        return [row or None for row in rows]
+
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value
+        if not isinstance(value, dict) or not value:
+            raise DataError(f"modality {self.name!r} takes a dict of attribute labels, got {_describe(value)}")
+        unknown = set(value) - set(self.classes)
+        if unknown:
+            raise DataError(f"modality {self.name!r} has no attribute {sorted(unknown)[0]!r}; known: {', '.join(self.classes)}")
+        indices = []
+        for attribute, labels in self.classes.items():
+            label = value.get(attribute)
+            if label is not None and label not in labels:
+                raise DataError(f"{attribute} {label!r} is not one of {', '.join(labels)}")
+            indices.append(labels.index(label) + 1 if label is not None else 0)
+        return torch.tensor(indices)
+
+    def empty(self) -> torch.Tensor:
+        return torch.zeros(len(self.classes), dtype=torch.long)
+
+    def keep_given(self, imputed: list[Any], given: list[Any] | None, n: int) -> list[Any]:
+        if not isinstance(given, list):
+            return imputed
+        return [{**row, **(given[i // n] or {})} for i, row in enumerate(imputed)]
+
+    def from_decoded(self, decoded: torch.Tensor) -> list[dict[str, str]]:
+        chosen = [logits.argmax(1).tolist() for logits in self._split(decoded)]
+        return [
+            {attribute: labels[chosen[i][row]] for i, (attribute, labels) in enumerate(self.classes.items())}
+            for row in range(len(decoded))
+        ]
+
+
+class RealModality(Modality):
+    """Real vectors of a fixed length: MLP encoder and decoder, Gaussian likelihood with a
+    fixed scale."""
+
+    kind = "real"
+
+    def __init__(self, name: str, latent_dim: int, dim: int, hidden: int = 128, scale: float = 1.0, column: str | None = None):
+        super().__init__(name, latent_dim)
+        self.dim, self.hidden, self.scale, self.column = dim, hidden, scale, column or name
+        self.encoder_body = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.encoder_head = GaussianHead(hidden, latent_dim)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "dim": self.dim, "hidden": self.hidden, "scale": self.scale, "column": self.column}
+
+    @property
+    def dimension(self) -> int:
+        return self.dim
+
+    def features(self, values: torch.Tensor) -> torch.Tensor:
+        return self.encoder_body(values)
+
+    def log_likelihood(self, decoded: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        error = (decoded - values) / self.scale
+        return -0.5 * error.square().sum(1) - self.dim * math.log(self.scale * math.sqrt(2 * math.pi))
+
+    def read(self, batch: dict[str, Any]) -> Any:
+        return batch.get(self.name, batch.get(self.column))
+
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        tensor = torch.as_tensor(value, dtype=torch.float32)
+        if tensor.shape != (self.dim,):
+            raise DataError(f"modality {self.name!r} takes vectors of {self.dim} numbers, got shape {tuple(tensor.shape)}")
+        return tensor
+
+    def empty(self) -> torch.Tensor:
+        return torch.zeros(self.dim)
+
+    def from_decoded(self, decoded: torch.Tensor) -> list[list[float]]:
+        return decoded.tolist()
+
+
+KINDS: dict[str, type[Modality]] = {m.kind: m for m in (ImageModality, TextModality, CategoricalModality, RealModality)}
+
+
+def build_modality(name: str, spec: dict[str, Any], latent_dim: int) -> Modality:
+    options = dict(spec)
+    kind = options.pop("kind", None)
+    if kind not in KINDS:
+        raise ConfigError(f"modality {name!r}: unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+    if "channels" in options:
+        options["channels"] = tuple(options["channels"])
+    return KINDS[kind](name, latent_dim, **options)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r}"[:80]

@@ -1,0 +1,104 @@
+"""What every model over declared modalities shares: the modalities' networks ("codecs"),
+reading batches with missing values, Gaussian helpers, and saving the caption tokenizer
+beside the weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+
+from mmgen.checkpoints import checkpoint_class
+from mmgen.errors import CheckpointError, ConfigError, DataError
+from mmgen.multimodal.modalities import TextModality, build_modality
+
+TOKENIZER_FOLDER = "tokenizer"
+
+
+@dataclass
+class Observed:
+    """A batch as the model sees it: tensors with zeros where missing, presence [M, B]."""
+
+    values: dict[str, torch.Tensor]
+    present: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.present.shape[1]
+
+
+def gaussian_kl_to_standard(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)), summed over the last dimension."""
+    return 0.5 * (logvar.exp() + mean.square() - 1.0 - logvar).sum(-1)
+
+
+def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, exp(logvar)), summed over the last dimension."""
+    return -0.5 * ((z - mean).square() / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+class ModalityModel(ModelMixin, ConfigMixin):
+    """Base of the models here; a subclass's registered config holds `modalities` (name ->
+    spec) and calls `build_codecs`."""
+
+    def build_codecs(self, modalities: dict[str, dict[str, Any]], latent_dim: int) -> None:
+        if not modalities:
+            raise ConfigError(f"a {type(self).__name__} needs at least one modality")
+        # Ordered by name: a saved config's keys come back sorted, and draws follow this order.
+        self.codecs = torch.nn.ModuleDict(
+            {name: build_modality(name, modalities[name], latent_dim) for name in sorted(modalities)}
+        )
+
+    # ----- tokenizer (saved beside the weights for text modalities) -----
+
+    def set_tokenizer(self, tokenizer) -> None:
+        for modality in self.codecs.values():
+            if isinstance(modality, TextModality):
+                if len(tokenizer) > modality.vocab_size:
+                    raise ConfigError(f"tokenizer has {len(tokenizer)} tokens; modality {modality.name!r} holds {modality.vocab_size}")
+                modality.tokenizer = tokenizer
+
+    @property
+    def tokenizer(self):
+        return next((m.tokenizer for m in self.codecs.values() if isinstance(m, TextModality)), None)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        super().save_pretrained(save_directory, **kwargs)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(Path(save_directory) / TOKENIZER_FOLDER)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs) -> ModalityModel:
+        class_name = checkpoint_class(path)
+        if class_name != cls.__name__:
+            raise CheckpointError(f"{path}: a {class_name} checkpoint, not a {cls.__name__}")
+        model = super().from_pretrained(path, **kwargs)
+        if (Path(path) / TOKENIZER_FOLDER).is_dir():
+            from transformers import AutoTokenizer
+
+            model.set_tokenizer(AutoTokenizer.from_pretrained(Path(path) / TOKENIZER_FOLDER))
+        return model
+
+    # ----- batches -----
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.codecs)
+
+    def observe(self, batch: dict[str, Any]) -> Observed:
+        """Tensors and presence of every modality in a batch: dataset columns (e.g. Shapes'
+        pixel_values, text, shape, color, ...) or user values keyed by modality name,
+        None for a missing value or a whole missing modality."""
+        sizes = {len(v) for key, v in batch.items() if v is not None and isinstance(v, (list, tuple, torch.Tensor))}
+        if len(sizes) != 1:
+            raise DataError(f"batch entries disagree on the number of samples: {sorted(sizes)}" if sizes else "empty batch")
+        size = sizes.pop()
+        values, present = {}, []
+        for name, modality in self.codecs.items():
+            tensor, mask = modality.batch_tensors(batch, size)
+            values[name], present = tensor.to(self.device), [*present, mask]
+        return Observed(values, torch.stack(present).to(self.device))

@@ -1,0 +1,168 @@
+"""A VAE over any declared set of modalities, one shared latent, with the joint posterior
+aggregated as a product (MVAE), a mixture (MMVAE) or a mixture of products (MoPoE) of the
+unimodal experts. Any modalities may be missing per sample, in training and at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import register_to_config
+
+from mmgen.errors import ConfigError
+from mmgen.multimodal.aggregation import nonempty_subsets, product_of_experts, sample_components, subsets_within
+from mmgen.multimodal.modality_model import ModalityModel, Observed
+
+AGGREGATIONS = ("poe", "moe", "mopoe")
+
+
+@dataclass
+class Posterior:
+    """The unimodal experts' Gaussians [M, B, D] and which are present [M, B]."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    present: torch.Tensor
+
+
+class MultimodalVAE(ModalityModel):
+    """`modalities` maps names to specs (see mmgen.multimodal.modalities), e.g.
+    {"image": {"kind": "image", "size": 64}, "text": {"kind": "text", "vocab_size": 256},
+    "attributes": {"kind": "categorical", "classes": {"color": ["red", "blue"]}}}.
+
+    `likelihood_weights` rescales each modality's log-likelihood (default 1 each): the
+    literature's fix for an image's thousands of pixels drowning a caption's few tokens."""
+
+    @register_to_config
+    def __init__(
+        self,
+        modalities: dict[str, dict[str, Any]],
+        latent_dim: int = 32,
+        aggregation: str = "mopoe",
+        likelihood_weights: dict[str, float] | None = None,
+        random_subsets: int = 2,
+    ):
+        super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ConfigError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}")
+        unknown = set(likelihood_weights or {}) - set(modalities)
+        if unknown:
+            raise ConfigError(f"likelihood weight for unknown modality {sorted(unknown)[0]!r}")
+        self.build_codecs(modalities, latent_dim)
+        self.weights = {name: (likelihood_weights or {}).get(name, 1.0) for name in modalities}
+        self.register_buffer("subsets", nonempty_subsets(len(modalities)), persistent=False)
+
+    # ----- posteriors -----
+
+    def experts(self, observed: Observed) -> Posterior:
+        """Every modality's expert, run on the whole batch (zeros where a value is missing;
+        those experts are masked out by `present`, so their outputs never count)."""
+        means, logvars = zip(*(self.codecs[name].encode(observed.values[name]) for name in self.names))
+        return Posterior(torch.stack(means), torch.stack(logvars), observed.present)
+
+    def components(self, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The joint posterior's mixture components as modality masks [C, M], and which are
+        valid for each sample [B, C]: each present modality (moe), each nonempty subset of
+        them (mopoe), or one component, all of them (poe)."""
+        count = len(self.names)
+        if self.config.aggregation == "poe":
+            masks = torch.ones(1, count, dtype=torch.bool, device=present.device)
+            return masks, present.any(0)[:, None]
+        if self.config.aggregation == "moe":
+            masks = torch.eye(count, dtype=torch.bool, device=present.device)
+        else:
+            masks = self.subsets
+        return masks, subsets_within(present, masks)
+
+    def component_gaussian(self, posterior: Posterior, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's Gaussian for its component `masks` [B, M]: the product of the
+        component's present experts with the prior expert (poe, mopoe), or the one chosen
+        expert itself (moe, as in MMVAE). A sample with nothing present gets the prior."""
+        if self.config.aggregation == "moe":
+            index = masks.float().argmax(1)[None, :, None].expand(1, -1, posterior.mean.shape[-1])
+            mean, logvar = posterior.mean.gather(0, index)[0], posterior.logvar.gather(0, index)[0]
+            has_any = posterior.present.any(0)[:, None]
+            return mean * has_any, logvar * has_any
+        return product_of_experts(posterior.mean, posterior.logvar, masks.T & posterior.present)
+
+    def draw_components(self, present: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One mixture component per sample, uniform among its valid ones (any component
+        for a sample with nothing present, whose Gaussian is then the prior): masks [B, M]."""
+        masks, valid = self.components(present)
+        valid = valid | ~valid.any(1, keepdim=True)
+        return masks[sample_components(valid.cpu(), generator).to(masks.device)]
+
+    def posterior_mean(self, posterior: Posterior) -> torch.Tensor:
+        """The aggregated posterior's mean [B, D], for a mixture the average of its valid
+        components' means: a deterministic latent for reconstruction and tests."""
+        masks, valid = self.components(posterior.present)
+        size = posterior.present.shape[1]
+        means = torch.stack([self.component_gaussian(posterior, mask.expand(size, -1))[0] for mask in masks], 1)
+        weights = valid.float() / valid.float().sum(1, keepdim=True).clamp_min(1.0)
+        return (weights[..., None] * means).sum(1)
+
+    # ----- generation -----
+
+    def decode(self, latent: torch.Tensor, targets: list[str] | None = None) -> dict[str, torch.Tensor]:
+        return {name: self.codecs[name].decode(latent) for name in (targets or self.names)}
+
+    def latents(
+        self, observed: Observed, n: int = 1, generator: torch.Generator | None = None, mean: bool = False
+    ) -> torch.Tensor:
+        """n latents per sample [B * n, D] (sample-major) from the aggregated posterior over
+        the modalities each sample has; the prior where it has none; its mean if `mean`."""
+        posterior = self.experts(observed)
+        posterior = Posterior(*(t.repeat_interleave(n, dim=1) for t in (posterior.mean, posterior.logvar, posterior.present)))
+        if mean:
+            return self.posterior_mean(posterior)
+        loc, logvar = self.component_gaussian(posterior, self.draw_components(posterior.present, generator))
+        noise = torch.randn(loc.shape, generator=generator).to(loc.device)
+        return loc + (0.5 * logvar).exp() * noise
+
+    @torch.no_grad()
+    def impute(
+        self, inputs: dict[str, Any], targets: list[str] | None = None, n: int = 1,
+        generator: torch.Generator | None = None, mean: bool = False, output_type: str = "values",
+    ) -> dict[str, list[Any] | torch.Tensor]:
+        """Fill in `targets` (default: every modality) from whatever `inputs` give, n draws
+        per sample (sample-major). `inputs` maps modality names (or dataset columns) to
+        per-sample values, None where missing. Returns user values (PIL images, captions,
+        attribute dicts, the given labels kept, lists) or, with output_type="pt", the
+        decoders' tensors."""
+        unknown = set(targets or []) - set(self.names)
+        if unknown:
+            raise ConfigError(f"unknown target modality {sorted(unknown)[0]!r}; this model has {', '.join(self.names)}")
+        if output_type not in ("values", "pt"):
+            raise ConfigError(f"output_type must be 'values' or 'pt', not {output_type!r}")
+        self.eval()
+        latent = self.latents(self.observe(inputs), n=n, generator=generator, mean=mean)
+        decoded = self.decode(latent, targets)
+        if output_type == "pt":
+            return decoded
+        return {
+            name: self.codecs[name].keep_given(self.codecs[name].from_decoded(value), self.codecs[name].read(inputs), n)
+            for name, value in decoded.items()
+        }
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, output_type: str = "values") -> dict[str, Any]:
+        """Joint generation: n latents from the prior, decoded into every modality."""
+        self.eval()
+        latent = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
+        decoded = self.decode(latent)
+        if output_type == "pt":
+            return decoded
+        return {name: self.codecs[name].from_decoded(value) for name, value in decoded.items()}
+
+    @torch.no_grad()
+    def encode(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The aggregated posterior mean [B, D] given whatever `inputs` hold."""
+        self.eval()
+        return self.latents(self.observe(inputs), mean=True)
+
+    @torch.no_grad()
+    def reconstruct(self, inputs: dict[str, Any], output_type: str = "values") -> dict[str, Any]:
+        """Every modality decoded from the posterior mean given `inputs`."""
+        return self.impute(inputs, mean=True, output_type=output_type)

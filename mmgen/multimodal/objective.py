@@ -1,0 +1,126 @@
+"""Training objectives of the multimodal VAE, one per aggregation. Every term counts only
+the modalities a sample has, so samples with missing modalities train the experts and
+decoders they have."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmgen.multimodal.conditional_vae import ConditionalVAE
+from mmgen.multimodal.modality_model import Observed, gaussian_kl_to_standard, gaussian_log_density
+from mmgen.multimodal.multimodal_vae import MultimodalVAE, Posterior
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return mean + (0.5 * logvar).exp() * torch.randn_like(mean)
+
+
+class MultimodalELBO(nn.Module):
+    """The negative ELBO of `model.config.aggregation`, averaged over the batch:
+
+    - poe (MVAE, Wu & Goodman 2018): the sub-sampled ELBO, the sum of the ELBOs of the
+      joint posterior, of each unimodal posterior and of `random_subsets` random subsets
+      (each term reconstructs the modalities it conditions on);
+    - moe (MMVAE, Shi et al. 2019): the stratified ELBO, one latent drawn from each present
+      expert, every present modality reconstructed from it, the KL replaced by
+      log p(z) - log q_mixture(z). One sample per expert: the IWAE / DReG estimators need K
+      samples and K decoder passes each, K times the cost on a CPU;
+    - mopoe (Sutter et al. 2021): one latent per sample from a random subset's product of
+      experts, every present modality reconstructed, and the average KL of all subsets.
+
+    `beta` weighs the KL (or log-density ratio) terms."""
+
+    def __init__(self, model: MultimodalVAE, beta: float = 1.0):
+        super().__init__()
+        self.model, self.beta = model, beta
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        observed = self.model.observe(batch)
+        posterior = self.model.experts(observed)
+        elbo, reconstruction, divergence = {"poe": self._mvae, "moe": self._mmvae, "mopoe": self._mopoe}[
+            self.model.config.aggregation
+        ](observed, posterior)
+        return {
+            "loss": -elbo.mean(),
+            "log_likelihood": reconstruction.mean().detach(),
+            "kl": divergence.mean().detach(),
+        }
+
+    def log_likelihoods(self, latent: torch.Tensor, observed: Observed, counted: torch.Tensor) -> torch.Tensor:
+        """Weighted log-likelihood of each modality where `counted` [M, B], summed: [B].
+        Every decoder runs even when no sample counts for it, so that all parameters get a
+        (zero) gradient, as DistributedDataParallel requires."""
+        total = torch.zeros(observed.size, device=latent.device)
+        for index, (name, modality) in enumerate(self.model.codecs.items()):
+            value = modality.log_likelihood(modality.decode(latent), observed.values[name])
+            total = total + self.model.weights[name] * value * counted[index]
+        return total
+
+    def _subset_elbo(self, observed: Observed, posterior: Posterior, masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """ELBO of conditioning on, and reconstructing, `masks` [B, M] of present modalities."""
+        counted = masks.T & observed.present
+        mean, logvar = self.model.component_gaussian(posterior, masks)
+        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, counted)
+        divergence = gaussian_kl_to_standard(mean, logvar) * counted.any(0)
+        return reconstruction - self.beta * divergence, reconstruction, divergence
+
+    def _mvae(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
+        count, size = len(self.model.names), observed.size
+        subsets = [torch.ones(size, count, dtype=torch.bool, device=observed.present.device)]
+        subsets += [torch.eye(count, dtype=torch.bool, device=observed.present.device)[m].expand(size, -1) for m in range(count)]
+        subsets += [torch.rand(size, count, device=observed.present.device) < 0.5 for _ in range(self.model.config.random_subsets)]
+        terms = [self._subset_elbo(observed, posterior, masks) for masks in subsets]
+        return tuple(torch.stack(parts).sum(0) for parts in zip(*terms))
+
+    def _mmvae(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
+        present = observed.present
+        experts = present.sum(0).clamp_min(1)
+        elbo = reconstruction = divergence = torch.zeros(observed.size, device=present.device)
+        for m in range(len(self.model.names)):
+            if not present[m].any():
+                continue
+            latent = reparameterize(posterior.mean[m], posterior.logvar[m])
+            densities = gaussian_log_density(latent[None], posterior.mean, posterior.logvar)  # [M, B]
+            log_mixture = densities.masked_fill(~present, float("-inf")).logsumexp(0) - experts.log()
+            log_prior = gaussian_log_density(latent, torch.zeros_like(latent), torch.zeros_like(latent))
+            term_reconstruction = self.log_likelihoods(latent, observed, present)
+            term_divergence = log_mixture - log_prior
+            weight = present[m] / experts  # the average over each sample's present experts
+            elbo = elbo + weight * (term_reconstruction - self.beta * term_divergence)
+            reconstruction = reconstruction + weight * term_reconstruction
+            divergence = divergence + weight * term_divergence
+        return elbo, reconstruction, divergence
+
+    def _mopoe(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
+        masks, valid = self.model.components(observed.present)
+        chosen = self.model.draw_components(observed.present)
+        mean, logvar = self.model.component_gaussian(posterior, chosen)
+        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, observed.present)
+        size = observed.size
+        divergences = torch.stack(
+            [gaussian_kl_to_standard(*self.model.component_gaussian(posterior, mask.expand(size, -1))) for mask in masks], 1
+        )
+        divergence = (divergences * valid).sum(1) / valid.sum(1).clamp_min(1)
+        return reconstruction - self.beta * divergence, reconstruction, divergence
+
+
+class ConditionalELBO(nn.Module):
+    """The conditional VAE's negative ELBO, log p(x | z, y) - beta KL(q(z | x, y) || N(0, I)),
+    averaged over the batch; samples without the target count zero."""
+
+    def __init__(self, model: ConditionalVAE, beta: float = 1.0):
+        super().__init__()
+        self.model, self.beta = model, beta
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        observed = self.model.observe(batch)
+        conditions = self.model.condition_features(observed)
+        mean, logvar = self.model.posterior_given(observed, conditions)
+        latent = reparameterize(mean, logvar)
+        target = self.model.codecs[self.model.target]
+        has_target = observed.present[self.model.names.index(self.model.target)]
+        reconstruction = target.log_likelihood(self.model.decode(latent, conditions), observed.values[self.model.target])
+        divergence = gaussian_kl_to_standard(mean, logvar)
+        elbo = (reconstruction - self.beta * divergence) * has_target
+        return {"loss": -elbo.mean(), "log_likelihood": reconstruction.mean().detach(), "kl": divergence.mean().detach()}

@@ -1,0 +1,164 @@
+"""Training recipe for the multimodal VAEs on the shared loop, with the modalities read off
+the data: the image, the caption, categorical metadata columns grouped as one
+`attributes` modality (Shapes: shape, color, size, position), numeric columns each a
+`real` modality."""
+
+from __future__ import annotations
+
+import random
+from numbers import Number
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from mmgen.data import open_dataset
+from mmgen.data.frozen import dataset_captions
+from mmgen.data.seeding import derive_seed
+from mmgen.data.shapes import VALIDATION_PROMPTS
+from mmgen.data.collate import collate_examples
+from mmgen.errors import ConfigError, DataError
+from mmgen.multimodal.conditional_vae import ConditionalVAE
+from mmgen.multimodal.multimodal_vae import MultimodalVAE
+from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
+from mmgen.text.tokenizer import train_caption_tokenizer
+from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
+
+ATTRIBUTES = "attributes"
+
+
+def metadata_modalities(dataset: Dataset) -> dict[str, dict[str, Any]]:
+    """Specs of the modalities in a dataset's metadata columns (read without images):
+    columns of strings become attributes of one categorical modality, columns of numbers or
+    equal-length lists of numbers each a real modality. None marks a missing value."""
+    if not hasattr(dataset, "item_metadata"):
+        return {}
+    columns: dict[str, list[Any]] = {}
+    for index in range(len(dataset)):
+        for column, value in dataset.item_metadata(index).items():
+            columns.setdefault(column, []).append(value)
+    specs: dict[str, dict[str, Any]] = {}
+    classes: dict[str, list[str]] = {}
+    for column, values in columns.items():
+        given = [v for v in values if v is not None]
+        if given and all(isinstance(v, str) for v in given):
+            classes[column] = sorted(set(given))
+        elif given and all(isinstance(v, Number) and not isinstance(v, bool) for v in given):
+            specs[column] = {"kind": "real", "dim": 1, "column": column}
+        elif given and all(isinstance(v, (list, tuple)) and all(isinstance(x, Number) for x in v) for v in given):
+            lengths = {len(v) for v in given}
+            if len(lengths) != 1:
+                raise DataError(f"metadata column {column!r} holds vectors of different lengths {sorted(lengths)}")
+            specs[column] = {"kind": "real", "dim": lengths.pop(), "column": column}
+        else:
+            raise DataError(f"metadata column {column!r} mixes kinds of values; use strings (labels) or numbers")
+    if classes:
+        if ATTRIBUTES in specs:
+            raise DataError(f"a numeric metadata column is called {ATTRIBUTES!r}, the name of the categorical modality")
+        specs[ATTRIBUTES] = {"kind": "categorical", "classes": classes}
+    return specs
+
+
+class DropModalities(Dataset):
+    """Each item, with probability `fraction` (fixed per item and seed), loses one of its
+    modalities, chosen uniformly: the experiment of training with missing data."""
+
+    def __init__(self, dataset: Dataset, model: MultimodalVAE, fraction: float, seed: int = 0):
+        self.dataset, self.fraction, self.seed = dataset, fraction, seed
+        self.columns = {name: _columns(model, name) for name in model.names}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.dataset[index])
+        rng = random.Random(derive_seed(self.seed, 0, index))
+        if rng.random() < self.fraction:
+            for column in self.columns[rng.choice(sorted(self.columns))]:
+                item[column] = None
+        return item
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def _columns(model: MultimodalVAE, name: str) -> list[str]:
+    spec = model.config.modalities[name]
+    if spec["kind"] == "categorical":
+        return list(spec["classes"])
+    return [spec.get("column", name)]
+
+
+def build_model(
+    dataset: Dataset,
+    aggregation: str = "mopoe",
+    latent_dim: int = 32,
+    image_size: int = 64,
+    image_channels: tuple[int, ...] = (32, 64, 128, 128),
+    image_likelihood: str = "laplace",
+    image_scale: float = 0.1,
+    text_max_length: int = 24,
+    text_hidden: int = 128,
+    likelihood_weights: dict[str, float] | None = None,
+    target: str = "image",
+    conditions: list[str] | None = None,
+) -> MultimodalVAE | ConditionalVAE:
+    """A model over the dataset's image, captions and metadata columns, with a caption
+    tokenizer trained on its captions (the shared mmgen.text tokenizer): a MultimodalVAE
+    (aggregation poe, moe or mopoe) or, for "cvae", a ConditionalVAE of `target` given
+    `conditions` (default: every other modality)."""
+    _, distinct = dataset_captions(dataset)
+    tokenizer = train_caption_tokenizer(distinct, vocab_size=2048, max_length=text_max_length)
+    modalities = {
+        "image": {"kind": "image", "size": image_size, "channels": list(image_channels), "likelihood": image_likelihood,
+                  "scale": image_scale},
+        "text": {"kind": "text", "vocab_size": len(tokenizer), "max_length": text_max_length, "hidden": text_hidden},
+        **metadata_modalities(dataset),
+    }
+    if aggregation == "cvae":
+        model = ConditionalVAE(modalities, target=target, conditions=conditions, latent_dim=latent_dim)
+    else:
+        model = MultimodalVAE(modalities, latent_dim=latent_dim, aggregation=aggregation, likelihood_weights=likelihood_weights)
+    model.set_tokenizer(tokenizer)
+    return model
+
+
+def train_multimodal_vae(
+    config: TrainingConfig,
+    data: str = "shapes",
+    aggregation: str = "mopoe",
+    beta: float = 1.0,
+    missing_fraction: float = 0.0,
+    validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
+    **model_options,
+) -> TrainingResult:
+    """Train a multimodal (or, with aggregation "cvae", conditional) VAE; every checkpoint's
+    `model/` is the model (EMA weights). Validation draws images: from
+    `validation_prompts` (multimodal VAEs), or from the first 8 samples' conditions (a
+    conditional VAE of images)."""
+    torch.manual_seed(config.seed)
+    dataset = open_dataset(data, size=model_options.get("image_size", 64), seed=config.seed)
+    model = build_model(dataset, aggregation=aggregation, **model_options)
+    if missing_fraction > 0 and isinstance(model, ConditionalVAE):
+        raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
+    train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
+    if isinstance(model, ConditionalVAE):
+        objective = ConditionalELBO(model, beta=beta)
+        shown = collate_examples([dataset[i] for i in range(8)])
+        given = {name: model.codecs[name].read(shown) for name in model.conditions}
+    else:
+        objective = MultimodalELBO(model, beta=beta)
+        given = {"text": list(validation_prompts)}
+
+    def validate(objective: MultimodalELBO | ConditionalELBO, step: int, output_dir: Path) -> None:
+        if "image" in objective.model.names and getattr(objective.model, "target", "image") == "image":
+            generator = torch.Generator().manual_seed(config.seed)
+            images = objective.model.impute(given, targets=["image"], generator=generator)
+            save_validation_grid(images["image"], output_dir, step)
+
+    def export(objective: MultimodalELBO | ConditionalELBO, folder: Path) -> None:
+        objective.model.save_pretrained(folder)
+
+    return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()

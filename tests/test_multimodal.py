@@ -1,0 +1,269 @@
+import pytest
+import torch
+
+from mmgen.errors import DataError
+from mmgen.multimodal.aggregation import nonempty_subsets, product_of_experts, sample_components, subsets_within
+
+
+def _closed_form_product(means, variances):
+    """Product of 1-D Gaussians with the N(0, 1) prior: precisions add, the mean is their
+    precision-weighted average."""
+    precision = 1.0 + sum(1.0 / v for v in variances)
+    mean = sum(m / v for m, v in zip(means, variances)) / precision
+    return mean, 1.0 / precision
+
+
+def test_product_of_experts_matches_the_closed_form_with_the_prior_expert():
+    means, variances = [1.5, -0.5, 3.0], [0.25, 2.0, 0.5]
+    mean = torch.tensor(means).view(3, 1, 1)
+    logvar = torch.tensor(variances).log().view(3, 1, 1)
+    joint_mean, joint_logvar = product_of_experts(mean, logvar, torch.ones(3, 1, dtype=torch.bool))
+    expected_mean, expected_variance = _closed_form_product(means, variances)
+    assert joint_mean.item() == pytest.approx(expected_mean, rel=1e-5)
+    assert joint_logvar.exp().item() == pytest.approx(expected_variance, rel=1e-5)
+
+
+def test_absent_experts_count_as_infinite_variance_per_sample():
+    mean = torch.tensor([[2.0, 2.0], [-1.0, 7.0]]).unsqueeze(-1)  # [M=2, B=2, D=1]
+    logvar = torch.tensor([[0.5, 0.5], [2.0, 1e-3]]).log().unsqueeze(-1)
+    present = torch.tensor([[True, True], [True, False]])  # sample 1 lacks modality 1
+    joint_mean, joint_logvar = product_of_experts(mean, logvar, present)
+    both, first_only = _closed_form_product([2.0, -1.0], [0.5, 2.0]), _closed_form_product([2.0], [0.5])
+    assert joint_mean[0].item() == pytest.approx(both[0], rel=1e-5)
+    assert joint_logvar[0].exp().item() == pytest.approx(both[1], rel=1e-5)
+    assert joint_mean[1].item() == pytest.approx(first_only[0], rel=1e-5)
+    assert joint_logvar[1].exp().item() == pytest.approx(first_only[1], rel=1e-5)
+
+
+def test_nothing_present_gives_the_prior_and_extreme_variances_stay_finite():
+    mean = torch.tensor([[[5.0]], [[-5.0]]])
+    logvar = torch.tensor([[[-80.0]], [[80.0]]])  # precisions e^80 and e^-80: 1/var overflows in fp32
+    joint_mean, joint_logvar = product_of_experts(mean, logvar, torch.tensor([[True], [True]]))
+    assert torch.isfinite(joint_mean).all() and torch.isfinite(joint_logvar).all()
+    assert joint_mean.item() == pytest.approx(5.0, rel=1e-5) and joint_logvar.item() == pytest.approx(-80.0, rel=1e-5)
+    prior_mean, prior_logvar = product_of_experts(mean, logvar, torch.zeros(2, 1, dtype=torch.bool))
+    assert prior_mean.item() == 0.0 and prior_logvar.item() == 0.0
+
+
+def test_subsets_and_which_lie_inside_each_samples_modalities():
+    subsets = nonempty_subsets(3)
+    assert subsets.shape == (7, 3) and subsets.sum(1).tolist() == [1, 1, 1, 2, 2, 2, 3]
+    present = torch.tensor([[True, True], [True, False], [False, False]])  # [M=3, B=2]
+    valid = subsets_within(present, subsets)
+    # sample 0 has modalities {0, 1}: subsets {0}, {1}, {0, 1}; sample 1 has {0}: just {0}
+    assert [subsets[i].nonzero().flatten().tolist() for i in valid[0].nonzero().flatten()] == [[0], [1], [0, 1]]
+    assert [subsets[i].nonzero().flatten().tolist() for i in valid[1].nonzero().flatten()] == [[0]]
+
+
+def test_components_are_drawn_uniformly_among_the_valid_ones_only():
+    valid = torch.tensor([[True, False, True, False]]).expand(4000, -1)
+    drawn = sample_components(valid, torch.Generator().manual_seed(0))
+    counts = torch.bincount(drawn, minlength=4)
+    assert counts[1] == 0 and counts[3] == 0
+    assert abs(counts[0].item() - 2000) < 150
+    with pytest.raises(ValueError, match="no modality"):
+        sample_components(torch.zeros(2, 3, dtype=torch.bool))
+
+
+# ----- the model -----
+
+from mmgen.data import ShapesDataset, collate_examples  # noqa: E402
+from mmgen.data.shapes import ATTRIBUTES  # noqa: E402
+from mmgen.multimodal.multimodal_vae import MultimodalVAE  # noqa: E402
+from mmgen.multimodal.objective import MultimodalELBO  # noqa: E402
+from mmgen.text.tokenizer import train_caption_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shapes_batch():
+    dataset = ShapesDataset("train", n=32, size=16)
+    return collate_examples([dataset[i] for i in range(len(dataset))])
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_caption_tokenizer(ShapesDataset("train", n=500).captions(), vocab_size=128, max_length=16)
+
+
+def tiny_model(aggregation: str, tokenizer, **options) -> MultimodalVAE:
+    torch.manual_seed(0)
+    model = MultimodalVAE(
+        modalities={
+            "image": {"kind": "image", "size": 16, "channels": [8, 16]},
+            "text": {"kind": "text", "vocab_size": len(tokenizer), "max_length": 16, "hidden": 16},
+            "attributes": {"kind": "categorical", "classes": {k: list(v) for k, v in ATTRIBUTES.items()}, "hidden": 32},
+        },
+        latent_dim=8, aggregation=aggregation, **options,
+    )
+    model.set_tokenizer(tokenizer)
+    return model
+
+
+@pytest.mark.parametrize("aggregation", ["poe", "moe", "mopoe"])
+def test_a_tiny_models_elbo_improves_with_training(aggregation, tokenizer, shapes_batch):
+    model = tiny_model(aggregation, tokenizer)
+    objective = MultimodalELBO(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    torch.manual_seed(1)
+    losses = []
+    for _ in range(60):
+        loss = objective(shapes_batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def _mixed_inputs(batch):
+    """Sample 0 has everything, 1 only the image, 2 text and attributes, 3 nothing."""
+    keep = {"image": [0, 1], "text": [0, 2], "attributes": [0, 2]}
+    attributes = [{k: batch[k][i] for k in ATTRIBUTES} for i in range(4)]
+    return {
+        "image": [batch["pixel_values"][i] if i in keep["image"] else None for i in range(4)],
+        "text": [batch["text"][i] if i in keep["text"] else None for i in range(4)],
+        "attributes": [attributes[i] if i in keep["attributes"] else None for i in range(4)],
+    }
+
+
+@pytest.mark.parametrize("aggregation", ["poe", "moe", "mopoe"])
+def test_a_mixed_missingness_batch_gives_each_sample_what_it_gives_alone(aggregation, tokenizer, shapes_batch):
+    model = tiny_model(aggregation, tokenizer).eval()
+    inputs = _mixed_inputs(shapes_batch)
+    together = model.impute(inputs, mean=True, output_type="pt")
+    for i in range(4):
+        alone = model.impute({name: [values[i]] for name, values in inputs.items()}, mean=True, output_type="pt")
+        for name in together:
+            torch.testing.assert_close(together[name][i : i + 1], alone[name], rtol=1e-4, atol=1e-5)
+    # a sample with nothing given decodes the prior mean, z = 0
+    prior = model.decode(torch.zeros(1, 8))
+    for name in together:
+        torch.testing.assert_close(together[name][3:4], prior[name], rtol=1e-4, atol=1e-5)
+
+
+def test_components_lie_within_each_samples_modalities(tokenizer):
+    present = torch.tensor([[True, False, True], [True, True, False], [False, True, False]])  # [M=3, B=3]
+    for aggregation in ("moe", "mopoe"):
+        model = tiny_model(aggregation, tokenizer)
+        drawn = model.draw_components(present.repeat_interleave(300, 1), torch.Generator().manual_seed(0))
+        inside = ~(drawn & ~present.repeat_interleave(300, 1).T).any(1)
+        assert inside.all()
+        if aggregation == "moe":
+            assert (drawn.sum(1) == 1).all()
+        # sample 1 (modalities 1 and 2): every allowed component turns up, about equally often
+        patterns = drawn[300:600].int() @ torch.tensor([1, 2, 4], dtype=torch.int)
+        expected = {2, 4} if aggregation == "moe" else {2, 4, 6}
+        assert set(patterns.tolist()) == expected
+        counts = torch.bincount(patterns)[sorted(expected)]
+        assert counts.min() > 300 / len(expected) * 0.7
+
+
+def test_save_and_load_give_the_same_imputations(tmp_path, tokenizer, shapes_batch):
+    model = tiny_model("mopoe", tokenizer, likelihood_weights={"text": 5.0})
+    model.save_pretrained(tmp_path / "model")
+    again = MultimodalVAE.from_pretrained(tmp_path / "model")
+    assert again.weights == {"image": 1.0, "text": 5.0, "attributes": 1.0}
+    inputs = {"text": shapes_batch["text"][:3]}
+    first = model.impute(inputs, n=2, generator=torch.Generator().manual_seed(0))
+    second = again.impute(inputs, n=2, generator=torch.Generator().manual_seed(0))
+    assert first["text"] == second["text"] and first["attributes"] == second["attributes"]
+    assert [a.tobytes() for a in first["image"]] == [b.tobytes() for b in second["image"]]
+    assert len(first["image"]) == 6 and first["image"][0].size == (16, 16)
+    assert set(first["attributes"][0]) == set(ATTRIBUTES)
+
+
+def test_bad_inputs_are_named(tokenizer):
+    from mmgen.errors import CheckpointError, ConfigError, DataError
+
+    model = tiny_model("poe", tokenizer)
+    with pytest.raises(DataError, match="color 'beige' is not one of"):
+        model.impute({"attributes": [{"color": "beige"}]})
+    with pytest.raises(DataError, match="no attribute 'texture'"):
+        model.impute({"attributes": [{"texture": "rough"}]})
+    with pytest.raises(DataError, match="non-empty captions"):
+        model.impute({"text": ["  "]})
+    with pytest.raises(ConfigError, match="unknown target modality 'audio'"):
+        model.impute({"text": ["a red star"]}, targets=["audio"])
+    with pytest.raises(ConfigError, match="aggregation must be one of"):
+        MultimodalVAE(modalities={"v": {"kind": "real", "dim": 2}}, aggregation="sum")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        MultimodalVAE.from_pretrained("/nonexistent/model")
+
+
+def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_path, capsys):
+    from PIL import Image
+
+    from mmgen.cli import main
+
+    run = tmp_path / "run"
+    assert main([
+        "train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "8",
+        "--text-hidden", "16", "--likelihood-weights", "text=2,attributes=3", "--missing-fraction", "0.5",
+        "--max-steps", "4", "--batch-size", "8", "--checkpoint-every", "4", "--validate-every", "4",
+        "--output-dir", str(run), "--report-to", "none",
+    ]) == 0
+    model_dir = run / "checkpoints" / "checkpoint-0000004" / "model"
+    model = MultimodalVAE.from_pretrained(model_dir)
+    assert model.names == ["attributes", "image", "text"] and model.weights["attributes"] == 3.0
+    assert set(model.config.modalities["attributes"]["classes"]) == set(ATTRIBUTES)
+    assert (run / "samples" / "step-0000004.png").is_file()
+
+    capsys.readouterr()
+    out = tmp_path / "imputed.png"
+    assert main(["impute", "--model", str(model_dir), "--text", "a tiny cyan cross in the bottom right", "-n", "3",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert Image.open(out).size == (3 * 16 + 4 * 2, 16 + 2 * 2)
+    assert printed.count("attributes: ") == 3
+    assert main(["impute", "--model", str(model_dir), "--attributes", "color=red", "shape=star", "-n", "2",
+                 "--out", str(tmp_path / "a.png")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("attributes:")]
+    assert len(lines) == 2 and all("color=red" in line and "shape=star" in line for line in lines)  # given ones kept
+    Image.open(out).crop((2, 2, 18, 18)).save(tmp_path / "in.png")
+    assert main(["impute", "--model", str(model_dir), "--image", str(tmp_path / "in.png"), "-n", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("text: ") == 1 and printed.count("attributes: ") == 1
+    assert main(["impute", "--model", str(model_dir), "--attributes", "color=beige"]) == 2
+    assert "color 'beige' is not one of" in capsys.readouterr().err
+
+
+def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path, capsys):
+    from mmgen.cli import main
+    from mmgen.multimodal import ConditionalVAE, load_model
+
+    run = tmp_path / "run"
+    assert main([
+        "train", "mvae", "--aggregation", "cvae", "--target", "image", "--conditions", "attributes",
+        "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "4",
+        "--max-steps", "30", "--batch-size", "16", "--learning-rate", "3e-3", "--checkpoint-every", "30",
+        "--validate-every", "30", "--output-dir", str(run), "--report-to", "none", "--ema-decay", "none",
+    ]) == 0
+    model = load_model(run / "checkpoints" / "checkpoint-0000030" / "model")
+    assert isinstance(model, ConditionalVAE) and model.names == ["attributes", "image"]
+    assert model.codecs["attributes"].decoder is None  # only the target is decoded
+    given = {"attributes": [{"color": "red", "shape": "circle", "size": "large", "position": "center"},
+                            {"color": "blue", "shape": "star", "size": "large", "position": "top left"}]}
+    images = model.impute(given, mean=True, output_type="pt")["image"]
+    assert images.shape == (2, 3, 16, 16)
+    red, blue = images[0].mean((1, 2)), images[1].mean((1, 2))
+    assert red[0] - red[2] > blue[0] - blue[2]  # the red sample is redder than the blue one
+    with pytest.raises(DataError, match="needs 'attributes' for every sample"):
+        model.impute({"attributes": [None]})
+    assert main(["impute", "--model", str(run / "checkpoints" / "checkpoint-0000030" / "model"),
+                 "--attributes", "color=green", "-n", "2", "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").is_file()
+
+
+def test_mmgen_eval_measures_coherence_of_a_multimodal_vae(tmp_path, tokenizer):
+    import json
+
+    from mmgen.cli import main
+
+    tiny_model("mopoe", tokenizer).save_pretrained(tmp_path / "model")
+    out = tmp_path / "coherence.json"
+    assert main(["eval", "--task", "impute", "--model", str(tmp_path / "model"), "--n", "8", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    subsets = results["coherence/test"]["subsets"]
+    assert {"text->image", "image->text", "image->attributes", "text+attributes->image"} <= set(subsets)
+    assert all(0.0 <= score["all"] <= 1.0 for score in subsets.values())
+    assert set(results["coherence/compositional"]["by_subset_size"]) == {"1", "2"}
