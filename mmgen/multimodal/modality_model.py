@@ -93,7 +93,7 @@ class ModalityModel(ModelMixin, ConfigMixin):
         """Tensors and presence of every modality in a batch: dataset columns (e.g. Shapes'
         pixel_values, text, shape, color, ...) or user values keyed by modality name,
         None for a missing value or a whole missing modality."""
-        sizes = {len(v) for key, v in batch.items() if v is not None and isinstance(v, (list, tuple, torch.Tensor))}
+        sizes = {len(v) for v in batch.values() if isinstance(v, (list, tuple, torch.Tensor))}
         if len(sizes) != 1:
             raise DataError(f"batch entries disagree on the number of samples: {sorted(sizes)}" if sizes else "empty batch")
         size = sizes.pop()
