@@ -274,7 +274,7 @@ def _assignments(pairs: list[str], option: str) -> dict[str, str]:
 def _weights(text: str) -> dict[str, float]:
     try:
         return {name: float(value) for name, value in _assignments(text.split(","), "--likelihood-weights").items()}
-    except ValueError as error:
+    except (MMGenError, ValueError) as error:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER,...: {error}") from error
 
 

@@ -267,3 +267,32 @@ def test_mmgen_eval_measures_coherence_of_a_multimodal_vae(tmp_path, tokenizer):
     assert {"text->image", "image->text", "image->attributes", "text+attributes->image"} <= set(subsets)
     assert all(0.0 <= score["all"] <= 1.0 for score in subsets.values())
     assert set(results["coherence/compositional"]["by_subset_size"]) == {"1", "2"}
+
+
+def test_metadata_columns_become_modalities_and_numbers_are_read():
+    from mmgen.multimodal.training import metadata_modalities
+
+    class Rows:
+        rows = [{"mood": "calm", "weight": 2.5, "pose": [0.1, 0.2]}, {"mood": None, "weight": 1.0, "pose": [0.3, 0.4]}]
+
+        def __len__(self):
+            return len(self.rows)
+
+        def item_metadata(self, index):
+            return self.rows[index]
+
+    specs = metadata_modalities(Rows())
+    assert specs["attributes"] == {"kind": "categorical", "classes": {"mood": ["calm"]}}
+    assert specs["weight"]["dim"] == 1 and specs["pose"]["dim"] == 2
+    model = MultimodalVAE(specs, latent_dim=4, aggregation="poe")
+    observed = model.observe({"weight": [2.5, None], "pose": [[0.1, 0.2], [0.3, 0.4]], "mood": ["calm", None]})
+    assert observed.values["weight"].tolist() == [[2.5], [0.0]]
+    assert observed.present.tolist() == [[True, False], [True, True], [True, False]]  # attributes, pose, weight
+
+
+def test_a_malformed_likelihood_weight_is_a_usage_error(capsys):
+    from mmgen.cli import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "mvae", "--likelihood-weights", "text", "--output-dir", "x"])
+    assert exit.value.code == 2 and "expected NAME=NUMBER" in capsys.readouterr().err

@@ -101,11 +101,7 @@ class Modality(nn.Module):
         if len(values) != size:
             raise DataError(f"modality {self.name!r} has {len(values)} values for a batch of {size}")
         present = torch.tensor([value is not None for value in values], dtype=torch.bool)
-        tensors = [self.to_tensor(value) if value is not None else None for value in values]
-        template = next((t for t in tensors if t is not None), None)
-        if template is None:
-            template = self.empty()
-        return torch.stack([t if t is not None else torch.zeros_like(template) for t in tensors]), present
+        return torch.stack([self.to_tensor(v) if v is not None else self.empty() for v in values]), present
 
     def empty(self) -> torch.Tensor:
         """The zero tensor that stands in for a missing value."""
@@ -362,7 +358,7 @@ class RealModality(Modality):
         return batch.get(self.name, batch.get(self.column))
 
     def to_tensor(self, value: Any) -> torch.Tensor:
-        tensor = torch.as_tensor(value, dtype=torch.float32)
+        tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1)  # a number is a vector of one
         if tensor.shape != (self.dim,):
             raise DataError(f"modality {self.name!r} takes vectors of {self.dim} numbers, got shape {tuple(tensor.shape)}")
         return tensor
