@@ -24,7 +24,7 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditio
 from torch.nn import functional as F
 
 from harness import count_flops, machine, matmul_peak_flops, sampling_row, training_row
-from mmgen.data import ShapesDataset, collate_examples
+from mmgen.data import ShapesDataset, collate_examples, open_dataset
 from mmgen.eval.judge import JudgeObjective, ShapesJudge
 
 HERE = Path(__file__).parent
@@ -207,6 +207,108 @@ def dvae_train_vs_dalle_pytorch(peak: float, args: argparse.Namespace) -> list[d
     return rows
 
 
+# mmgen's Shapes recipe for MoPoE (README): log-likelihood weights against the image's
+# 12,288 pixels, and the KL weight.
+MOPOE_LIKELIHOOD_WEIGHTS, MOPOE_BETA = {"text": 20.0, "attributes": 50.0}, 1.0
+
+
+def _mopoe_coherence(predictions: dict[str, np.ndarray], attributes: dict[str, list[str]], judge, model) -> dict:
+    """Judge accuracy of images from text alone and from attributes alone, and the accuracy
+    of attributes and of captions (parsed back) from the image alone."""
+    from mmgen.eval.judge import attribute_accuracy, judge_accuracy
+    from mmgen.eval.metrics import caption_accuracy
+
+    classes = model.codecs["attributes"].classes
+    predicted = {
+        name: [labels[i] for i in predictions["attributes_from_image"][:, column]]
+        for column, (name, labels) in enumerate(classes.items())
+    }
+    return {
+        "text->image": judge_accuracy(judge, torch.from_numpy(predictions["image_from_text"]).clamp(-1, 1), attributes),
+        "attributes->image": judge_accuracy(
+            judge, torch.from_numpy(predictions["image_from_attributes"]).clamp(-1, 1), attributes
+        ),
+        "image->attributes": attribute_accuracy(predicted, attributes),
+        "image->text": caption_accuracy(
+            model.tokenizer.batch_decode(predictions["text_from_image"], skip_special_tokens=True), attributes
+        ),
+    }
+
+
+def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]:
+    """mmgen's MoPoE against multivae's, same networks, likelihoods and procedure
+    (benchmarks/mopoe_race.py), with both models' coherence on the same held-out samples
+    read by the Shapes judge; multivae's row needs --multivae-python."""
+    from mopoe_race import BATCH_SIZE, CONFIG, HELD_OUT, race
+    from mmgen.eval.judge import ATTRIBUTE_NAMES, load_judge
+    from mmgen.multimodal import MultimodalELBO
+    from mmgen.multimodal.training import build_model
+
+    dataset = open_dataset("shapes", size=64, seed=0)
+    torch.manual_seed(0)
+    model = build_model(dataset, aggregation="mopoe", likelihood_weights=MOPOE_LIKELIHOOD_WEIGHTS, **CONFIG)
+    objective = MultimodalELBO(model, beta=MOPOE_BETA)
+    count = args.mopoe_samples + HELD_OUT
+    batch = collate_examples([dataset[i] for i in range(count)])
+    data = {name: model.codecs[name].batch_tensors(batch, count)[0] for name in model.names}
+    truth = {name: batch[name][-HELD_OUT:] for name in ATTRIBUTE_NAMES}
+    classes = [len(labels) for labels in model.codecs["attributes"].classes.values()]
+
+    def predict(held_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # impute draws a sample of the posterior (mean=False), as `mmgen eval --task impute` does.
+        from_image = model.impute({"image": held_out["image"]}, ["attributes", "text"], output_type="pt")
+        return {
+            "image_from_text": model.impute({"text": held_out["text"]}, ["image"], output_type="pt")["image"],
+            "image_from_attributes": model.impute({"attributes": held_out["attributes"]}, ["image"], output_type="pt")["image"],
+            "attributes_from_image": torch.stack([logits.argmax(1) for logits in from_image["attributes"].split(classes, 1)], 1),
+            "text_from_image": from_image["text"].argmax(1),
+        }
+
+    first = {name: values[:BATCH_SIZE] for name, values in data.items()}
+    flops = count_flops(lambda: objective(first)["loss"].backward())
+    model.zero_grad(set_to_none=True)
+    summary, predictions = race(list(model.parameters()), lambda b: objective(b)["loss"], predict, data, args.mopoe_epochs)
+    summary["parameters_per_modality"] = {name: sum(p.numel() for p in codec.parameters()) for name, codec in model.codecs.items()}
+    weights = ", ".join(f"{name} {weight:g}" for name, weight in MOPOE_LIKELIHOOD_WEIGHTS.items())
+    rows = [{"benchmark": f"mopoe-train mmgen (64 px, latent 32, {weights})", "kind": "train", **summary}]
+    outputs = [predictions]
+    if args.multivae_python:
+        with tempfile.TemporaryDirectory() as folder:
+            paths = {name: Path(folder) / f"{name}.npy" for name in data}
+            for name, path in paths.items():
+                np.save(path, data[name].numpy(), allow_pickle=False)
+            out = Path(folder) / "predictions.npz"
+            command = [
+                args.multivae_python, str(HERE / "mopoe_race.py"), "--images", str(paths["image"]), "--text", str(paths["text"]),
+                "--attributes", str(paths["attributes"]), "--vocab-size", str(model.codecs["text"].vocab_size),
+                "--attribute-classes", ",".join(map(str, classes)), "--likelihood-weights", json.dumps(model.weights),
+                "--beta", str(objective.beta), "--epochs", str(args.mopoe_epochs), "--threads", str(torch.get_num_threads()),
+                "--out", str(out),
+            ]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            with np.load(out, allow_pickle=False) as saved:
+                outputs.append(dict(saved))
+        other = json.loads(output.strip().splitlines()[-1])
+        if other["parameters_per_modality"] != summary["parameters_per_modality"]:
+            raise RuntimeError(
+                f"the networks differ: mmgen {summary['parameters_per_modality']}, multivae {other['parameters_per_modality']}"
+            )
+        rows.append({"benchmark": f"mopoe-train multivae {other.pop('multivae')} (same networks and likelihoods)",
+                     "kind": "train", **other})
+        rows[0]["speedup_vs_multivae"] = rows[0]["images_per_s"]["median"] / rows[1]["images_per_s"]["median"]
+    judge = load_judge()
+    for row, predicted in zip(rows, outputs):  # same networks, so the same FLOPs per step
+        row["flops_per_step"] = flops
+        row["flop_utilisation"] = flops * row["steps_per_s"]["median"] / peak
+        row["coherence"] = _mopoe_coherence(predicted, truth, judge, model)
+        scores = ", ".join(f"{name} {100 * score['all']:.0f}%" for name, score in row["coherence"].items())
+        row["quality"] = (
+            f"{row['seconds_per_epoch']:.1f} s/epoch, {row['parameters']:,} parameters; all-four coherence on "
+            f"{HELD_OUT} held-out samples after {row['epochs']} epochs: {scores}"
+        )
+    return rows
+
+
 def dvae_sample(peak: float, args: argparse.Namespace) -> list[dict]:
     """DiscreteVAEPipeline images/s with the shipped baseline's shapes (untrained weights:
     speed does not depend on them) and the shipped text encoder: one new position per step
@@ -244,6 +346,7 @@ BENCHMARKS: dict[str, Callable[[float, argparse.Namespace], dict | list[dict]]] 
     "ldm-sample": ldm_sample_schedulers,
     "dvae-train": dvae_train_vs_dalle_pytorch,
     "dvae-sample": dvae_sample,
+    "mopoe-train": mopoe_train_vs_multivae,
 }
 
 
@@ -275,6 +378,9 @@ def main() -> None:
     parser.add_argument(
         "--dalle-pytorch-python", help="python of an environment with dalle-pytorch, for dvae-train's comparison row"
     )
+    parser.add_argument("--mopoe-epochs", type=int, default=10, help="training epochs of each mopoe-train model")
+    parser.add_argument("--mopoe-samples", type=int, default=8192, help="training samples of mopoe-train (plus 256 held out)")
+    parser.add_argument("--multivae-python", help="python of an environment with multivae, for mopoe-train's comparison row")
     args = parser.parse_args()
     torch.manual_seed(0)
     out = HERE / "results" / f"{args.name}.json"

@@ -244,7 +244,7 @@ def _train_mvae(args: argparse.Namespace) -> None:
         missing_fraction=args.missing_fraction, latent_dim=args.latent_dim, image_size=args.image_size,
         image_channels=args.image_channels, image_likelihood=args.image_likelihood, image_scale=args.image_scale,
         text_max_length=args.max_length, text_hidden=args.text_hidden, likelihood_weights=args.likelihood_weights,
-        target=args.target, conditions=args.conditions,
+        target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
     )
     _report_training(result, "conditional VAE" if args.aggregation == "cvae" else "multimodal VAE")
 
@@ -415,10 +415,18 @@ def _add_train_commands(subparsers) -> None:
     )
     mvae.add_argument("--target", default="image", help="cvae: the modality it generates")
     mvae.add_argument("--conditions", nargs="+", default=None, help="cvae: the modalities it conditions on (default: all others)")
+    mvae.add_argument(
+        "--text-embedding", default=None,
+        help="cvae: offer the captions as read by this frozen shared text encoder (minilm or a pipeline folder) "
+        "as the modality text_embedding, e.g. --conditions text_embedding",
+    )
     mvae.add_argument("--latent-dim", type=int, default=32, help="size of the shared latent")
     mvae.add_argument("--image-size", type=int, default=64, help="image side in pixels (4 x 2^levels)")
     mvae.add_argument("--image-channels", type=_int_list, default=(32, 64, 128, 128), help="conv widths, one per level")
-    mvae.add_argument("--image-likelihood", default="laplace", choices=("laplace", "gaussian"), help="pixel likelihood")
+    mvae.add_argument(
+        "--image-likelihood", default="gaussian", choices=("gaussian", "laplace"),
+        help="pixel likelihood (Laplace's median decodes mostly-background images as plain background)",
+    )
     mvae.add_argument("--image-scale", type=float, default=0.1, help="fixed scale of the pixel likelihood ([-1, 1] pixels)")
     mvae.add_argument("--max-length", type=int, default=24, help="caption tokens (longer ones are truncated)")
     mvae.add_argument("--text-hidden", type=int, default=128, help="width of the caption encoder and decoder")

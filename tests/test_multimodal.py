@@ -254,6 +254,39 @@ def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path,
     assert (tmp_path / "c.png").is_file()
 
 
+def test_conditional_vae_generates_given_a_frozen_text_encoders_embedding(tmp_path):
+    from mmgen.errors import ConfigError
+    from mmgen.multimodal import ConditionalELBO, ConditionalVAE, MultimodalVAE
+
+    torch.manual_seed(0)
+    modalities = {"image": {"kind": "image", "size": 8, "channels": [8]},
+                  "caption": {"kind": "text_embedding", "encoder": "minilm", "max_length": 16}}
+    model = ConditionalVAE(modalities, target="image", latent_dim=2)
+    captions = ["a red square", "a blue square"] * 4
+    images = torch.full((8, 3, 8, 8), -1.0)
+    images[0::2, 0], images[1::2, 2] = 1.0, 1.0  # red images for the red caption, blue for the blue one
+    objective = ConditionalELBO(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        optimizer.zero_grad()
+        objective({"image": images, "caption": captions})["loss"].backward()
+        optimizer.step()
+    generated = model.impute({"caption": ["a red square", "a blue square"]}, mean=True, output_type="pt")["image"]
+    red, blue = generated[0].mean((1, 2)), generated[1].mean((1, 2))
+    assert red[0] - red[2] > 0.5 and blue[2] - blue[0] > 0.5
+    model.save_pretrained(tmp_path)
+    # the frozen encoder is loaded by name, not saved: only the condition's MLP is
+    assert all(key.startswith(("codecs.image.", "codecs.caption.encoder_", "posterior.", "condition_projection."))
+               for key in model.state_dict())
+    reloaded = ConditionalVAE.from_pretrained(tmp_path)
+    again = reloaded.impute({"caption": ["a red square", "a blue square"]}, mean=True, output_type="pt")["image"]
+    assert torch.equal(again, generated)
+    with pytest.raises(DataError, match="non-empty captions"):
+        model.impute({"caption": [" "]})
+    with pytest.raises(ConfigError, match="can only condition"):
+        MultimodalVAE({"caption": modalities["caption"], "x": {"kind": "real", "dim": 2}})
+
+
 def test_mmgen_eval_measures_coherence_of_a_multimodal_vae(tmp_path, tokenizer):
     import json
 

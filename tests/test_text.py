@@ -69,6 +69,13 @@ def test_caption_tokenizer_round_trips_and_saves(tmp_path, caption_tokenizer):
     assert reloaded("A big red star")["input_ids"] == ids
 
 
+def test_caption_tokenizer_ids_do_not_change_between_trainings():
+    # BpeTrainer numbers the alphabet in hash-map order, which differs between runs.
+    vocabularies = [train_caption_tokenizer(CAPTIONS * 5, vocab_size=120).get_vocab() for _ in range(4)]
+    assert all(vocabulary == vocabularies[0] for vocabulary in vocabularies)
+    assert len(vocabularies[0]) > 30
+
+
 def test_clip_encoder_saves_and_reloads_to_the_same_outputs(tmp_path, caption_tokenizer):
     torch.manual_seed(0)
     encoder = TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=2, num_heads=2)

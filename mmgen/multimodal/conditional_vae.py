@@ -34,6 +34,8 @@ class ConditionalVAE(ModalityModel):
         if not conditions or target in conditions or set(conditions) - set(modalities):
             raise ConfigError(f"conditions must be other declared modalities than the target, got {conditions}")
         self.build_codecs({name: modalities[name] for name in (target, *conditions)}, latent_dim)
+        if not self.codecs[target].generated:
+            raise ConfigError(f"target {target!r} ({self.codecs[target].kind}) can only be a condition")
         self.target, self.conditions = target, conditions
         condition_size = sum(self.codecs[name].feature_size for name in conditions)
         self.posterior = GaussianHead(self.codecs[target].feature_size + condition_size, latent_dim)

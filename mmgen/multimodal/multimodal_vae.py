@@ -51,6 +51,12 @@ class MultimodalVAE(ModalityModel):
         if unknown:
             raise ConfigError(f"likelihood weight for unknown modality {sorted(unknown)[0]!r}")
         self.build_codecs(modalities, latent_dim)
+        conditions_only = [name for name, codec in self.codecs.items() if not codec.generated]
+        if conditions_only:
+            raise ConfigError(
+                f"modality {conditions_only[0]!r} ({self.codecs[conditions_only[0]].kind}) can only condition a "
+                "conditional VAE: a multimodal VAE decodes every modality"
+            )
         self.weights = {name: (likelihood_weights or {}).get(name, 1.0) for name in modalities}
         self.register_buffer("subsets", nonempty_subsets(len(modalities)), persistent=False)
 

@@ -97,18 +97,21 @@ def build_model(
     latent_dim: int = 32,
     image_size: int = 64,
     image_channels: tuple[int, ...] = (32, 64, 128, 128),
-    image_likelihood: str = "laplace",
+    image_likelihood: str = "gaussian",
     image_scale: float = 0.1,
     text_max_length: int = 24,
     text_hidden: int = 128,
     likelihood_weights: dict[str, float] | None = None,
     target: str = "image",
     conditions: list[str] | None = None,
+    text_embedding: str | None = None,
 ) -> MultimodalVAE | ConditionalVAE:
     """A model over the dataset's image, captions and metadata columns, with a caption
     tokenizer trained on its captions (the shared mmgen.text tokenizer): a MultimodalVAE
     (aggregation poe, moe or mopoe) or, for "cvae", a ConditionalVAE of `target` given
-    `conditions` (default: every other modality)."""
+    `conditions` (default: every other modality). `text_embedding` (a shared text encoder:
+    `minilm` or a pipeline folder) adds the captions as read by it, the modality
+    "text_embedding", a condition only."""
     _, distinct = dataset_captions(dataset)
     tokenizer = train_caption_tokenizer(distinct, vocab_size=2048, max_length=text_max_length)
     modalities = {
@@ -117,6 +120,8 @@ def build_model(
         "text": {"kind": "text", "vocab_size": len(tokenizer), "max_length": text_max_length, "hidden": text_hidden},
         **metadata_modalities(dataset),
     }
+    if text_embedding:
+        modalities["text_embedding"] = {"kind": "text_embedding", "encoder": text_embedding, "column": "text"}
     if aggregation == "cvae":
         model = ConditionalVAE(modalities, target=target, conditions=conditions, latent_dim=latent_dim)
     else:

@@ -22,7 +22,15 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import logging as transformers_logging
-from transformers import AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    CLIPTextConfig,
+    CLIPTextModel,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from mmgen.errors import CheckpointError
 from mmgen.fingerprint import update_with_weights
@@ -217,6 +225,15 @@ class TextEncoder(nn.Module):
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1)
         return TextEncoding(hidden, mask, pooled)
+
+
+def text_encoder_config(name: str | Path) -> PretrainedConfig:
+    """The config (hidden size, ...) of `minilm` or of a folder's text_encoder/, without
+    loading its weights."""
+    folder = minilm_path() if str(name) == "minilm" else Path(name) / TEXT_ENCODER_FOLDER
+    if not folder.is_dir():
+        raise CheckpointError(f"{name}: not a text encoder checkpoint (missing {folder.name}/)")
+    return AutoConfig.from_pretrained(folder)
 
 
 def load_text_encoder(name: str, captions: list[str], max_length: int, hidden_size: int, layers: int) -> TextEncoder:

@@ -3,6 +3,7 @@ so they save and load with `save_pretrained` / `AutoTokenizer.from_pretrained`."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -28,6 +29,7 @@ def train_caption_tokenizer(
         vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS], end_of_word_suffix=END_OF_WORD, show_progress=False
     )
     tokenizer.train_from_iterator(captions, trainer=trainer)
+    tokenizer = _renumbered(tokenizer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}", special_tokens=[(BOS, tokenizer.token_to_id(BOS)), (EOS, tokenizer.token_to_id(EOS))]
     )
@@ -39,3 +41,16 @@ def train_caption_tokenizer(
         eos_token=EOS,
         model_max_length=max_length,
     )
+
+
+def _renumbered(tokenizer: Tokenizer) -> Tokenizer:
+    """The trained tokenizer with ids in a canonical order: special tokens, then every other
+    token sorted. BpeTrainer numbers tokens in hash-map order, which changes from run to
+    run, so the same captions gave different ids (and a model trained on them different
+    results) on every run. (Merges of equal count may still come in a different order, which
+    only matters for words split into pieces.)"""
+    state = json.loads(tokenizer.to_str())
+    specials = [PAD, UNK, BOS, EOS]
+    tokens = sorted(set(state["model"]["vocab"]) - set(specials))
+    state["model"]["vocab"] = {token: i for i, token in enumerate([*specials, *tokens])}
+    return Tokenizer.from_str(json.dumps(state))
