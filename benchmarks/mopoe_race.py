@@ -33,7 +33,9 @@ from harness import Timing
 # mmgen's Shapes model (`build_model`'s arguments; the attributes' width is
 # CategoricalModality's default, which build_model does not expose), re-declared below.
 CONFIG = {"latent_dim": 32, "image_channels": (32, 64, 128, 128), "image_likelihood": "gaussian", "image_scale": 0.1,
-          "text_max_length": 24, "text_hidden": 128}
+          "text_max_length": 24, "text_hidden": 128,
+          # multivae's decoders read the latent alone, so the race uses mmgen's parallel one.
+          "text_decoder": "parallel"}
 ATTRIBUTE_HIDDEN = 128
 # mmgen's image likelihoods by multivae's names.
 MULTIVAE_DISTRIBUTIONS = {"gaussian": "normal", "laplace": "laplace"}

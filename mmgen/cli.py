@@ -243,7 +243,8 @@ def _train_mvae(args: argparse.Namespace) -> None:
         training_config_from_args(args), data=args.data, aggregation=args.aggregation, beta=args.beta,
         missing_fraction=args.missing_fraction, latent_dim=args.latent_dim, image_size=args.image_size,
         image_channels=args.image_channels, image_likelihood=args.image_likelihood, image_scale=args.image_scale,
-        text_max_length=args.max_length, text_hidden=args.text_hidden, likelihood_weights=args.likelihood_weights,
+        text_max_length=args.max_length, text_hidden=args.text_hidden, text_decoder=args.text_decoder,
+        likelihood_weights=args.likelihood_weights,
         target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
     )
     _report_training(result, "conditional VAE" if args.aggregation == "cvae" else "multimodal VAE")
@@ -431,6 +432,10 @@ def _add_train_commands(subparsers) -> None:
     mvae.add_argument("--max-length", type=int, default=24, help="caption tokens (longer ones are truncated)")
     mvae.add_argument("--text-hidden", type=int, default=128, help="width of the caption encoder and decoder")
     mvae.add_argument(
+        "--text-decoder", default="autoregressive", choices=("autoregressive", "parallel"),
+        help="caption decoder: a GRU over the tokens, or every position at once from the latent",
+    )
+    mvae.add_argument(
         "--likelihood-weights", type=_weights, default=None, help="per-modality log-likelihood weights, e.g. text=20,attributes=50"
     )
     mvae.add_argument("--beta", type=float, default=1.0, help="weight of the KL terms")
@@ -447,7 +452,7 @@ def _sample(args: argparse.Namespace) -> None:
     import torch
 
     from mmgen.data.transforms import make_grid
-    from mmgen.eval.evaluate import load_text_to_image_pipeline
+    from mmgen.eval.evaluate import default_guidance_scale, load_text_to_image_pipeline
 
     prompts = list(args.prompts)
     if args.prompts_file:
@@ -465,9 +470,10 @@ def _sample(args: argparse.Namespace) -> None:
             raise MMGenError(f"{', '.join(given)}: only for discrete-VAE pipelines; {args.model} is a diffusion model")
         token_sampling = {}
     generator = torch.Generator().manual_seed(args.seed)
+    guidance_scale = default_guidance_scale(pipe) if args.guidance_scale is None else args.guidance_scale
     images = pipe(
         [p for p in prompts for _ in range(args.n)], num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, generator=generator,
+        guidance_scale=guidance_scale, generator=generator,
         **{name: value for name, value in token_sampling.items() if value is not None},
     ).images
     out = Path(args.out)
@@ -494,7 +500,10 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument(
         "--scheduler", default="dpm++", help="diffusion sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
     )
-    command.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
+    command.add_argument(
+        "--guidance-scale", type=float, default=None,
+        help="classifier-free guidance scale (default: the pipeline's; 3 for latent diffusion, 1.5 for the discrete-VAE baseline)",
+    )
     command.add_argument("--temperature", type=float, default=None, help="token sampling temperature (discrete VAE)")
     command.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens (discrete VAE)")
     command.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (discrete VAE)")
@@ -573,7 +582,8 @@ def _eval(args: argparse.Namespace) -> None:
         args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
         steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
     )
-    settings = {"steps": args.steps, "guidance_scale": args.guidance_scale, "scheduler": args.scheduler}
+    guidance_scale = results.pop("guidance_scale", args.guidance_scale)
+    settings = {"steps": args.steps, "guidance_scale": guidance_scale, "scheduler": args.scheduler}
     report = {
         "model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, **settings, "results": results
     }
@@ -607,7 +617,10 @@ def _add_eval_command(subparsers) -> None:
     command.add_argument("--judge", default=str(SHAPES_JUDGE), help="Shapes judge checkpoint")
     command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion models)")
     command.add_argument("--scheduler", default="dpm++", help="sampler of diffusion models (see mmgen sample)")
-    command.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance scale")
+    command.add_argument(
+        "--guidance-scale", type=float, default=None,
+        help="classifier-free guidance scale (default: the pipeline's; 3 for latent diffusion, 1.5 for the discrete-VAE baseline)",
+    )
     command.add_argument("--batch-size", type=int, default=32, help="samples generated at a time")
 
 

@@ -116,7 +116,7 @@ def train_dvae_prior(
 
     def validate(model: DiscreteVAEPriorObjective, step: int, output_dir: Path) -> None:
         generator = torch.Generator().manual_seed(config.seed)
-        images = pipeline(model)(list(validation_prompts), guidance_scale=3.0, generator=generator).images
+        images = pipeline(model)(list(validation_prompts), generator=generator).images
         save_validation_grid(images, output_dir, step)
 
     def export(model: DiscreteVAEPriorObjective, folder: Path) -> None:

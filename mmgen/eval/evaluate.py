@@ -51,10 +51,23 @@ def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
     return TextToImagePipeline.from_pretrained(path, scheduler=scheduler)
 
 
-def _text_to_image_generate(path: Path, steps: int, guidance_scale: float, scheduler: str) -> GenerateFn:
-    """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline)."""
+# Latent diffusion's guidance when none is asked for (diffusers' 7.5 suits Stable Diffusion,
+# not models this small: checkpoints/shapes-ldm was measured at 3).
+DIFFUSION_GUIDANCE_SCALE = 3.0
+
+
+def default_guidance_scale(pipe) -> float:
+    """The guidance scale a pipeline saved as its default (the discrete-VAE pipeline does),
+    else latent diffusion's."""
+    return pipe.config.get("guidance_scale", DIFFUSION_GUIDANCE_SCALE)
+
+
+def _text_to_image_generate(path: Path, steps: int, guidance_scale: float | None, scheduler: str) -> GenerateFn:
+    """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline); no
+    `guidance_scale`: the pipeline's default. The scale used is the callable's attribute."""
     pipe = load_text_to_image_pipeline(path, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
+    guidance_scale = default_guidance_scale(pipe) if guidance_scale is None else guidance_scale
 
     def generate(prompts: list[str], generator: torch.Generator) -> torch.Tensor:
         images = pipe(
@@ -62,6 +75,7 @@ def _text_to_image_generate(path: Path, steps: int, guidance_scale: float, sched
         ).images
         return images * 2 - 1
 
+    generate.guidance_scale = guidance_scale
     return generate
 
 
@@ -250,10 +264,11 @@ def run_task(
     seed: int = 0,
     batch_size: int = 32,
     steps: int = 20,
-    guidance_scale: float = 3.0,
+    guidance_scale: float | None = None,
     scheduler: str = "dpm++",
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
-    """Evaluate checkpoint `model` on `task`: (results, sample images, their captions)."""
+    """Evaluate checkpoint `model` on `task`: (results, sample images, their captions).
+    Text-to-image results name the guidance scale used (None: the pipeline's default)."""
     if n < 2:
         raise ConfigError(f"--n must be at least 2 (FID and diversity compare samples), got {n}")
     if task == "judge":
@@ -261,7 +276,8 @@ def run_task(
     scorer = load_judge(judge)
     run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler)
     if task == "text-to-image":
-        return evaluate_text_to_image(run, scorer, n, seed, batch_size)
+        results, images, captions = evaluate_text_to_image(run, scorer, n, seed, batch_size)
+        return {**results, "guidance_scale": run.guidance_scale}, images, captions
     if task == "reconstruct":
         return evaluate_reconstruction(run, scorer, n, batch_size)
     return evaluate_imputation(run, scorer, n, seed, batch_size)

@@ -54,8 +54,12 @@ class ConditionalVAE(ModalityModel):
     def posterior_given(self, observed: Observed, conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.posterior(torch.cat([self.codecs[self.target].features(observed.values[self.target]), conditions], 1))
 
+    def decoder_input(self, latent: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        """What the target's decoder reads: the latent shifted by the projected conditions."""
+        return latent + self.condition_projection(conditions)
+
     def decode(self, latent: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
-        return self.codecs[self.target].decode(latent + self.condition_projection(conditions))
+        return self.codecs[self.target].decode(self.decoder_input(latent, conditions))
 
     @torch.no_grad()
     def impute(

@@ -53,7 +53,7 @@ class MultimodalELBO(nn.Module):
         (zero) gradient, as DistributedDataParallel requires."""
         total = torch.zeros(observed.size, device=latent.device)
         for index, (name, modality) in enumerate(self.model.codecs.items()):
-            value = modality.log_likelihood(modality.decode(latent), observed.values[name])
+            value = modality.reconstruction_log_likelihood(latent, observed.values[name])
             total = total + self.model.weights[name] * value * counted[index]
         return total
 
@@ -120,7 +120,8 @@ class ConditionalELBO(nn.Module):
         latent = reparameterize(mean, logvar)
         target = self.model.codecs[self.model.target]
         has_target = observed.present[self.model.names.index(self.model.target)]
-        reconstruction = target.log_likelihood(self.model.decode(latent, conditions), observed.values[self.model.target])
+        decoder_input = self.model.decoder_input(latent, conditions)
+        reconstruction = target.reconstruction_log_likelihood(decoder_input, observed.values[self.model.target])
         divergence = gaussian_kl_to_standard(mean, logvar)
         elbo = (reconstruction - self.beta * divergence) * has_target
         return {"loss": -elbo.mean(), "log_likelihood": reconstruction.mean().detach(), "kl": divergence.mean().detach()}

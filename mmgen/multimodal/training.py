@@ -101,6 +101,7 @@ def build_model(
     image_scale: float = 0.1,
     text_max_length: int = 24,
     text_hidden: int = 128,
+    text_decoder: str = "autoregressive",
     likelihood_weights: dict[str, float] | None = None,
     target: str = "image",
     conditions: list[str] | None = None,
@@ -117,7 +118,8 @@ def build_model(
     modalities = {
         "image": {"kind": "image", "size": image_size, "channels": list(image_channels), "likelihood": image_likelihood,
                   "scale": image_scale},
-        "text": {"kind": "text", "vocab_size": len(tokenizer), "max_length": text_max_length, "hidden": text_hidden},
+        "text": {"kind": "text", "vocab_size": len(tokenizer), "max_length": text_max_length, "hidden": text_hidden,
+                 "decoder": text_decoder},
         **metadata_modalities(dataset),
     }
     if text_embedding:
