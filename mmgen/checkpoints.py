@@ -9,6 +9,7 @@ CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 SHAPES_JUDGE = CHECKPOINTS_DIR / "shapes-judge"
 SHAPES_LDM = CHECKPOINTS_DIR / "shapes-ldm"
 SHAPES_DVAE = CHECKPOINTS_DIR / "shapes-dvae"
+SHAPES_MOPOE = CHECKPOINTS_DIR / "shapes-mopoe"
 
 
 def pipeline_class_name(path: str | Path, kind: str) -> str:
