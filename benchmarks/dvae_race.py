@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from harness import Timing
+from harness import timed_adamw_steps
 
 # The configuration the issue names (64 px, 512 codes, 3 layers, hidden 64, batch 32), with
 # mmgen's defaults for what dalle-pytorch leaves open (one residual block, 256-d codes).
@@ -57,21 +56,12 @@ def race(
     """Train `steps` AdamW steps (lr 1e-3, gradient norm clipped to 1, as mmgen's loop does)
     on batches drawn from all but the last HELD_OUT images; time every step after `warmup`
     and measure token reconstruction on the held-out images at the end."""
-    optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, weight_decay=0.0)
     train, held_out = images[:-HELD_OUT], images[-HELD_OUT:]
     generator = torch.Generator().manual_seed(0)
-    times = []
-    for index in range(steps):
-        batch = train[torch.randint(len(train), (BATCH_SIZE,), generator=generator)]
-        start = time.perf_counter()
-        loss = step(batch, temperature_at(index, steps))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    timed = times[warmup:]
-    timing = Timing(float(np.median(timed)), min(timed), max(timed), len(timed))
+    timing, loss = timed_adamw_steps(
+        parameters, lambda index: train[torch.randint(len(train), (BATCH_SIZE,), generator=generator)],
+        lambda batch, index: step(batch, temperature_at(index, steps)), steps, LEARNING_RATE, warmup,
+    )
     return {
         "batch_size": BATCH_SIZE,
         "images_per_s": timing.rate(BATCH_SIZE),

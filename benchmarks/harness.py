@@ -40,6 +40,31 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> Ti
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
 
+def timed_adamw_steps(
+    parameters: list[torch.nn.Parameter], draw: Callable[[int], object], step: Callable[[object, int], torch.Tensor],
+    steps: int, learning_rate: float, warmup: int = 5,
+) -> tuple[Timing, torch.Tensor]:
+    """Train `steps` AdamW steps (gradient norm clipped to 1, as mmgen's loop does), the
+    batch of step i being `draw(i)` and its loss `step(batch, i)`; time each step after
+    the draw. Returns the timing of the steps after `warmup`, and the last loss. Shared by
+    the side-by-side races, which run it in other libraries' environments too."""
+    if steps <= warmup:
+        raise ValueError(f"{steps} steps leave none to time after {warmup} warm-up steps; train for longer")
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    times = []
+    for index in range(steps):
+        batch = draw(index)
+        start = time.perf_counter()
+        loss = step(batch, index)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    timed = times[warmup:]
+    return Timing(statistics.median(timed), min(timed), max(timed), len(timed)), loss
+
+
 def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
     """Measured fp32 matmul FLOP/s on the CPU, where the benchmarks run: the ceiling to
     compare against."""

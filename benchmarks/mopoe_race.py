@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness import Timing
+from harness import timed_adamw_steps
 
 # mmgen's Shapes model (`build_model`'s arguments; the attributes' width is
 # CategoricalModality's default, which build_model does not expose), re-declared below.
@@ -141,23 +140,13 @@ def race(
     size = len(train["image"])
     steps_per_epoch = math.ceil(size / BATCH_SIZE)
     steps = epochs * steps_per_epoch
-    if steps <= warmup:
-        raise ValueError(f"{steps} steps leave none to time after {warmup} warm-up steps; train on more samples or epochs")
-    optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE, weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
-    times = []
-    for _ in range(steps):
+
+    def draw(_: int) -> dict[str, torch.Tensor]:
         index = torch.randint(size, (BATCH_SIZE,), generator=generator)
-        batch = {name: values[index] for name, values in train.items()}
-        start = time.perf_counter()
-        loss = step(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    timed = times[warmup:]
-    timing = Timing(float(np.median(timed)), min(timed), max(timed), len(timed))
+        return {name: values[index] for name, values in train.items()}
+
+    timing, loss = timed_adamw_steps(parameters, draw, lambda batch, _: step(batch), steps, LEARNING_RATE, warmup)
     torch.manual_seed(0)  # both models draw their posterior samples from the same seed
     with torch.no_grad():
         predictions = {name: value.cpu().numpy() for name, value in predict(held_out).items()}
