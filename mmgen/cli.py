@@ -246,6 +246,7 @@ def _train_mvae(args: argparse.Namespace) -> None:
         text_max_length=args.max_length, text_hidden=args.text_hidden, text_decoder=args.text_decoder,
         likelihood_weights=args.likelihood_weights,
         target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
+        attribute_hide_probability=args.attribute_hide_probability,
     )
     _report_training(result, "conditional VAE" if args.aggregation == "cvae" else "multimodal VAE")
 
@@ -437,6 +438,10 @@ def _add_train_commands(subparsers) -> None:
     )
     mvae.add_argument(
         "--likelihood-weights", type=_weights, default=None, help="per-modality log-likelihood weights, e.g. text=20,attributes=50"
+    )
+    mvae.add_argument(
+        "--attribute-hide-probability", type=float, default=0.25,
+        help="probability that training hides each given attribute (so that some attributes can be given alone)",
     )
     mvae.add_argument("--beta", type=float, default=1.0, help="weight of the KL terms")
     mvae.add_argument(

@@ -257,9 +257,11 @@ def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path,
         "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "4",
         "--max-steps", "30", "--batch-size", "16", "--learning-rate", "3e-3", "--checkpoint-every", "30",
         "--validate-every", "30", "--output-dir", str(run), "--report-to", "none", "--ema-decay", "none",
+        "--attribute-hide-probability", "0.5",
     ]) == 0
     model = load_model(run / "checkpoints" / "checkpoint-0000030" / "model")
     assert isinstance(model, ConditionalVAE) and model.names == ["attributes", "image"]
+    assert model.codecs["attributes"].hide_probability == 0.5
     assert model.codecs["attributes"].decoder is None  # only the target is decoded
     given = {"attributes": [{"color": "red", "shape": "circle", "size": "large", "position": "center"},
                             {"color": "blue", "shape": "star", "size": "large", "position": "top left"}]}

@@ -106,13 +106,15 @@ def build_model(
     target: str = "image",
     conditions: list[str] | None = None,
     text_embedding: str | None = None,
+    attribute_hide_probability: float = 0.25,
 ) -> MultimodalVAE | ConditionalVAE:
     """A model over the dataset's image, captions and metadata columns, with a caption
     tokenizer trained on its captions (the shared mmgen.text tokenizer): a MultimodalVAE
     (aggregation poe, moe or mopoe) or, for "cvae", a ConditionalVAE of `target` given
     `conditions` (default: every other modality). `text_embedding` (a shared text encoder:
     `minilm` or a pipeline folder) adds the captions as read by it, the modality
-    "text_embedding", a condition only."""
+    "text_embedding", a condition only. Training hides each given attribute with
+    probability `attribute_hide_probability`, so that partial attributes can be given."""
     _, distinct = dataset_captions(dataset)
     tokenizer = train_caption_tokenizer(distinct, vocab_size=2048, max_length=text_max_length)
     modalities = {
@@ -122,6 +124,8 @@ def build_model(
                  "decoder": text_decoder},
         **metadata_modalities(dataset),
     }
+    if ATTRIBUTES in modalities and modalities[ATTRIBUTES]["kind"] == "categorical":
+        modalities[ATTRIBUTES]["hide_probability"] = attribute_hide_probability
     if text_embedding:
         modalities["text_embedding"] = {"kind": "text_embedding", "encoder": text_embedding, "column": "text"}
     if aggregation == "cvae":
