@@ -33,8 +33,9 @@ from harness import timed_adamw_steps
 # CategoricalModality's default, which build_model does not expose), re-declared below.
 CONFIG = {"latent_dim": 32, "image_channels": (32, 64, 128, 128), "image_likelihood": "gaussian", "image_scale": 0.1,
           "text_max_length": 24, "text_hidden": 128,
-          # multivae's decoders read the latent alone, so the race uses mmgen's parallel one.
-          "text_decoder": "parallel"}
+          # multivae's decoders read the latent alone, so the race uses mmgen's parallel one;
+          # and multivae cannot take unknown attributes, so none are hidden in training.
+          "text_decoder": "parallel", "attribute_hide_probability": 0.0}
 ATTRIBUTE_HIDDEN = 128
 # mmgen's image likelihoods by multivae's names.
 MULTIVAE_DISTRIBUTIONS = {"gaussian": "normal", "laplace": "laplace"}
