@@ -135,6 +135,33 @@ def test_a_tiny_models_elbo_improves_with_training(aggregation, tokenizer, shape
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
 
+def test_mvae_terms_skip_the_decoders_they_do_not_count_without_changing_the_loss(tokenizer, shapes_batch, monkeypatch):
+    model = tiny_model("poe", tokenizer, random_subsets=2)
+    objective = MultimodalELBO(model)
+    calls = []
+    image_codec = model.codecs["image"]
+    original = image_codec.reconstruction_log_likelihood
+    monkeypatch.setattr(image_codec, "reconstruction_log_likelihood", lambda *a: calls.append(1) or original(*a))
+
+    def loss_and_gradients():
+        model.zero_grad()
+        torch.manual_seed(3)
+        loss = objective(shapes_batch)["loss"]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    skipping = loss_and_gradients()
+    assert len(calls) == 4  # joint, image alone, two random subsets; not the text and attribute terms
+    every = objective.log_likelihoods
+    monkeypatch.setattr(objective, "log_likelihoods", lambda latent, observed, counted, _: every(latent, observed, counted))
+    calls.clear()
+    running_all = loss_and_gradients()
+    assert len(calls) == 6
+    torch.testing.assert_close(skipping[0], running_all[0])
+    for a, b in zip(skipping[1], running_all[1]):
+        torch.testing.assert_close(a, b)
+
+
 def _mixed_inputs(batch):
     """Sample 0 has everything, 1 only the image, 2 text and attributes, 3 nothing."""
     keep = {"image": [0, 1], "text": [0, 2], "attributes": [0, 2]}

@@ -47,21 +47,28 @@ class MultimodalELBO(nn.Module):
             "kl": divergence.mean().detach(),
         }
 
-    def log_likelihoods(self, latent: torch.Tensor, observed: Observed, counted: torch.Tensor) -> torch.Tensor:
+    def log_likelihoods(
+        self, latent: torch.Tensor, observed: Observed, counted: torch.Tensor, every_decoder: bool = True
+    ) -> torch.Tensor:
         """Weighted log-likelihood of each modality where `counted` [M, B], summed: [B].
-        Every decoder runs even when no sample counts for it, so that all parameters get a
-        (zero) gradient, as DistributedDataParallel requires."""
+        With `every_decoder`, decoders run even when no sample counts for them, so that all
+        parameters get a (zero) gradient, as DistributedDataParallel requires; a loss with
+        several terms needs that of one term only and lets the others skip them."""
         total = torch.zeros(observed.size, device=latent.device)
         for index, (name, modality) in enumerate(self.model.codecs.items()):
+            if not (every_decoder or counted[index].any()):
+                continue
             value = modality.reconstruction_log_likelihood(latent, observed.values[name])
             total = total + self.model.weights[name] * value * counted[index]
         return total
 
-    def _subset_elbo(self, observed: Observed, posterior: Posterior, masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _subset_elbo(
+        self, observed: Observed, posterior: Posterior, masks: torch.Tensor, every_decoder: bool
+    ) -> tuple[torch.Tensor, ...]:
         """ELBO of conditioning on, and reconstructing, `masks` [B, M] of present modalities."""
         counted = masks.T & observed.present
         mean, logvar = self.model.component_gaussian(posterior, masks)
-        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, counted)
+        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, counted, every_decoder)
         divergence = gaussian_kl_to_standard(mean, logvar) * counted.any(0)
         return reconstruction - self.beta * divergence, reconstruction, divergence
 
@@ -70,7 +77,8 @@ class MultimodalELBO(nn.Module):
         subsets = [torch.ones(size, count, dtype=torch.bool, device=observed.present.device)]
         subsets += [torch.eye(count, dtype=torch.bool, device=observed.present.device)[m].expand(size, -1) for m in range(count)]
         subsets += [torch.rand(size, count, device=observed.present.device) < 0.5 for _ in range(self.model.config.random_subsets)]
-        terms = [self._subset_elbo(observed, posterior, masks) for masks in subsets]
+        # The joint term runs every decoder; the unimodal ones then skip the other decoders.
+        terms = [self._subset_elbo(observed, posterior, masks, every_decoder=i == 0) for i, masks in enumerate(subsets)]
         return tuple(torch.stack(parts).sum(0) for parts in zip(*terms))
 
     def _mmvae(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
