@@ -77,7 +77,7 @@ class MultimodalELBO(nn.Module):
         subsets = [torch.ones(size, count, dtype=torch.bool, device=observed.present.device)]
         subsets += [torch.eye(count, dtype=torch.bool, device=observed.present.device)[m].expand(size, -1) for m in range(count)]
         subsets += [torch.rand(size, count, device=observed.present.device) < 0.5 for _ in range(self.model.config.random_subsets)]
-        # The joint term runs every decoder; the unimodal ones then skip the other decoders.
+        # The joint term runs every decoder; the others skip those no sample of theirs counts.
         terms = [self._subset_elbo(observed, posterior, masks, every_decoder=i == 0) for i, masks in enumerate(subsets)]
         return tuple(torch.stack(parts).sum(0) for parts in zip(*terms))
 
