@@ -244,7 +244,7 @@ def _train_mvae(args: argparse.Namespace) -> None:
         missing_fraction=args.missing_fraction, latent_dim=args.latent_dim, image_size=args.image_size,
         image_channels=args.image_channels, image_likelihood=args.image_likelihood, image_scale=args.image_scale,
         text_max_length=args.max_length, text_hidden=args.text_hidden, text_decoder=args.text_decoder,
-        likelihood_weights=args.likelihood_weights,
+        likelihood_weights=args.likelihood_weights, private_dims=args.private_dims,
         target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
         attribute_hide_probability=args.attribute_hide_probability,
     )
@@ -278,6 +278,13 @@ def _weights(text: str) -> dict[str, float]:
         return {name: float(value) for name, value in _assignments(text.split(","), "--likelihood-weights").items()}
     except (MMGenError, ValueError) as error:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER,...: {error}") from error
+
+
+def _sizes(text: str) -> dict[str, int]:
+    try:
+        return {name: int(value) for name, value in _assignments(text.split(","), "--private-dims").items()}
+    except (MMGenError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"expected NAME=WHOLE_NUMBER,...: {error}") from error
 
 
 def _add_text_encoder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -423,6 +430,10 @@ def _add_train_commands(subparsers) -> None:
         "as the modality text_embedding, e.g. --conditions text_embedding",
     )
     mvae.add_argument("--latent-dim", type=int, default=32, help="size of the shared latent")
+    mvae.add_argument(
+        "--private-dims", type=_sizes, default=None,
+        help="multimodal VAEs: private latents (MMVAE+) of these sizes for these modalities, e.g. image=8",
+    )
     mvae.add_argument("--image-size", type=int, default=64, help="image side in pixels (4 x 2^levels)")
     mvae.add_argument("--image-channels", type=_int_list, default=(32, 64, 128, 128), help="conv widths, one per level")
     mvae.add_argument(

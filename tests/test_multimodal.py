@@ -119,9 +119,9 @@ def test_caption_decoders_learn_to_write_captions_back(decoder, tokenizer):
     assert torch.allclose(codec.log_likelihood(codec.decode(latent), values), codec.reconstruction_log_likelihood(latent, values), atol=1e-4)
 
 
-@pytest.mark.parametrize("aggregation", ["poe", "moe", "mopoe"])
-def test_a_tiny_models_elbo_improves_with_training(aggregation, tokenizer, shapes_batch):
-    model = tiny_model(aggregation, tokenizer)
+@pytest.mark.parametrize("aggregation, private_dims", [("poe", None), ("moe", None), ("mopoe", None), ("mopoe", {"image": 3})])
+def test_a_tiny_models_elbo_improves_with_training(aggregation, private_dims, tokenizer, shapes_batch):
+    model = tiny_model(aggregation, tokenizer, private_dims=private_dims)
     objective = MultimodalELBO(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     torch.manual_seed(1)
@@ -153,7 +153,7 @@ def test_mvae_terms_skip_the_decoders_they_do_not_count_without_changing_the_los
     skipping = loss_and_gradients()
     assert len(calls) == 4  # joint, image alone, two random subsets; not the text and attribute terms
     every = objective.log_likelihoods
-    monkeypatch.setattr(objective, "log_likelihoods", lambda latent, observed, counted, _: every(latent, observed, counted))
+    monkeypatch.setattr(objective, "log_likelihoods", lambda latent, observed, counted, private, _: every(latent, observed, counted, private))
     calls.clear()
     running_all = loss_and_gradients()
     assert len(calls) == 6
@@ -173,19 +173,64 @@ def _mixed_inputs(batch):
     }
 
 
-@pytest.mark.parametrize("aggregation", ["poe", "moe", "mopoe"])
-def test_a_mixed_missingness_batch_gives_each_sample_what_it_gives_alone(aggregation, tokenizer, shapes_batch):
-    model = tiny_model(aggregation, tokenizer).eval()
+@pytest.mark.parametrize(
+    "aggregation, private_dims", [("poe", None), ("moe", None), ("mopoe", None), ("moe", {"image": 3, "text": 2})]
+)
+def test_a_mixed_missingness_batch_gives_each_sample_what_it_gives_alone(aggregation, private_dims, tokenizer, shapes_batch):
+    model = tiny_model(aggregation, tokenizer, private_dims=private_dims).eval()
     inputs = _mixed_inputs(shapes_batch)
     together = model.impute(inputs, mean=True, output_type="pt")
     for i in range(4):
         alone = model.impute({name: [values[i]] for name, values in inputs.items()}, mean=True, output_type="pt")
         for name in together:
             torch.testing.assert_close(together[name][i : i + 1], alone[name], rtol=1e-4, atol=1e-5)
-    # a sample with nothing given decodes the prior mean, z = 0
-    prior = model.decode(torch.zeros(1, 8))
+    # a sample with nothing given decodes the prior mean, z = 0 (and private latents 0)
+    prior = model.decode(torch.zeros(1, 8), private={name: torch.zeros(1, size) for name, size in (private_dims or {}).items()})
     for name in together:
         torch.testing.assert_close(together[name][3:4], prior[name], rtol=1e-4, atol=1e-5)
+
+
+def test_private_latents_come_from_the_given_modality_and_from_the_prior_otherwise(tokenizer, shapes_batch):
+    model = tiny_model("mopoe", tokenizer, private_dims={"image": 3}).eval()
+    images = shapes_batch["pixel_values"][:4]
+    posterior = model.experts(model.observe({"image": images, "text": shapes_batch["text"][:4]}))
+    assert posterior.mean.shape == (3, 4, 8) and set(posterior.private) == {"image"}
+    image_mean, image_logvar = posterior.private["image"]
+    assert image_mean.shape == (4, 3)
+    given = torch.tensor([[False] * 4, [True, True, False, False], [True] * 4])  # attributes, image, text
+    means = model.private_latents(posterior, given, mean=True)["image"]
+    torch.testing.assert_close(means[:2], image_mean[:2])
+    assert (means[2:] == 0).all()
+    drawn = torch.stack([model.private_latents(posterior, given, torch.Generator().manual_seed(i))["image"] for i in range(400)])
+    assert drawn[:, 2:].mean().abs() < 0.1 and (drawn[:, 2:].var() - 1).abs() < 0.1  # standard normal
+    torch.testing.assert_close(drawn[:, :2].mean(0), image_mean[:2], atol=0.25, rtol=0)
+
+    # reconstructing an image decodes its own private latent; generating one from a caption, the prior's
+    reconstructed = model.reconstruct({"image": images}, output_type="pt")["image"]
+    shared = model.encode({"image": images})
+    torch.testing.assert_close(reconstructed, model.decode(shared, ["image"], {"image": image_mean})["image"])
+    from_text = model.impute({"text": shapes_batch["text"][:4]}, ["image"], mean=True, output_type="pt")["image"]
+    shared = model.encode({"text": shapes_batch["text"][:4]})
+    torch.testing.assert_close(from_text, model.decode(shared, ["image"], {"image": torch.zeros(4, 3)})["image"])
+    assert not torch.allclose(from_text, model.decode(shared, ["image"], {"image": image_mean})["image"])
+
+
+def test_the_objective_pays_the_kl_only_of_private_latents_drawn_from_their_posterior(tokenizer, shapes_batch):
+    from mmgen.multimodal.modality_model import gaussian_kl_to_standard
+
+    model = tiny_model("mopoe", tokenizer, private_dims={"image": 3})
+    objective = MultimodalELBO(model)
+    posterior = model.experts(model.observe(shapes_batch))
+    conditioned = torch.zeros(3, 32, dtype=torch.bool)
+    conditioned[1, :10] = True  # the image conditions samples 0-9 only
+    latents, divergence = objective._private(posterior, conditioned)
+    torch.testing.assert_close(divergence[:10], gaussian_kl_to_standard(*posterior.private["image"])[:10])
+    assert (divergence[10:] == 0).all()
+    # samples 10-31 draw from the auxiliary prior: nothing flows back into the image encoder
+    latents["image"][10:].sum().backward(retain_graph=True)
+    assert all(p.grad is None or (p.grad == 0).all() for p in model.codecs["image"].parameters())
+    latents["image"][:10].sum().backward()
+    assert model.codecs["image"].encoder_head.linear.weight.grad.abs().sum() > 0
 
 
 def test_components_lie_within_each_samples_modalities(tokenizer):
@@ -206,10 +251,11 @@ def test_components_lie_within_each_samples_modalities(tokenizer):
 
 
 def test_save_and_load_give_the_same_imputations(tmp_path, tokenizer, shapes_batch):
-    model = tiny_model("mopoe", tokenizer, likelihood_weights={"text": 5.0})
+    model = tiny_model("mopoe", tokenizer, likelihood_weights={"text": 5.0}, private_dims={"image": 2})
     model.save_pretrained(tmp_path / "model")
     again = MultimodalVAE.from_pretrained(tmp_path / "model")
     assert again.weights == {"image": 1.0, "text": 5.0, "attributes": 1.0}
+    assert again.config.private_dims == {"image": 2} and again.codecs["image"].latent_dim == 10
     inputs = {"text": shapes_batch["text"][:3]}
     first = model.impute(inputs, n=2, generator=torch.Generator().manual_seed(0))
     second = again.impute(inputs, n=2, generator=torch.Generator().manual_seed(0))
@@ -233,6 +279,10 @@ def test_bad_inputs_are_named(tokenizer):
         model.impute({"text": ["a red star"]}, targets=["audio"])
     with pytest.raises(ConfigError, match="aggregation must be one of"):
         MultimodalVAE(modalities={"v": {"kind": "real", "dim": 2}}, aggregation="sum")
+    with pytest.raises(ConfigError, match="private latent for unknown modality 'audio'"):
+        MultimodalVAE(modalities={"v": {"kind": "real", "dim": 2}}, private_dims={"audio": 4})
+    with pytest.raises(ConfigError, match="private latent of 'v' must have a whole number"):
+        MultimodalVAE(modalities={"v": {"kind": "real", "dim": 2}}, private_dims={"v": -1})
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         MultimodalVAE.from_pretrained("/nonexistent/model")
 
@@ -246,12 +296,14 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     assert main([
         "train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "8",
         "--text-hidden", "16", "--likelihood-weights", "text=2,attributes=3", "--missing-fraction", "0.5",
+        "--private-dims", "image=2",
         "--max-steps", "4", "--batch-size", "8", "--checkpoint-every", "4", "--validate-every", "4",
         "--output-dir", str(run), "--report-to", "none",
     ]) == 0
     model_dir = run / "checkpoints" / "checkpoint-0000004" / "model"
     model = MultimodalVAE.from_pretrained(model_dir)
     assert model.names == ["attributes", "image", "text"] and model.weights["attributes"] == 3.0
+    assert model.config.private_dims == {"image": 2}
     assert set(model.config.modalities["attributes"]["classes"]) == set(ATTRIBUTES)
     assert (run / "samples" / "step-0000004.png").is_file()
 

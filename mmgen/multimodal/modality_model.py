@@ -45,12 +45,17 @@ class ModalityModel(ModelMixin, ConfigMixin):
     """Base of the models here; a subclass's registered config holds `modalities` (name ->
     spec) and calls `build_codecs`."""
 
-    def build_codecs(self, modalities: dict[str, dict[str, Any]], latent_dim: int) -> None:
+    def build_codecs(
+        self, modalities: dict[str, dict[str, Any]], latent_dim: int, private_dims: dict[str, int] | None = None
+    ) -> None:
+        """One codec per modality; a modality with a private latent of P dimensions encodes
+        to, and decodes from, latent_dim + P (the shared latent first)."""
         if not modalities:
             raise ConfigError(f"a {type(self).__name__} needs at least one modality")
+        private_dims = private_dims or {}
         # Ordered by name: a saved config's keys come back sorted, and draws follow this order.
         self.codecs = torch.nn.ModuleDict(
-            {name: build_modality(name, modalities[name], latent_dim) for name in sorted(modalities)}
+            {name: build_modality(name, modalities[name], latent_dim + private_dims.get(name, 0)) for name in sorted(modalities)}
         )
 
     # ----- tokenizer (saved beside the weights for text modalities) -----

@@ -1,11 +1,16 @@
 """A VAE over any declared set of modalities, one shared latent, with the joint posterior
 aggregated as a product (MVAE), a mixture (MMVAE) or a mixture of products (MoPoE) of the
 unimodal experts. Any modalities may be missing per sample, in training and at inference.
+
+A modality may also have a private latent (MMVAE+, Palumbo et al. 2023) for what only it
+holds, e.g. exactly where in its grid cell a Shapes image puts its shape. Its decoder reads
+the shared latent and its private one; a modality being generated rather than
+reconstructed draws its private latent from the prior.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,11 +25,21 @@ AGGREGATIONS = ("poe", "moe", "mopoe")
 
 @dataclass
 class Posterior:
-    """The unimodal experts' Gaussians [M, B, D] and which are present [M, B]."""
+    """The unimodal experts' Gaussians over the shared latent [M, B, D], which are present
+    [M, B], and the private latents' Gaussians (name -> mean, logvar [B, P])."""
 
     mean: torch.Tensor
     logvar: torch.Tensor
     present: torch.Tensor
+    private: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def repeat(self, n: int) -> Posterior:
+        """Each sample n times in a row (sample-major)."""
+        return Posterior(
+            self.mean.repeat_interleave(n, dim=1), self.logvar.repeat_interleave(n, dim=1),
+            self.present.repeat_interleave(n, dim=1),
+            {name: tuple(t.repeat_interleave(n, dim=0) for t in gaussian) for name, gaussian in self.private.items()},
+        )
 
 
 class MultimodalVAE(ModalityModel):
@@ -33,7 +48,8 @@ class MultimodalVAE(ModalityModel):
     "attributes": {"kind": "categorical", "classes": {"color": ["red", "blue"]}}}.
 
     `likelihood_weights` rescales each modality's log-likelihood (default 1 each): the
-    literature's fix for an image's thousands of pixels drowning a caption's few tokens."""
+    literature's fix for an image's thousands of pixels drowning a caption's few tokens.
+    `private_dims` gives modalities private latents of that many dimensions (default none)."""
 
     @register_to_config
     def __init__(
@@ -43,6 +59,7 @@ class MultimodalVAE(ModalityModel):
         aggregation: str = "mopoe",
         likelihood_weights: dict[str, float] | None = None,
         random_subsets: int = 2,
+        private_dims: dict[str, int] | None = None,
     ):
         super().__init__()
         if aggregation not in AGGREGATIONS:
@@ -50,7 +67,12 @@ class MultimodalVAE(ModalityModel):
         unknown = set(likelihood_weights or {}) - set(modalities)
         if unknown:
             raise ConfigError(f"likelihood weight for unknown modality {sorted(unknown)[0]!r}")
-        self.build_codecs(modalities, latent_dim)
+        for name, size in (private_dims or {}).items():
+            if name not in modalities:
+                raise ConfigError(f"private latent for unknown modality {name!r}")
+            if not isinstance(size, int) or size < 0:
+                raise ConfigError(f"private latent of {name!r} must have a whole number of dimensions >= 0, not {size!r}")
+        self.build_codecs(modalities, latent_dim, private_dims)
         conditions_only = [name for name, codec in self.codecs.items() if not codec.generated]
         if conditions_only:
             raise ConfigError(
@@ -65,8 +87,14 @@ class MultimodalVAE(ModalityModel):
     def experts(self, observed: Observed) -> Posterior:
         """Every modality's expert, run on the whole batch (zeros where a value is missing;
         those experts are masked out by `present`, so their outputs never count)."""
-        means, logvars = zip(*(self.codecs[name].encode(observed.values[name]) for name in self.names))
-        return Posterior(torch.stack(means), torch.stack(logvars), observed.present)
+        shared, means, logvars, private = self.config.latent_dim, [], [], {}
+        for name in self.names:
+            mean, logvar = self.codecs[name].encode(observed.values[name])
+            means.append(mean[:, :shared])
+            logvars.append(logvar[:, :shared])
+            if mean.shape[1] > shared:
+                private[name] = mean[:, shared:], logvar[:, shared:]
+        return Posterior(torch.stack(means), torch.stack(logvars), observed.present, private)
 
     def components(self, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The joint posterior's mixture components as modality masks [C, M], and which are
@@ -111,21 +139,59 @@ class MultimodalVAE(ModalityModel):
 
     # ----- generation -----
 
-    def decode(self, latent: torch.Tensor, targets: list[str] | None = None) -> dict[str, torch.Tensor]:
-        return {name: self.codecs[name].decode(latent) for name in (targets or self.names)}
+    def private_latents(
+        self, posterior: Posterior, given: torch.Tensor, generator: torch.Generator | None = None, mean: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Each private latent [B, P] drawn from its modality's posterior where that modality
+        is `given` [M, B], from the standard-normal prior elsewhere (the means if `mean`)."""
+        latents = {}
+        for name, (loc, logvar) in posterior.private.items():
+            if mean:
+                from_posterior, from_prior = loc, torch.zeros_like(loc)
+            else:
+                from_posterior = loc + (0.5 * logvar).exp() * torch.randn(loc.shape, generator=generator).to(loc.device)
+                from_prior = torch.randn(loc.shape, generator=generator).to(loc.device)
+            latents[name] = torch.where(given[self.names.index(name)][:, None], from_posterior, from_prior)
+        return latents
+
+    def decoder_input(
+        self, name: str, latent: torch.Tensor, private: dict[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """What modality `name`'s decoder reads: the shared latent [B, D], followed by its
+        private latent if it has one (from `private`, else drawn from the prior)."""
+        private_dim = self.codecs[name].latent_dim - latent.shape[1]
+        if not private_dim:
+            return latent
+        own = (private or {}).get(name)
+        if own is None:
+            own = torch.randn(len(latent), private_dim, generator=generator).to(latent.device)
+        return torch.cat([latent, own], dim=1)
+
+    def decode(
+        self, latent: torch.Tensor, targets: list[str] | None = None, private: dict[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Decoder outputs of `targets` (default all) from shared latents [B, D] and `private`
+        latents, which are drawn from the prior where not given."""
+        return {
+            name: self.codecs[name].decode(self.decoder_input(name, latent, private, generator))
+            for name in (targets or self.names)
+        }
 
     def latents(
         self, observed: Observed, n: int = 1, generator: torch.Generator | None = None, mean: bool = False
-    ) -> torch.Tensor:
-        """n latents per sample [B * n, D] (sample-major) from the aggregated posterior over
-        the modalities each sample has; the prior where it has none; its mean if `mean`."""
-        posterior = self.experts(observed)
-        posterior = Posterior(*(t.repeat_interleave(n, dim=1) for t in (posterior.mean, posterior.logvar, posterior.present)))
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """n shared latents per sample [B * n, D] (sample-major) from the aggregated posterior
+        over the modalities each sample has (the prior where it has none; its mean if
+        `mean`), and the private latents (see `private_latents`)."""
+        posterior = self.experts(observed).repeat(n)
         if mean:
-            return self.posterior_mean(posterior)
-        loc, logvar = self.component_gaussian(posterior, self.draw_components(posterior.present, generator))
-        noise = torch.randn(loc.shape, generator=generator).to(loc.device)
-        return loc + (0.5 * logvar).exp() * noise
+            shared = self.posterior_mean(posterior)
+        else:
+            loc, logvar = self.component_gaussian(posterior, self.draw_components(posterior.present, generator))
+            shared = loc + (0.5 * logvar).exp() * torch.randn(loc.shape, generator=generator).to(loc.device)
+        return shared, self.private_latents(posterior, posterior.present, generator, mean)
 
     @torch.no_grad()
     def impute(
@@ -143,8 +209,8 @@ class MultimodalVAE(ModalityModel):
         if output_type not in ("values", "pt"):
             raise ConfigError(f"output_type must be 'values' or 'pt', not {output_type!r}")
         self.eval()
-        latent = self.latents(self.observe(inputs), n=n, generator=generator, mean=mean)
-        decoded = self.decode(latent, targets)
+        latent, private = self.latents(self.observe(inputs), n=n, generator=generator, mean=mean)
+        decoded = self.decode(latent, targets, private)
         if output_type == "pt":
             return decoded
         return {
@@ -154,19 +220,20 @@ class MultimodalVAE(ModalityModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, output_type: str = "values") -> dict[str, Any]:
-        """Joint generation: n latents from the prior, decoded into every modality."""
+        """Joint generation: n latents (and private latents) from the prior, decoded into
+        every modality."""
         self.eval()
         latent = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
-        decoded = self.decode(latent)
+        decoded = self.decode(latent, generator=generator)
         if output_type == "pt":
             return decoded
         return {name: self.codecs[name].from_decoded(value) for name, value in decoded.items()}
 
     @torch.no_grad()
     def encode(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """The aggregated posterior mean [B, D] given whatever `inputs` hold."""
+        """The aggregated posterior mean of the shared latent [B, D] given whatever `inputs` hold."""
         self.eval()
-        return self.latents(self.observe(inputs), mean=True)
+        return self.latents(self.observe(inputs), mean=True)[0]
 
     @torch.no_grad()
     def reconstruct(self, inputs: dict[str, Any], output_type: str = "values") -> dict[str, Any]:

@@ -29,6 +29,12 @@ class MultimodalELBO(nn.Module):
     - mopoe (Sutter et al. 2021): one latent per sample from a random subset's product of
       experts, every present modality reconstructed, and the average KL of all subsets.
 
+    Private latents (MMVAE+, Palumbo et al. 2023): in every term, a modality conditioned on
+    draws its private latent from its own posterior (and pays that posterior's KL), any other
+    reconstructed modality from an auxiliary prior, so that what modalities share has to
+    pass through the shared latent. MMVAE+ learns the auxiliary prior's scale; here it is
+    the standard normal, the prior that generation draws from.
+
     `beta` weighs the KL (or log-density ratio) terms."""
 
     def __init__(self, model: MultimodalVAE, beta: float = 1.0):
@@ -48,9 +54,11 @@ class MultimodalELBO(nn.Module):
         }
 
     def log_likelihoods(
-        self, latent: torch.Tensor, observed: Observed, counted: torch.Tensor, every_decoder: bool = True
+        self, latent: torch.Tensor, observed: Observed, counted: torch.Tensor, private: dict[str, torch.Tensor],
+        every_decoder: bool = True,
     ) -> torch.Tensor:
-        """Weighted log-likelihood of each modality where `counted` [M, B], summed: [B].
+        """Weighted log-likelihood of each modality where `counted` [M, B], summed: [B], from
+        the shared `latent` and the `private` latents.
         With `every_decoder`, decoders run even when no sample counts for them, so that all
         parameters get a (zero) gradient, as DistributedDataParallel requires; a loss with
         several terms needs that of one term only and lets the others skip them."""
@@ -58,9 +66,19 @@ class MultimodalELBO(nn.Module):
         for index, (name, modality) in enumerate(self.model.codecs.items()):
             if not (every_decoder or counted[index].any()):
                 continue
-            value = modality.reconstruction_log_likelihood(latent, observed.values[name])
+            decoder_input = self.model.decoder_input(name, latent, private)
+            value = modality.reconstruction_log_likelihood(decoder_input, observed.values[name])
             total = total + self.model.weights[name] * value * counted[index]
         return total
+
+    def _private(self, posterior: Posterior, conditioned: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The private latents of a term conditioned on `conditioned` [M, B] present
+        modalities, and the KL of those drawn from their posteriors: [B]."""
+        latents = self.model.private_latents(posterior, conditioned)
+        divergence = torch.zeros(conditioned.shape[1], device=conditioned.device)
+        for name, gaussian in posterior.private.items():
+            divergence = divergence + gaussian_kl_to_standard(*gaussian) * conditioned[self.model.names.index(name)]
+        return latents, divergence
 
     def _subset_elbo(
         self, observed: Observed, posterior: Posterior, masks: torch.Tensor, every_decoder: bool
@@ -68,8 +86,9 @@ class MultimodalELBO(nn.Module):
         """ELBO of conditioning on, and reconstructing, `masks` [B, M] of present modalities."""
         counted = masks.T & observed.present
         mean, logvar = self.model.component_gaussian(posterior, masks)
-        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, counted, every_decoder)
-        divergence = gaussian_kl_to_standard(mean, logvar) * counted.any(0)
+        private, private_divergence = self._private(posterior, counted)
+        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, counted, private, every_decoder)
+        divergence = gaussian_kl_to_standard(mean, logvar) * counted.any(0) + private_divergence
         return reconstruction - self.beta * divergence, reconstruction, divergence
 
     def _mvae(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
@@ -92,8 +111,11 @@ class MultimodalELBO(nn.Module):
             densities = gaussian_log_density(latent[None], posterior.mean, posterior.logvar)  # [M, B]
             log_mixture = densities.masked_fill(~present, float("-inf")).logsumexp(0) - experts.log()
             log_prior = gaussian_log_density(latent, torch.zeros_like(latent), torch.zeros_like(latent))
-            term_reconstruction = self.log_likelihoods(latent, observed, present)
-            term_divergence = log_mixture - log_prior
+            expert_only = torch.zeros_like(present)
+            expert_only[m] = present[m]
+            private, private_divergence = self._private(posterior, expert_only)
+            term_reconstruction = self.log_likelihoods(latent, observed, present, private)
+            term_divergence = log_mixture - log_prior + private_divergence
             weight = present[m] / experts  # the average over each sample's present experts
             elbo = elbo + weight * (term_reconstruction - self.beta * term_divergence)
             reconstruction = reconstruction + weight * term_reconstruction
@@ -104,12 +126,13 @@ class MultimodalELBO(nn.Module):
         masks, valid = self.model.components(observed.present)
         chosen = self.model.draw_components(observed.present)
         mean, logvar = self.model.component_gaussian(posterior, chosen)
-        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, observed.present)
+        private, private_divergence = self._private(posterior, chosen.T & observed.present)
+        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, observed.present, private)
         size = observed.size
         divergences = torch.stack(
             [gaussian_kl_to_standard(*self.model.component_gaussian(posterior, mask.expand(size, -1))) for mask in masks], 1
         )
-        divergence = (divergences * valid).sum(1) / valid.sum(1).clamp_min(1)
+        divergence = (divergences * valid).sum(1) / valid.sum(1).clamp_min(1) + private_divergence
         return reconstruction - self.beta * divergence, reconstruction, divergence
 
 

@@ -103,6 +103,7 @@ def build_model(
     text_hidden: int = 128,
     text_decoder: str = "autoregressive",
     likelihood_weights: dict[str, float] | None = None,
+    private_dims: dict[str, int] | None = None,
     target: str = "image",
     conditions: list[str] | None = None,
     text_embedding: str | None = None,
@@ -129,9 +130,14 @@ def build_model(
     if text_embedding:
         modalities["text_embedding"] = {"kind": "text_embedding", "encoder": text_embedding, "column": "text"}
     if aggregation == "cvae":
+        if private_dims:
+            raise ConfigError("--private-dims: a conditional VAE has one latent; private latents are for multimodal VAEs")
         model = ConditionalVAE(modalities, target=target, conditions=conditions, latent_dim=latent_dim)
     else:
-        model = MultimodalVAE(modalities, latent_dim=latent_dim, aggregation=aggregation, likelihood_weights=likelihood_weights)
+        model = MultimodalVAE(
+            modalities, latent_dim=latent_dim, aggregation=aggregation, likelihood_weights=likelihood_weights,
+            private_dims=private_dims,
+        )
     model.set_tokenizer(tokenizer)
     return model
 
