@@ -233,6 +233,32 @@ def test_the_objective_pays_the_kl_only_of_private_latents_drawn_from_their_post
     assert model.codecs["image"].encoder_head.linear.weight.grad.abs().sum() > 0
 
 
+def test_partly_given_attributes_are_completed_from_the_decoded_latent_and_encoded_again(tokenizer):
+    model = tiny_model("mopoe", tokenizer).eval()
+    attributes = model.codecs["attributes"]
+    partial = {"attributes": [{"color": "red"}, {"shape": "star", "position": "top"}], "text": [None, "a big red star"]}
+    observed = model.observe(partial)
+    first = model.latents(observed, mean=True)[0]
+    decoded = attributes.decode(first)
+    completed = torch.where(observed.values["attributes"] == 0, attributes.draw_entries(decoded, None, mode=True),
+                            observed.values["attributes"])
+    assert (completed > 0).all() and completed[0, list(attributes.classes).index("color")] == 1 + attributes.classes["color"].index("red")
+    second = model.latents(type(observed)({**observed.values, "attributes": completed}, observed.present), mean=True)[0]
+    for steps, latent in ((0, first), (1, second)):
+        out = model.impute(partial, ["image", "attributes"], mean=True, gibbs_steps=steps, output_type="pt")
+        expected = model.decode(latent, ["image", "attributes"])
+        for name in out:
+            torch.testing.assert_close(out[name], expected[name])
+    # nothing to refine when every attribute is given
+    whole = {"attributes": [{"color": "red", "shape": "star", "size": "small", "position": "top"}]}
+    once, thrice = (model.impute(whole, ["image"], mean=True, gibbs_steps=k, output_type="pt")["image"] for k in (0, 3))
+    torch.testing.assert_close(once, thrice)
+    # drawn fill-ins follow the decoder's distribution; n draws per sample
+    out = model.impute({"attributes": [{"color": "red"}]}, ["attributes"], n=200, generator=torch.Generator().manual_seed(0))
+    assert len(out["attributes"]) == 200 and all(row["color"] == "red" for row in out["attributes"])
+    assert len({row["position"] for row in out["attributes"]}) > 1
+
+
 def test_components_lie_within_each_samples_modalities(tokenizer):
     present = torch.tensor([[True, False, True], [True, True, False], [False, True, False]])  # [M=3, B=3]
     for aggregation in ("moe", "mopoe"):
@@ -447,3 +473,14 @@ def test_shipped_mopoe_reads_images_and_draws_captions():
     captions = model.impute({"image": images}, ["text"], mean=True)["text"]
     drawn = model.impute({"text": captions}, ["image"], generator=generator, output_type="pt")["image"]
     assert judge_accuracy(load_judge(), drawn.clamp(-1, 1), attributes)["all"] >= 0.4  # measured 66.6% from real captions
+
+    # given one attribute, the pseudo-Gibbs step makes the image and the filled-in attributes agree
+    given = [{"color": color} for color in attributes["color"]]
+    agreement = []
+    for steps in (0, 1):
+        out = model.impute({"attributes": given}, ["image", "attributes"], generator=torch.Generator().manual_seed(0),
+                           gibbs_steps=steps, output_type="pt")
+        filled = model.codecs["attributes"].from_decoded(out["attributes"])
+        read = load_judge().predict(out["image"].clamp(-1, 1))
+        agreement.append(sum(row == {name: read[name][i] for name in row} for i, row in enumerate(filled)) / len(given))
+    assert agreement[1] >= 0.5 and agreement[1] > agreement[0] + 0.3  # measured 72% and 10% on 500

@@ -4,9 +4,9 @@
 # measures its coherence. Re-running resumes from the last checkpoint.
 #   bash train/train_shapes_mopoe.sh [RUN_DIR] [STEPS] [AGGREGATION] [MISSING_FRACTION]
 # With another AGGREGATION (poe: MVAE, moe: MMVAE), a MISSING_FRACTION above 0, HIDE=P in
-# the environment (attributes hidden with probability P in training) or PRIVATE=image=8
-# (private latents, MMVAE+), it trains and measures that model in its own folder of RUN_DIR
-# and copies nothing.
+# the environment (attributes hidden with probability P in training), PRIVATE=image=8
+# (private latents, MMVAE+) or SCALE=S (the image likelihood's scale, 0.1 shipped), it trains
+# and measures that model in its own folder of RUN_DIR and copies nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-$HOME/mmgen-runs/shapes-mopoe}
@@ -16,12 +16,13 @@ MISSING=${4:-0}
 # The shipped model was trained with every attribute given (0); 0.25 teaches partial attributes.
 HIDE=${HIDE:-0}
 PRIVATE=${PRIVATE:-}
+SCALE=${SCALE:-0.1}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
-NAME=$AGGREGATION$([ "$MISSING" = 0 ] || echo "-missing$MISSING")$([ "$HIDE" = 0 ] || echo "-hide$HIDE")$([ -z "$PRIVATE" ] || echo "-private")
+NAME=$AGGREGATION$([ "$MISSING" = 0 ] || echo "-missing$MISSING")$([ "$HIDE" = 0 ] || echo "-hide$HIDE")$([ -z "$PRIVATE" ] || echo "-private")$([ "$SCALE" = 0.1 ] || echo "-scale$SCALE")
 
 # A constant learning rate after warmup: nothing before step N depends on --max-steps.
 "$MMGEN" train mvae --output-dir "$RUN/$NAME" --data shapes --aggregation "$AGGREGATION" \
-    --missing-fraction "$MISSING" --attribute-hide-probability "$HIDE" --image-likelihood gaussian --image-scale 0.1 \
+    --missing-fraction "$MISSING" --attribute-hide-probability "$HIDE" --image-likelihood gaussian --image-scale "$SCALE" \
     --likelihood-weights text=20,attributes=50 --latent-dim 32 ${PRIVATE:+--private-dims "$PRIVATE"} \
     --max-steps "$STEPS" --batch-size 64 --learning-rate 1e-3 --lr-scheduler constant_with_warmup \
     --lr-warmup-steps 200 --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest

@@ -95,6 +95,16 @@ class Modality(nn.Module):
         kept where a modality is only partly given (categorical attributes)."""
         return imputed
 
+    def unknown(self, values: torch.Tensor) -> torch.Tensor | None:
+        """Which entries of given values are unknown (a modality that can be partly given),
+        shaped like `values`; None if a given value is always whole."""
+        return None
+
+    def draw_entries(self, decoded: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
+        """Value tensors drawn from the decoder's distribution (its mode if `mode`), for
+        filling in a partly given modality's unknown entries."""
+        raise NotImplementedError
+
     def read(self, batch: dict[str, Any]) -> list[Any] | torch.Tensor | None:
         """This modality's values in a dataset batch (None: absent for every sample)."""
         return batch.get(self.name)
@@ -377,6 +387,16 @@ class CategoricalModality(Modality):
         if not isinstance(given, list):
             return imputed
         return [{**row, **(given[i // n] or {})} for i, row in enumerate(imputed)]
+
+    def unknown(self, values: torch.Tensor) -> torch.Tensor:
+        return values == 0
+
+    def draw_entries(self, decoded: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
+        drawn = [
+            logits.argmax(1) if mode else torch.multinomial(logits.softmax(1).cpu(), 1, generator=generator)[:, 0].to(logits.device)
+            for logits in self._split(decoded)
+        ]
+        return torch.stack(drawn, 1) + 1  # labels are 1..K
 
     def from_decoded(self, decoded: torch.Tensor) -> list[dict[str, str]]:
         chosen = [logits.argmax(1).tolist() for logits in self._split(decoded)]
