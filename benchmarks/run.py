@@ -255,11 +255,12 @@ def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]
     classes = [len(labels) for labels in model.codecs["attributes"].classes.values()]
 
     def predict(held_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # impute draws a sample of the posterior (mean=False), as `mmgen eval --task impute` does.
-        from_image = model.impute({"image": held_out["image"]}, ["attributes", "text"], output_type="pt")
+        # One draw of the posterior (mean=False) and no pseudo-Gibbs rounds: what multivae does.
+        single = {"output_type": "pt", "gibbs_steps": 0}
+        from_image = model.impute({"image": held_out["image"]}, ["attributes", "text"], **single)
         return {
-            "image_from_text": model.impute({"text": held_out["text"]}, ["image"], output_type="pt")["image"],
-            "image_from_attributes": model.impute({"attributes": held_out["attributes"]}, ["image"], output_type="pt")["image"],
+            "image_from_text": model.impute({"text": held_out["text"]}, ["image"], **single)["image"],
+            "image_from_attributes": model.impute({"attributes": held_out["attributes"]}, ["image"], **single)["image"],
             "attributes_from_image": torch.stack([logits.argmax(1) for logits in from_image["attributes"].split(classes, 1)], 1),
             "text_from_image": from_image["text"].argmax(1),
         }

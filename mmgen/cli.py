@@ -554,7 +554,10 @@ def _impute(args: argparse.Namespace) -> None:
         targets = [model.target]
     else:  # everything not given, and attributes always (given ones may be partial)
         targets = [name for name in model.names if name not in inputs or name == "attributes"]
-    outputs = model.impute(inputs, targets, n=args.n, generator=torch.Generator().manual_seed(args.seed))
+    refinement = {} if args.gibbs_steps is None else {"gibbs_steps": args.gibbs_steps}
+    if refinement and isinstance(model, ConditionalVAE):
+        raise MMGenError("--gibbs-steps: a conditional VAE draws in one step; it refines nothing")
+    outputs = model.impute(inputs, targets, n=args.n, generator=torch.Generator().manual_seed(args.seed), **refinement)
     for name, values in outputs.items():
         if name == "image":
             out = Path(args.out)
@@ -579,6 +582,10 @@ def _add_impute_command(subparsers) -> None:
     command.add_argument("--text", default=None, help="a caption")
     command.add_argument("--attributes", nargs="+", default=None, metavar="NAME=LABEL", help="attribute labels")
     command.add_argument("-n", type=int, default=4, help="draws")
+    command.add_argument(
+        "--gibbs-steps", type=int, default=None,
+        help="multimodal VAEs: rounds of pseudo-Gibbs refinement of each draw (default 2; 0: one posterior draw)",
+    )
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="imputed.png", help="PNG for generated images")
 
@@ -598,8 +605,8 @@ def _eval(args: argparse.Namespace) -> None:
         args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
         steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
     )
-    guidance_scale = results.pop("guidance_scale", args.guidance_scale)
-    settings = {"steps": args.steps, "guidance_scale": guidance_scale, "scheduler": args.scheduler}
+    steps, guidance_scale = results.pop("steps", args.steps), results.pop("guidance_scale", args.guidance_scale)
+    settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": args.scheduler}
     report = {
         "model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, **settings, "results": results
     }
@@ -631,7 +638,10 @@ def _add_eval_command(subparsers) -> None:
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="results.json", help="JSON to write; the grid goes next to it as .png")
     command.add_argument("--judge", default=str(SHAPES_JUDGE), help="Shapes judge checkpoint")
-    command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion models)")
+    command.add_argument(
+        "--steps", type=int, default=None,
+        help="sampling steps of diffusion models (default 20); pseudo-Gibbs rounds of multimodal VAEs' imputation (default 2)",
+    )
     command.add_argument("--scheduler", default="dpm++", help="sampler of diffusion models (see mmgen sample)")
     command.add_argument(
         "--guidance-scale", type=float, default=None,

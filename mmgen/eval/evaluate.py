@@ -54,6 +54,7 @@ def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
 # Latent diffusion's guidance when none is asked for (diffusers' 7.5 suits Stable Diffusion,
 # not models this small: checkpoints/shapes-ldm was measured at 3).
 DIFFUSION_GUIDANCE_SCALE = 3.0
+SAMPLING_STEPS = 20  # of diffusion pipelines, unless --steps says otherwise
 
 
 def default_guidance_scale(pipe) -> float:
@@ -62,12 +63,14 @@ def default_guidance_scale(pipe) -> float:
     return pipe.config.get("guidance_scale", DIFFUSION_GUIDANCE_SCALE)
 
 
-def _text_to_image_generate(path: Path, steps: int, guidance_scale: float | None, scheduler: str) -> GenerateFn:
+def _text_to_image_generate(path: Path, steps: int | None, guidance_scale: float | None, scheduler: str) -> GenerateFn:
     """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline); no
-    `guidance_scale`: the pipeline's default. The scale used is the callable's attribute."""
+    `steps`: 20; no `guidance_scale`: the pipeline's default. The steps and scale used are
+    the callable's attributes."""
     pipe = load_text_to_image_pipeline(path, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     guidance_scale = default_guidance_scale(pipe) if guidance_scale is None else guidance_scale
+    steps = SAMPLING_STEPS if steps is None else steps
 
     def generate(prompts: list[str], generator: torch.Generator) -> torch.Tensor:
         images = pipe(
@@ -75,7 +78,7 @@ def _text_to_image_generate(path: Path, steps: int, guidance_scale: float | None
         ).images
         return images * 2 - 1
 
-    generate.guidance_scale = guidance_scale
+    generate.steps, generate.guidance_scale = steps, guidance_scale
     return generate
 
 
@@ -105,20 +108,22 @@ def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: 
     return reconstruct
 
 
-def _multimodal_impute(path: Path, steps: int, guidance_scale: float, scheduler: str) -> ImputeFn:
+def _multimodal_impute(path: Path, steps: int | None, guidance_scale: float, scheduler: str) -> ImputeFn:
     """A multimodal VAE as the coherence metric calls an imputer: attributes as columns
-    {name: [label, ...]}, images as tensors in [-1, 1]."""
+    {name: [label, ...]}, images as tensors in [-1, 1]; `steps` rounds of pseudo-Gibbs
+    refinement (None: impute's default), the callable's attribute."""
     from mmgen.multimodal import MultimodalVAE
+    from mmgen.multimodal.multimodal_vae import GIBBS_STEPS
 
     model = MultimodalVAE.from_pretrained(path)
-
     size = model.config.modalities["image"]["size"]
+    steps = GIBBS_STEPS if steps is None else steps
 
     def impute(observed: dict[str, Any], targets: list[str], generator: torch.Generator) -> dict[str, Any]:
         inputs = {**observed.get("attributes", {}), **{k: v for k, v in observed.items() if k != "attributes"}}
         if "image" in inputs and inputs["image"].shape[-1] != size:  # the judge's real images are 64 px
             inputs["image"] = F.interpolate(inputs["image"], size=(size, size), mode="area")
-        decoded = model.impute(inputs, targets, generator=generator, output_type="pt")
+        decoded = model.impute(inputs, targets, generator=generator, output_type="pt", gibbs_steps=steps)
         outputs: dict[str, Any] = {}
         for name, value in decoded.items():
             if name == "image":
@@ -130,6 +135,7 @@ def _multimodal_impute(path: Path, steps: int, guidance_scale: float, scheduler:
                 outputs[name] = model.codecs[name].from_decoded(value)
         return outputs
 
+    impute.steps = steps
     return impute
 
 
@@ -144,7 +150,7 @@ LOADERS: dict[str, dict[str, Callable[[Path, int, float, str], Callable]]] = {
 
 
 def load_for_task(
-    path: str | Path, task: str, steps: int = 20, guidance_scale: float = 3.0, scheduler: str = "dpm++"
+    path: str | Path, task: str, steps: int | None = None, guidance_scale: float = 3.0, scheduler: str = "dpm++"
 ) -> Callable:
     class_name = checkpoint_class(path)
     if class_name == ShapesJudge.__name__:
@@ -263,12 +269,14 @@ def run_task(
     n: int,
     seed: int = 0,
     batch_size: int = 32,
-    steps: int = 20,
+    steps: int | None = None,
     guidance_scale: float | None = None,
     scheduler: str = "dpm++",
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
     """Evaluate checkpoint `model` on `task`: (results, sample images, their captions).
-    Text-to-image results name the guidance scale used (None: the pipeline's default)."""
+    Text-to-image and imputation results name the steps used (None: diffusion's 20 sampling
+    steps, a multimodal VAE's default pseudo-Gibbs rounds); text-to-image results the
+    guidance scale (None: the pipeline's default)."""
     if n < 2:
         raise ConfigError(f"--n must be at least 2 (FID and diversity compare samples), got {n}")
     if task == "judge":
@@ -277,10 +285,11 @@ def run_task(
     run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler)
     if task == "text-to-image":
         results, images, captions = evaluate_text_to_image(run, scorer, n, seed, batch_size)
-        return {**results, "guidance_scale": run.guidance_scale}, images, captions
+        return {**results, "steps": run.steps, "guidance_scale": run.guidance_scale}, images, captions
     if task == "reconstruct":
         return evaluate_reconstruction(run, scorer, n, batch_size)
-    return evaluate_imputation(run, scorer, n, seed, batch_size)
+    results, images, captions = evaluate_imputation(run, scorer, n, seed, batch_size)
+    return {**results, "steps": run.steps}, images, captions
 
 
 def captioned_grid(images: list[Image.Image], captions: list[str], columns: int = 4, scale: int = 2) -> Image.Image:

@@ -100,10 +100,10 @@ class Modality(nn.Module):
         shaped like `values`; None if a given value is always whole."""
         return None
 
-    def draw_entries(self, decoded: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
-        """Value tensors drawn from the decoder's distribution (its mode if `mode`), for
-        filling in a partly given modality's unknown entries."""
-        raise NotImplementedError
+    def fill_in(self, decoded: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
+        """Value tensors standing in for missing (or unknown) values, from decoder outputs:
+        here the decoded mean; labels are drawn (their mode if `mode`)."""
+        return decoded
 
     def read(self, batch: dict[str, Any]) -> list[Any] | torch.Tensor | None:
         """This modality's values in a dataset batch (None: absent for every sample)."""
@@ -296,6 +296,9 @@ class TextModality(Modality):
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.max_length, dtype=torch.long)
 
+    def fill_in(self, decoded: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
+        return decoded.argmax(1)  # the decoded (greedy) tokens
+
     def from_decoded(self, decoded: torch.Tensor) -> list[str]:
         texts = self.tokenizer.batch_decode(decoded.argmax(1), skip_special_tokens=True)
         # The caption tokenizer splits punctuation into words of its own; join it back.
@@ -391,7 +394,7 @@ class CategoricalModality(Modality):
     def unknown(self, values: torch.Tensor) -> torch.Tensor:
         return values == 0
 
-    def draw_entries(self, decoded: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
+    def fill_in(self, decoded: torch.Tensor, generator: torch.Generator | None, mode: bool) -> torch.Tensor:
         drawn = [
             logits.argmax(1) if mode else torch.multinomial(logits.softmax(1).cpu(), 1, generator=generator)[:, 0].to(logits.device)
             for logits in self._split(decoded)
