@@ -250,7 +250,7 @@ def test_gibbs_rounds_fill_in_what_is_missing_and_draw_from_the_product_of_all_e
     observed = model.observe(inputs)
     first = model.latents(observed, mean=True)[0]
     # the unknown attributes filled in, the latent drawn from the given experts
-    labels = attributes.fill_in(attributes.decode(first), None, True)
+    labels = attributes.fill_in(attributes.decode(first))
     completed = torch.where(observed.values["attributes"] == 0, labels, observed.values["attributes"])
     assert (completed > 0).all()
     assert completed[0, list(attributes.classes).index("color")] == 1 + attributes.classes["color"].index("red")

@@ -235,7 +235,7 @@ class MultimodalVAE(ModalityModel):
             values = given.values
             for masks, presence in ((unknown, given.present), (missing, everything)):
                 if masks:
-                    values = self._filled_in(values, masks, latent, private, generator, mean)
+                    values = self._filled_in(values, masks, latent, private, generator)
                     drawn, drawn_private = self.latents(Observed(values, presence), generator=generator, mean=mean, joint=True)
                     concerned = torch.stack([mask.flatten(1).any(1) for mask in masks.values()]).any(0)[:, None]
                     latent = torch.where(concerned, drawn, latent)
@@ -244,14 +244,14 @@ class MultimodalVAE(ModalityModel):
 
     def _filled_in(
         self, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], latent: torch.Tensor,
-        private: dict[str, torch.Tensor], generator: torch.Generator | None, mean: bool,
+        private: dict[str, torch.Tensor], generator: torch.Generator | None,
     ) -> dict[str, torch.Tensor]:
         """`values` with the entries where `masks` (name -> bool, shaped like the values) say
-        replaced by what `latent` decodes."""
+        replaced by the mode of what `latent` decodes."""
         values = dict(values)
         for name, mask in masks.items():
             decoded = self.codecs[name].decode(self.decoder_input(name, latent, private, generator))
-            values[name] = torch.where(mask, self.codecs[name].fill_in(decoded, generator, mean), values[name])
+            values[name] = torch.where(mask, self.codecs[name].fill_in(decoded), values[name])
         return values
 
     @torch.no_grad()
