@@ -7,13 +7,18 @@ pseudo-Gibbs steps (`MultimodalVAE.impute(..., gibbs_steps=)`, 2 by default), an
 - image adherence: the share of images in which the Shapes judge reads every given
   attribute right;
 - agreement: the share in which the attributes the model fills in are the ones the judge
-  reads from the image drawn with them (the same latent).
+  reads from the image drawn with them (the same latent);
+- fill-in spread: given only a colour (each of the 8, 100 draws each), the entropy of the
+  filled-in shape, size and position over the draws, relative to a uniform choice (1.0:
+  as spread as Shapes draws them).
 
     python benchmarks/partial_attributes.py N MODEL [MODEL ...]
 """
 
+import math
 import random
 import sys
+from collections import Counter
 
 import torch
 
@@ -34,6 +39,19 @@ def main() -> None:
             given = [{name: sample[name] for name in rng.sample(sorted(ATTRIBUTES), k)} for sample in labels]
             for steps in (0, 1, 2):
                 report(model, given, steps, judge, n, f"{path}: {k} given, {steps} Gibbs steps:")
+        print(f"{path}: fill-in spread given a colour {100 * spread(model):.0f}% of uniform", flush=True)
+
+
+def spread(model: MultimodalVAE, draws: int = 100) -> float:
+    entropies = []
+    for color in ATTRIBUTES["color"]:
+        filled = model.impute({"attributes": [{"color": color}]}, ["attributes"], n=draws,
+                              generator=torch.Generator().manual_seed(0))["attributes"]
+        for name in ("shape", "size", "position"):
+            counts = Counter(row[name] for row in filled).values()
+            entropy = -sum(c / draws * math.log(c / draws) for c in counts)
+            entropies.append(entropy / math.log(len(ATTRIBUTES[name])))
+    return sum(entropies) / len(entropies)
 
 
 def report(model: MultimodalVAE, given: list[dict[str, str]], steps: int, judge, n: int, prefix: str) -> None:

@@ -203,10 +203,11 @@ class MultimodalVAE(ModalityModel):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """n latents per sample as `latents` draws them, then `steps` rounds of pseudo-Gibbs
         sampling (Rezende et al. 2014). Each round, for the samples concerned: the unknown
-        entries of partly given modalities (some attributes) are filled in from what the
-        current latent decodes and the latent drawn again from the given modalities; then
-        every missing modality is filled in likewise and the latent drawn from the product
-        of all the experts, given and filled in (for moe, the mixture's draw).
+        entries of partly given modalities (some attributes) are drawn from what the current
+        latent decodes (their mode if `mean`) and the latent drawn again from the given
+        modalities; then every missing modality is filled in with the mode of what the
+        latent decodes and the latent drawn from the product of all the experts, given and
+        filled in (for moe, the mixture's draw).
 
         Why: a latent drawn from one modality's expert is not one the image decoder saw from
         an image (a caption cannot say where exactly the shape sits), and it decodes a
@@ -233,9 +234,9 @@ class MultimodalVAE(ModalityModel):
         everything = torch.ones_like(given.present)
         for _ in range(steps):
             values = given.values
-            for masks, presence in ((unknown, given.present), (missing, everything)):
+            for masks, presence, draw in ((unknown, given.present, not mean), (missing, everything, False)):
                 if masks:
-                    values = self._filled_in(values, masks, latent, private, generator)
+                    values = self._filled_in(values, masks, latent, private, generator, draw)
                     drawn, drawn_private = self.latents(Observed(values, presence), generator=generator, mean=mean, joint=True)
                     concerned = torch.stack([mask.flatten(1).any(1) for mask in masks.values()]).any(0)[:, None]
                     latent = torch.where(concerned, drawn, latent)
@@ -244,14 +245,15 @@ class MultimodalVAE(ModalityModel):
 
     def _filled_in(
         self, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], latent: torch.Tensor,
-        private: dict[str, torch.Tensor], generator: torch.Generator | None,
+        private: dict[str, torch.Tensor], generator: torch.Generator | None, draw: bool,
     ) -> dict[str, torch.Tensor]:
         """`values` with the entries where `masks` (name -> bool, shaped like the values) say
-        replaced by the mode of what `latent` decodes."""
+        replaced by a draw from (if `draw`) or the mode of what `latent` decodes."""
         values = dict(values)
         for name, mask in masks.items():
             decoded = self.codecs[name].decode(self.decoder_input(name, latent, private, generator))
-            values[name] = torch.where(mask, self.codecs[name].fill_in(decoded), values[name])
+            filled = self.codecs[name].draw(decoded, generator) if draw else self.codecs[name].fill_in(decoded)
+            values[name] = torch.where(mask, filled, values[name])
         return values
 
     @torch.no_grad()
