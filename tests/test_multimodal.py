@@ -320,6 +320,8 @@ def test_bad_inputs_are_named(tokenizer):
         model.impute({"text": ["  "]})
     with pytest.raises(ConfigError, match="unknown target modality 'audio'"):
         model.impute({"text": ["a red star"]}, targets=["audio"])
+    with pytest.raises(ConfigError, match="gibbs_steps must be 0 or more"):
+        model.impute({"text": ["a red star"]}, gibbs_steps=-1)
     with pytest.raises(ConfigError, match="aggregation must be one of"):
         MultimodalVAE(modalities={"v": {"kind": "real", "dim": 2}}, aggregation="sum")
     with pytest.raises(ConfigError, match="private latent for unknown modality 'audio'"):
@@ -362,7 +364,7 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("attributes:")]
     assert len(lines) == 2 and all("color=red" in line and "shape=star" in line for line in lines)  # given ones kept
     Image.open(out).crop((2, 2, 18, 18)).save(tmp_path / "in.png")
-    assert main(["impute", "--model", str(model_dir), "--image", str(tmp_path / "in.png"), "-n", "1"]) == 0
+    assert main(["impute", "--model", str(model_dir), "--image", str(tmp_path / "in.png"), "-n", "1", "--gibbs-steps", "0"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("text: ") == 1 and printed.count("attributes: ") == 1
     assert main(["impute", "--model", str(model_dir), "--attributes", "color=beige"]) == 2
