@@ -584,7 +584,7 @@ def _add_impute_command(subparsers) -> None:
     command.add_argument("-n", type=int, default=4, help="draws")
     command.add_argument(
         "--gibbs-steps", type=int, default=None,
-        help="multimodal VAEs: rounds of pseudo-Gibbs refinement of each draw (default 2; 0: one posterior draw)",
+        help="multimodal VAEs: rounds of pseudo-Gibbs refinement of each draw (default 2, mixtures 0; 0: one posterior draw)",
     )
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="imputed.png", help="PNG for generated images")
@@ -640,7 +640,8 @@ def _add_eval_command(subparsers) -> None:
     command.add_argument("--judge", default=str(SHAPES_JUDGE), help="Shapes judge checkpoint")
     command.add_argument(
         "--steps", type=int, default=None,
-        help="sampling steps of diffusion models (default 20); pseudo-Gibbs rounds of multimodal VAEs' imputation (default 2)",
+        help="sampling steps of diffusion models (default 20); pseudo-Gibbs rounds of multimodal VAEs' imputation "
+        "(default 2, mixtures 0)",
     )
     command.add_argument("--scheduler", default="dpm++", help="sampler of diffusion models (see mmgen sample)")
     command.add_argument(

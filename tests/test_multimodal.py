@@ -270,6 +270,13 @@ def test_gibbs_rounds_fill_in_what_is_missing_and_draw_from_the_product_of_all_e
         expected = model.decode(latent)
         for name in out:
             torch.testing.assert_close(out[name], expected[name])
+    # by default 2 rounds for products of experts, none for a mixture
+    for aggregation, rounds in (("mopoe", 2), ("moe", 0)):
+        model = tiny_model(aggregation, tokenizer).eval()
+        images = {k: model.impute(inputs, ["image"], mean=True, output_type="pt", gibbs_steps=k)["image"] for k in (0, 2)}
+        assert not torch.allclose(images[0], images[2])
+        torch.testing.assert_close(model.impute(inputs, ["image"], mean=True, output_type="pt")["image"], images[rounds])
+    model = tiny_model("mopoe", tokenizer).eval()
     # drawn fill-ins follow the decoder's distribution; n draws per sample, the given labels kept
     out = model.impute({"attributes": [{"color": "red"}]}, ["attributes"], n=200, generator=torch.Generator().manual_seed(0))
     assert len(out["attributes"]) == 200 and all(row["color"] == "red" for row in out["attributes"])

@@ -111,13 +111,12 @@ def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: 
 def _multimodal_impute(path: Path, steps: int | None, guidance_scale: float, scheduler: str) -> ImputeFn:
     """A multimodal VAE as the coherence metric calls an imputer: attributes as columns
     {name: [label, ...]}, images as tensors in [-1, 1]; `steps` rounds of pseudo-Gibbs
-    refinement (None: impute's default), the callable's attribute."""
+    refinement (None: the model's default), the callable's attribute."""
     from mmgen.multimodal import MultimodalVAE
-    from mmgen.multimodal.multimodal_vae import GIBBS_STEPS
 
     model = MultimodalVAE.from_pretrained(path)
     size = model.config.modalities["image"]["size"]
-    steps = GIBBS_STEPS if steps is None else steps
+    steps = model.default_gibbs_steps if steps is None else steps
 
     def impute(observed: dict[str, Any], targets: list[str], generator: torch.Generator) -> dict[str, Any]:
         inputs = {**observed.get("attributes", {}), **{k: v for k, v in observed.items() if k != "attributes"}}

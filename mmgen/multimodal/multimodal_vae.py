@@ -21,7 +21,6 @@ from mmgen.multimodal.aggregation import nonempty_subsets, product_of_experts, s
 from mmgen.multimodal.modality_model import ModalityModel, Observed
 
 AGGREGATIONS = ("poe", "moe", "mopoe")
-GIBBS_STEPS = 2  # impute's rounds of pseudo-Gibbs refinement (see MultimodalVAE.refined_latents)
 
 
 @dataclass
@@ -189,6 +188,15 @@ class MultimodalVAE(ModalityModel):
             shared = loc if mean else loc + (0.5 * logvar).exp() * torch.randn(loc.shape, generator=generator).to(loc.device)
         return shared, self.private_latents(posterior, posterior.present, generator, mean)
 
+    @property
+    def default_gibbs_steps(self) -> int:
+        """Pseudo-Gibbs rounds `impute` runs unless told: 2 for products (poe, mopoe), 0 for
+        a mixture (moe), whose redraw picks one expert, as likely a filled-in one as a given
+        one. Measured on Shapes after 2,000 steps, mean coherence with one / two modalities
+        given: MoPoE 77.6 / 80.2% without rounds, 80.8 / 85.0% with 2; MMVAE 85.1 / 85.2%
+        without, 80.5 / 84.3% with 2."""
+        return 0 if self.config.aggregation == "moe" else 2
+
     def refined_latents(
         self, observed: Observed, n: int, steps: int, generator: torch.Generator | None = None, mean: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -200,9 +208,10 @@ class MultimodalVAE(ModalityModel):
         latent decodes and the latent drawn from the product of all the experts, given and
         filled in (for moe, the mixture's draw).
 
-        Why: a latent drawn from one modality's expert is not one the image decoder saw from
-        an image (a caption cannot say where exactly the shape sits), and it decodes a
-        blurred average; an expert given a few attributes is broader still. Encoding the
+        Why (`default_gibbs_steps` says when not): a latent drawn from one modality's expert
+        is not one the image decoder saw from an image (a caption cannot say where exactly
+        the shape sits), and it decodes a blurred average; an expert given a few attributes
+        is broader still. Encoding the
         drawn image again with what was given lands on a latent like a real image's: on
         Shapes the images drawn from captions became as sharp as reconstructions, and
         caption -> image coherence (300 captions) went from 66% with no round to 89% with
@@ -252,19 +261,21 @@ class MultimodalVAE(ModalityModel):
     def impute(
         self, inputs: dict[str, Any], targets: list[str] | None = None, n: int = 1,
         generator: torch.Generator | None = None, mean: bool = False, output_type: str = "values",
-        gibbs_steps: int = GIBBS_STEPS,
+        gibbs_steps: int | None = None,
     ) -> dict[str, list[Any] | torch.Tensor]:
         """Fill in `targets` (default: every modality) from whatever `inputs` give, n draws
         per sample (sample-major). `inputs` maps modality names (or dataset columns) to
         per-sample values, None where missing. Returns user values (PIL images, captions,
         attribute dicts, the given labels kept, lists) or, with output_type="pt", the
         decoders' tensors. The draw is refined by `gibbs_steps` rounds of pseudo-Gibbs
-        sampling (see `refined_latents`; 0: one draw from the aggregated posterior)."""
+        sampling (see `refined_latents`; 0: one draw from the aggregated posterior; None:
+        `default_gibbs_steps`)."""
         unknown = set(targets or []) - set(self.names)
         if unknown:
             raise ConfigError(f"unknown target modality {sorted(unknown)[0]!r}; this model has {', '.join(self.names)}")
         if output_type not in ("values", "pt"):
             raise ConfigError(f"output_type must be 'values' or 'pt', not {output_type!r}")
+        gibbs_steps = self.default_gibbs_steps if gibbs_steps is None else gibbs_steps
         if gibbs_steps < 0:
             raise ConfigError(f"gibbs_steps must be 0 or more, not {gibbs_steps}")
         self.eval()
