@@ -494,11 +494,11 @@ def test_shipped_mopoe_reads_images_and_draws_captions():
     generator = torch.Generator().manual_seed(0)
     from_image = model.impute({"image": images}, ["text", "attributes"], generator=generator)
     read = {name: [row[name] for row in from_image["attributes"]] for name in attributes}
-    assert attribute_accuracy(read, attributes)["all"] >= 0.9  # measured 98.5% on 1,000 (2 Gibbs rounds)
-    assert caption_accuracy(from_image["text"], attributes)["all"] >= 0.85  # measured 98.2%
+    assert attribute_accuracy(read, attributes)["all"] >= 0.95  # measured 100% on 1,000 (2 Gibbs rounds)
+    assert caption_accuracy(from_image["text"], attributes)["all"] >= 0.95  # measured 99.8%
     captions = model.impute({"image": images}, ["text"], mean=True)["text"]
     drawn = model.impute({"text": captions}, ["image"], generator=generator, output_type="pt")["image"]
-    assert judge_accuracy(load_judge(), drawn.clamp(-1, 1), attributes)["all"] >= 0.75  # 81% here; 91.0% from real captions on 1,000, 66.6% with one draw
+    assert judge_accuracy(load_judge(), drawn.clamp(-1, 1), attributes)["all"] >= 0.8  # 100% here; 92.4% from real captions on 1,000, 67.1% with one draw
 
     # given one attribute, the pseudo-Gibbs step makes the image and the filled-in attributes agree
     given = [{"color": color} for color in attributes["color"]]
@@ -509,4 +509,9 @@ def test_shipped_mopoe_reads_images_and_draws_captions():
         filled = model.codecs["attributes"].from_decoded(out["attributes"])
         read = load_judge().predict(out["image"].clamp(-1, 1))
         agreement.append(sum(row == {name: read[name][i] for name in row} for i, row in enumerate(filled)) / len(given))
-    assert agreement[1] >= 0.7 and agreement[1] > agreement[0] + 0.5  # measured 90% and 10% on 500
+    assert agreement[1] >= 0.7 and agreement[1] > agreement[0] + 0.5  # measured 90% and 1% on 500
+
+    # the attributes not given are sampled, not collapsed onto one typical value (trained
+    # with attributes hidden; the model trained with none hidden put 22 of 32 red shapes in the centre)
+    out = model.impute({"attributes": [{"color": "red"}]}, ["attributes"], n=32, generator=torch.Generator().manual_seed(0))
+    assert len({row["position"] for row in out["attributes"]}) >= 6  # 9 of Shapes' 9 here
