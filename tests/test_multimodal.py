@@ -283,6 +283,22 @@ def test_gibbs_rounds_fill_in_what_is_missing_and_draw_from_the_product_of_all_e
     assert len({row["position"] for row in out["attributes"]}) > 1
 
 
+def test_gibbs_rounds_leave_out_missing_modalities_that_are_not_targets(tokenizer, shapes_batch):
+    model = tiny_model("mopoe", tokenizer).eval()
+    inputs = {"text": shapes_batch["text"][:4]}
+
+    def attributes(targets: list[str], steps: int = 1) -> torch.Tensor:
+        return model.impute(inputs, targets, mean=True, output_type="pt", gibbs_steps=steps)["attributes"]
+
+    alone, with_image = attributes(["attributes"]), attributes(["attributes", "image"])
+    assert not torch.allclose(alone, attributes(["attributes"], steps=0))  # the round did move the latent
+    with torch.no_grad():
+        for parameter in model.codecs["image"].decoder.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    torch.testing.assert_close(attributes(["attributes"]), alone)  # no image was drawn or encoded
+    assert not torch.allclose(attributes(["attributes", "image"]), with_image)
+
+
 def test_components_lie_within_each_samples_modalities(tokenizer):
     present = torch.tensor([[True, False, True], [True, True, False], [False, True, False]])  # [M=3, B=3]
     for aggregation in ("moe", "mopoe"):

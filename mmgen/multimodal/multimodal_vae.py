@@ -198,15 +198,19 @@ class MultimodalVAE(ModalityModel):
         return 0 if self.config.aggregation == "moe" else 2
 
     def refined_latents(
-        self, observed: Observed, n: int, steps: int, generator: torch.Generator | None = None, mean: bool = False
+        self, observed: Observed, n: int, steps: int, generator: torch.Generator | None = None, mean: bool = False,
+        targets: list[str] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """n latents per sample as `latents` draws them, then `steps` rounds of pseudo-Gibbs
         sampling (Rezende et al. 2014). Each round, for the samples concerned: the unknown
         entries of partly given modalities (some attributes) are drawn from what the current
         latent decodes (their mode if `mean`) and the latent drawn again from the given
-        modalities; then every missing modality is filled in with the mode of what the
-        latent decodes and the latent drawn from the product of all the experts, given and
-        filled in (for moe, the mixture's draw).
+        modalities; then every missing modality among `targets` (default: all) is filled in
+        with the mode of what the latent decodes and the latent drawn from the product of
+        the experts of the given and filled-in modalities (for moe, the mixture's draw).
+        Missing modalities that are not targets stay out of the chain: on Shapes, filling
+        in the image as well took caption -> attributes from 100% to 97% (a slightly wrong
+        hue pulls the latent), while filling in only the attributes kept 100%.
 
         Why (`default_gibbs_steps` says when not): a latent drawn from one modality's expert
         is not one the image decoder saw from an image (a caption cannot say where exactly
@@ -224,18 +228,19 @@ class MultimodalVAE(ModalityModel):
         )
         latent, private = self.latents(given, generator=generator, mean=mean)
         unknown, missing = {}, {}
+        filled = given.present.clone()
         for index, (name, codec) in enumerate(self.codecs.items()):
             values = given.values[name]
             present = given.present[index].view(-1, *[1] * (values.dim() - 1)).expand_as(values)
             mask = codec.unknown(values)
             if mask is not None and (mask & present).any():
                 unknown[name] = mask & present
-            if not present.all():
+            if not present.all() and (targets is None or name in targets):
                 missing[name] = ~present
-        everything = torch.ones_like(given.present)
+                filled[index] = True
         for _ in range(steps):
             values = given.values
-            for masks, presence, draw in ((unknown, given.present, not mean), (missing, everything, False)):
+            for masks, presence, draw in ((unknown, given.present, not mean), (missing, filled, False)):
                 if masks:
                     values = self._filled_in(values, masks, latent, private, generator, draw)
                     drawn, drawn_private = self.latents(Observed(values, presence), generator=generator, mean=mean, joint=True)
@@ -268,8 +273,8 @@ class MultimodalVAE(ModalityModel):
         per-sample values, None where missing. Returns user values (PIL images, captions,
         attribute dicts, the given labels kept, lists) or, with output_type="pt", the
         decoders' tensors. The draw is refined by `gibbs_steps` rounds of pseudo-Gibbs
-        sampling (see `refined_latents`; 0: one draw from the aggregated posterior; None:
-        `default_gibbs_steps`)."""
+        sampling over the targets (see `refined_latents`; 0: one draw from the aggregated
+        posterior; None: `default_gibbs_steps`)."""
         unknown = set(targets or []) - set(self.names)
         if unknown:
             raise ConfigError(f"unknown target modality {sorted(unknown)[0]!r}; this model has {', '.join(self.names)}")
@@ -279,7 +284,7 @@ class MultimodalVAE(ModalityModel):
         if gibbs_steps < 0:
             raise ConfigError(f"gibbs_steps must be 0 or more, not {gibbs_steps}")
         self.eval()
-        latent, private = self.refined_latents(self.observe(inputs), n, gibbs_steps, generator, mean)
+        latent, private = self.refined_latents(self.observe(inputs), n, gibbs_steps, generator, mean, targets)
         decoded = self.decode(latent, targets, private)
         if output_type == "pt":
             return decoded
