@@ -1,4 +1,5 @@
-"""Measurement helpers for mmgen's benchmarks (scripts, not tests). They run on the CPU.
+"""Measurement helpers for mmgen's benchmarks (scripts, not tests). They run on the CPU,
+or on a GPU where a benchmark takes `--device cuda` (timings then wait for its queue).
 
 Throughput is reported as the median and spread over repeats; FLOP utilisation of a
 training step is FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` divided by
@@ -23,19 +24,28 @@ class Timing:
     min_s: float
     max_s: float
     repeats: int
+    warmup_s: float = 0.0  # the untimed first calls together (a compiled step compiles there)
 
     def rate(self, items: int) -> dict[str, float]:
         """items/s at the median, and its spread (from the slowest and fastest repeats)."""
         return {"median": items / self.median_s, "low": items / self.max_s, "high": items / self.min_s}
 
 
-def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> Timing:
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on a GPU, so that a clock read after it counts that work."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 2, device: torch.device | str = "cpu") -> Timing:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return Timing(statistics.median(times), min(times), max(times), repeats)
 
@@ -51,25 +61,28 @@ def timed_adamw_steps(
     if steps <= warmup:
         raise ValueError(f"{steps} steps leave none to time after {warmup} warm-up steps; train for longer")
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    device = parameters[0].device
     times = []
     for index in range(steps):
         batch = draw(index)
+        synchronize(device)
         start = time.perf_counter()
         loss = step(batch, index)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     timed = times[warmup:]
-    return Timing(statistics.median(timed), min(timed), max(timed), len(timed)), loss
+    return Timing(statistics.median(timed), min(timed), max(timed), len(timed), sum(times[:warmup])), loss
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 matmul FLOP/s on the CPU, where the benchmarks run: the ceiling to
+def matmul_peak_flops(size: int = 2048, repeats: int = 5, device: torch.device | str = "cpu") -> float:
+    """Measured fp32 matmul FLOP/s on the device the benchmarks run on: the ceiling to
     compare against."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    return 2 * size**3 / time_call(lambda: a @ b, repeats=repeats).min_s
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    return 2 * size**3 / time_call(lambda: a @ b, repeats=repeats, device=device).min_s
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -85,6 +98,7 @@ def machine() -> dict[str, object]:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 

@@ -135,16 +135,19 @@ def race(
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Train `epochs` epochs' worth of AdamW steps (lr 1e-3, gradient norm clipped to 1, as
     mmgen's loop does) on batches drawn from all but the last HELD_OUT samples; time every
-    step after `warmup`, then predict from the held-out samples under a fixed seed."""
-    train = {name: values[:-HELD_OUT] for name, values in data.items()}
-    held_out = {name: values[-HELD_OUT:] for name, values in data.items()}
+    step after `warmup` (a compiled step compiles in those), then predict from the held-out
+    samples under a fixed seed. The samples go to the parameters' device first, so that a
+    GPU's steps copy nothing."""
+    device = parameters[0].device
+    train = {name: values[:-HELD_OUT].to(device) for name, values in data.items()}
+    held_out = {name: values[-HELD_OUT:].to(device) for name, values in data.items()}
     size = len(train["image"])
     steps_per_epoch = math.ceil(size / BATCH_SIZE)
     steps = epochs * steps_per_epoch
     generator = torch.Generator().manual_seed(0)
 
     def draw(_: int) -> dict[str, torch.Tensor]:
-        index = torch.randint(size, (BATCH_SIZE,), generator=generator)
+        index = torch.randint(size, (BATCH_SIZE,), generator=generator).to(device)
         return {name: values[index] for name, values in train.items()}
 
     timing, loss = timed_adamw_steps(parameters, draw, lambda batch, _: step(batch), steps, LEARNING_RATE, warmup)
@@ -159,6 +162,7 @@ def race(
         "epochs": epochs,
         "steps": steps,
         "final_loss": loss.item(),
+        "warmup_s": timing.warmup_s,
         "parameters": sum(p.numel() for p in parameters),
     }
     return summary, predictions
@@ -166,13 +170,14 @@ def race(
 
 def race_multivae(
     data: dict[str, torch.Tensor], epochs: int, vocab_size: int, classes: list[int], weights: dict[str, float],
-    beta: float,
+    beta: float, device: str = "cpu", compile_mode: str | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    # torchvision 0.28.0 is a CUDA build that fails at import on this torch unless these op
-    # schemas exist; multivae imports it but uses none of its ops.
-    library = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):
-        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    if torch.version.cuda is None:
+        # PyPI's torchvision 0.28.0 is a CUDA build that fails at import on a CPU torch
+        # unless these op schemas exist; multivae imports it but uses none of its ops.
+        library = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     from importlib.metadata import version
 
     from multivae.data.datasets.base import MultimodalBaseDataset
@@ -238,7 +243,14 @@ def race_multivae(
         decoders_dist={"image": MULTIVAE_DISTRIBUTIONS[CONFIG["image_likelihood"]], "text": "categorical", "attributes": "categorical"},
         decoder_dist_params={"image": {"scale": CONFIG["image_scale"]}},
     )
-    model = MoPoE(config, encoders=encoders, decoders=decoders)
+    model = MoPoE(config, encoders=encoders, decoders=decoders).to(device)
+    if compile_mode:
+        # Not the whole loss, as for mmgen: dynamo rebuilds pythae's ModelOutput without
+        # its attributes (AttributeError: no attribute 'embedding', torch 2.13), so the
+        # plain-torch networks inside the encoders and decoders are compiled one by one,
+        # as a multivae user could.
+        for wrapper in (*model.encoders.values(), *model.decoders.values()):
+            wrapper.network.compile(mode=compile_mode)
 
     def as_multivae(batch: dict[str, torch.Tensor]) -> MultimodalBaseDataset:
         # The image first: multivae reads the batch's device and length off the first modality.
@@ -261,6 +273,7 @@ def race_multivae(
         }
 
     summary, predictions = race(list(model.parameters()), step, predict, data, epochs)
+    summary["compile_mode"] = compile_mode
     summary["parameters_per_modality"] = {
         name: sum(p.numel() for p in (*model.encoders[name].parameters(), *model.decoders[name].parameters()))
         for name in encoders
@@ -280,6 +293,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda")
+    parser.add_argument("--compile", help="torch.compile mode for the loss (default: not compiled)")
     parser.add_argument("--out", required=True, help=".npz for the held-out predictions")
     args = parser.parse_args()
     if args.threads:
@@ -290,7 +305,8 @@ def main() -> None:
     }
     classes = [int(count) for count in args.attribute_classes.split(",")]
     summary, predictions = race_multivae(
-        data, args.epochs, args.vocab_size, classes, json.loads(args.likelihood_weights), args.beta
+        data, args.epochs, args.vocab_size, classes, json.loads(args.likelihood_weights), args.beta, args.device,
+        args.compile,
     )
     np.savez(args.out, **predictions)
     print(json.dumps(summary))

@@ -2,9 +2,10 @@
 
     python benchmarks/run.py                  # all benchmarks, 5 repeats
     python benchmarks/run.py --only judge-train --repeats 10
+    python benchmarks/run.py --only mopoe-train --device cuda --multivae-python PYTHON
 
-Writes benchmarks/results/<benchmark set>.json and rewrites the table in
-benchmarks/README.md between its BEGIN/END markers. Each model issue adds its rows to
+Writes benchmarks/results/<benchmark set>.json and, for CPU runs, rewrites the table in
+benchmarks/README.md between its BEGIN/END markers (that table is this machine's). Each model issue adds its rows to
 BENCHMARKS below.
 """
 
@@ -28,6 +29,15 @@ from mmgen.data import ShapesDataset, collate_examples, open_dataset
 from mmgen.eval.judge import JudgeObjective, ShapesJudge
 
 HERE = Path(__file__).parent
+
+
+def run_race(command: list[str]) -> str:
+    """Run another library's race script (in its own environment): its standard output,
+    or an error that shows what it printed when it failed."""
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode:
+        raise RuntimeError(f"{' '.join(command[:2])} failed:\n{finished.stderr[-3000:]}")
+    return finished.stdout
 
 
 def judge_train(peak: float, args: argparse.Namespace) -> dict:
@@ -196,7 +206,7 @@ def dvae_train_vs_dalle_pytorch(peak: float, args: argparse.Namespace) -> list[d
             np.save(path, images.numpy(), allow_pickle=False)
             command = [args.dalle_pytorch_python, str(HERE / "dvae_race.py"), "--images", str(path),
                        "--steps", str(args.dvae_steps), "--threads", str(torch.get_num_threads())]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = run_race(command)
         rows.append({"benchmark": "dvae-train dalle-pytorch 1.6.6 (same configuration)", "kind": "train",
                      **json.loads(output.strip().splitlines()[-1])})
         rows[0]["speedup_vs_dalle_pytorch"] = rows[0]["images_per_s"]["median"] / rows[1]["images_per_s"]["median"]
@@ -247,6 +257,7 @@ def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]
     dataset = open_dataset("shapes", size=64, seed=0)
     torch.manual_seed(0)
     model = build_model(dataset, aggregation="mopoe", likelihood_weights=MOPOE_LIKELIHOOD_WEIGHTS, **CONFIG)
+    model.to(args.device)
     objective = MultimodalELBO(model, beta=MOPOE_BETA)
     count = args.mopoe_samples + HELD_OUT
     batch = collate_examples([dataset[i] for i in range(count)])
@@ -265,13 +276,17 @@ def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]
             "text_from_image": from_image["text"].argmax(1),
         }
 
-    first = {name: values[:BATCH_SIZE] for name, values in data.items()}
+    first = {name: values[:BATCH_SIZE].to(args.device) for name, values in data.items()}
     flops = count_flops(lambda: objective(first)["loss"].backward())
     model.zero_grad(set_to_none=True)
+    if args.mopoe_compile:
+        objective.compile(mode=args.mopoe_compile)  # as mmgen's loop does with --compile
     summary, predictions = race(list(model.parameters()), lambda b: objective(b)["loss"], predict, data, args.mopoe_epochs)
+    summary["compile_mode"] = args.mopoe_compile
     summary["parameters_per_modality"] = {name: sum(p.numel() for p in codec.parameters()) for name, codec in model.codecs.items()}
     weights = ", ".join(f"{name} {weight:g}" for name, weight in MOPOE_LIKELIHOOD_WEIGHTS.items())
-    rows = [{"benchmark": f"mopoe-train mmgen (64 px, latent 32, {weights})", "kind": "train", **summary}]
+    compiled = f", torch.compile {args.mopoe_compile}" if args.mopoe_compile else ""
+    rows = [{"benchmark": f"mopoe-train mmgen (64 px, latent 32, {weights}{compiled})", "kind": "train", **summary}]
     outputs = [predictions]
     if args.multivae_python:
         with tempfile.TemporaryDirectory() as folder:
@@ -284,9 +299,9 @@ def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]
                 "--attributes", str(paths["attributes"]), "--vocab-size", str(model.codecs["text"].vocab_size),
                 "--attribute-classes", ",".join(map(str, classes)), "--likelihood-weights", json.dumps(model.weights),
                 "--beta", str(objective.beta), "--epochs", str(args.mopoe_epochs), "--threads", str(torch.get_num_threads()),
-                "--out", str(out),
+                "--device", args.device, *(["--compile", args.mopoe_compile] if args.mopoe_compile else []), "--out", str(out),
             ]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = run_race(command)
             with np.load(out, allow_pickle=False) as saved:
                 outputs.append(dict(saved))
         other = json.loads(output.strip().splitlines()[-1])
@@ -294,7 +309,7 @@ def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]
             raise RuntimeError(
                 f"the networks differ: mmgen {summary['parameters_per_modality']}, multivae {other['parameters_per_modality']}"
             )
-        rows.append({"benchmark": f"mopoe-train multivae {other.pop('multivae')} (same networks and likelihoods)",
+        rows.append({"benchmark": f"mopoe-train multivae {other.pop('multivae')} (same networks and likelihoods{compiled})",
                      "kind": "train", **other})
         rows[0]["speedup_vs_multivae"] = rows[0]["images_per_s"]["median"] / rows[1]["images_per_s"]["median"]
     judge = load_judge()
@@ -374,7 +389,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="benchmarks to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--name", default="cpu", help="results file name under benchmarks/results/")
+    parser.add_argument("--name", help="results file name under benchmarks/results/ (default: the device's)")
+    parser.add_argument("--device", default="cpu", help="where mopoe-train runs (cpu or cuda); the others run on the CPU")
     parser.add_argument("--dvae-steps", type=int, default=1000, help="training steps of each dvae-train model")
     parser.add_argument(
         "--dalle-pytorch-python", help="python of an environment with dalle-pytorch, for dvae-train's comparison row"
@@ -382,13 +398,16 @@ def main() -> None:
     parser.add_argument("--mopoe-epochs", type=int, default=10, help="training epochs of each mopoe-train model")
     parser.add_argument("--mopoe-samples", type=int, default=8192, help="training samples of mopoe-train (plus 256 held out)")
     parser.add_argument("--multivae-python", help="python of an environment with multivae, for mopoe-train's comparison row")
+    parser.add_argument("--mopoe-compile", help="torch.compile mode for both mopoe-train models' loss (default: eager)")
     args = parser.parse_args()
+    if args.device != "cpu" and set(args.only or BENCHMARKS) != {"mopoe-train"}:
+        parser.error("--device other than cpu takes --only mopoe-train")
     torch.manual_seed(0)
-    out = HERE / "results" / f"{args.name}.json"
+    out = HERE / "results" / f"{args.name or args.device}.json"
     out.parent.mkdir(exist_ok=True)
     # --only re-measures some benchmarks and keeps the other rows of an earlier run.
     earlier = json.loads(out.read_text())["rows"] if args.only and out.is_file() else []
-    peak = matmul_peak_flops()
+    peak = matmul_peak_flops(device=args.device)
     measured: dict[str, list[dict]] = {}
     for name in args.only or BENCHMARKS:
         result = BENCHMARKS[name](peak, args)
@@ -399,11 +418,14 @@ def main() -> None:
     results = {"machine": machine(), "matmul_peak_flops": peak, "rows": rows}
     out.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown_table(rows, peak)
+    print(table)
+    if args.device != "cpu":
+        print(f"wrote {out}")
+        return
     readme = HERE / "README.md"
     text = readme.read_text()
     text = re.sub(r"(<!-- BEGIN RESULTS -->\n).*?(\n<!-- END RESULTS -->)", lambda m: m.group(1) + table + m.group(2), text, flags=re.S)
     readme.write_text(text)
-    print(table)
     print(f"wrote {out} and updated {readme}")
 
 

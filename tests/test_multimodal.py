@@ -301,9 +301,12 @@ def test_gibbs_rounds_leave_out_missing_modalities_that_are_not_targets(tokenize
 
 def test_components_lie_within_each_samples_modalities(tokenizer):
     present = torch.tensor([[True, False, True], [True, True, False], [False, True, False]])  # [M=3, B=3]
-    for aggregation in ("moe", "mopoe"):
+    # seeded (drawn on the CPU) and unseeded (drawn where the masks are, as training does)
+    for aggregation, generator in (("moe", torch.Generator().manual_seed(0)), ("mopoe", torch.Generator().manual_seed(0)),
+                                   ("moe", None), ("mopoe", None)):
         model = tiny_model(aggregation, tokenizer)
-        drawn = model.draw_components(present.repeat_interleave(300, 1), torch.Generator().manual_seed(0))
+        torch.manual_seed(1)
+        drawn = model.draw_components(present.repeat_interleave(300, 1), generator)
         inside = ~(drawn & ~present.repeat_interleave(300, 1).T).any(1)
         assert inside.all()
         if aggregation == "moe":

@@ -102,6 +102,21 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
             torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
 
 
+def test_compiled_objective_trains_and_its_checkpoints_resume_eagerly(tmp_path):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = make_trainer(tmp_path, max_steps=40, gradient_accumulation_steps=1, compile="default", ema_decay=None)
+    losses = compiled.train().losses
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the forward went through dynamo
+    assert sum(losses[-10:]) < 0.25 * sum(losses[:10])
+    eager = make_trainer(tmp_path / "eager", max_steps=1, gradient_accumulation_steps=1, ema_decay=None)
+    eager.train()
+    checkpoints = [list_checkpoints(folder / "checkpoints")[-1] / "model.safetensors" for folder in (tmp_path, tmp_path / "eager")]
+    assert load_file(checkpoints[0]).keys() == load_file(checkpoints[1]).keys()
+    resumed = make_trainer(tmp_path, max_steps=42, gradient_accumulation_steps=1, ema_decay=None, resume="latest").train()
+    assert resumed.losses and resumed.losses[0] < 0.25 * losses[0]
+
+
 def test_resume_latest_without_checkpoint_starts_fresh(tmp_path):
     result = make_trainer(tmp_path, max_steps=2, resume="latest").train()
     assert result.step == 2
@@ -132,6 +147,7 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
         ({"batch_size": 0}, "batch_size"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
         ({"keep_last": 0}, "keep_last"),
+        ({"compile": "fast"}, "compile must be none or one of default"),
         ({"ema_decay": 1.5}, "ema_decay"),
         ({"lr_scheduler": "bogus"}, "unknown lr_scheduler 'bogus'"),
         ({"report_to": "paper"}, "unknown report_to 'paper'"),

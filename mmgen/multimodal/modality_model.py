@@ -94,6 +94,9 @@ class ModalityModel(ModelMixin, ConfigMixin):
     def names(self) -> list[str]:
         return list(self.codecs)
 
+    # Never traced by torch.compile: it reads Python values (captions, labels) whose every
+    # new batch would make a compiled objective recompile; what follows it compiles.
+    @torch.compiler.disable
     def observe(self, batch: dict[str, Any]) -> Observed:
         """Tensors and presence of every modality in a batch: dataset columns (e.g. Shapes'
         pixel_values, text, shape, color, ...) or user values keyed by modality name,

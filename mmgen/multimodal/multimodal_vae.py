@@ -118,6 +118,10 @@ class MultimodalVAE(ModalityModel):
         for a sample with nothing present, whose Gaussian is then the prior): masks [B, M]."""
         masks, valid = self.components(present)
         valid = valid | ~valid.any(1, keepdim=True)
+        if generator is None:
+            # Drawn where the masks live, unchecked (every row has a valid component now):
+            # no wait for a GPU, no break in a compiled training step.
+            return masks[torch.multinomial(valid.float(), 1).squeeze(1)]
         return masks[sample_components(valid.cpu(), generator).to(masks.device)]
 
     def posterior_mean(self, posterior: Posterior) -> torch.Tensor:

@@ -128,10 +128,14 @@ class MultimodalELBO(nn.Module):
         mean, logvar = self.model.component_gaussian(posterior, chosen)
         private, private_divergence = self._private(posterior, chosen.T & observed.present)
         reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, observed.present, private)
-        size = observed.size
-        divergences = torch.stack(
-            [gaussian_kl_to_standard(*self.model.component_gaussian(posterior, mask.expand(size, -1))) for mask in masks], 1
+        # Every component's KL in one product over the batch tiled once per component
+        # (row c * B + b: sample b, component c): a few kernels, not a few per component.
+        size, count = observed.size, len(masks)
+        tiled = Posterior(
+            posterior.mean.repeat(1, count, 1), posterior.logvar.repeat(1, count, 1), posterior.present.repeat(1, count)
         )
+        divergences = gaussian_kl_to_standard(*self.model.component_gaussian(tiled, masks.repeat_interleave(size, 0)))
+        divergences = divergences.view(count, size).T
         divergence = (divergences * valid).sum(1) / valid.sum(1).clamp_min(1) + private_divergence
         return reconstruction - self.beta * divergence, reconstruction, divergence
 

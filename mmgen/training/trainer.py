@@ -100,6 +100,10 @@ class Trainer:
             num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
             num_training_steps=config.max_steps * accelerator.num_processes,
         )
+        if config.compile:
+            # In place (nn.Module.compile), not wrapped in an OptimizedModule: its state
+            # dict keeps its keys, so checkpoints resume with or without compiling.
+            self.objective.compile(mode=config.compile)
         objective, optimizer, lr_scheduler = accelerator.prepare(self.objective, optimizer, lr_scheduler)
         ema = EMAModel(trainable, decay=config.ema_decay, use_ema_warmup=True) if config.ema_decay else None
 
