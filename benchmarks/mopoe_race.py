@@ -294,7 +294,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="where to train: cpu or cuda")
-    parser.add_argument("--compile", help="torch.compile mode for the loss (default: not compiled)")
+    parser.add_argument(
+        "--compile", help="torch.compile mode for the networks (multivae's loss does not compile whole; default: eager)"
+    )
     parser.add_argument("--out", required=True, help=".npz for the held-out predictions")
     args = parser.parse_args()
     if args.threads:

@@ -5,8 +5,8 @@
     python benchmarks/run.py --only mopoe-train --device cuda --multivae-python PYTHON
 
 Writes benchmarks/results/<benchmark set>.json and, for CPU runs, rewrites the table in
-benchmarks/README.md between its BEGIN/END markers (that table is this machine's). Each model issue adds its rows to
-BENCHMARKS below.
+benchmarks/README.md between its BEGIN/END markers (that table is this machine's). Each
+model issue adds its rows to BENCHMARKS below.
 """
 
 from __future__ import annotations
