@@ -46,7 +46,8 @@ class TrainingConfig:
         "torch.compile the objective in place with this mode (default, reduce-overhead, max-autotune, "
         "max-autotune-no-cudagraphs; 'none': eager), after a one-off compile (76 s for MoPoE on an H100). For GPUs, "
         "where a small model's step waits on kernel launches: the MoPoE objective's step on an H100 went from 62 to "
-        "93-114 steps/s (benchmarks/README.md); nothing on CPUs. Checkpoints are the same either way",
+        "93-114 steps/s (benchmarks/README.md); nothing on CPUs. For the multimodal VAEs only: the other "
+        "objectives read captions inside forward and would recompile every batch. Checkpoints are the same either way",
     )
     ema_decay: float | None = _setting(0.999, "decay of the EMA of the weights ('none': no EMA)")
     checkpoint_every: int = _setting(500, "save a checkpoint every N steps (and at the end)")
