@@ -7,12 +7,17 @@
 Writes benchmarks/results/<benchmark set>.json and, for CPU runs, rewrites the table in
 benchmarks/README.md between its BEGIN/END markers (that table is this machine's). Each
 model issue adds its rows to BENCHMARKS below.
+
+`--keep-freed-memory` keeps freed memory for reuse as mmgen's training loop does on CPUs
+(`keep_freed_memory`), and runs other libraries' races under the same setting through
+glibc's environment variables; without it, both run with glibc's malloc defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -27,14 +32,21 @@ from torch.nn import functional as F
 from harness import count_flops, machine, matmul_peak_flops, sampling_row, training_row
 from mmgen.data import ShapesDataset, collate_examples, open_dataset
 from mmgen.eval.judge import JudgeObjective, ShapesJudge
+from mmgen.training.cpu_memory import KEPT_BYTES, keep_freed_memory
 
 HERE = Path(__file__).parent
 
 
-def run_race(command: list[str]) -> str:
-    """Run another library's race script (in its own environment): its standard output,
-    or an error that shows what it printed when it failed."""
-    finished = subprocess.run(command, capture_output=True, text=True)
+# glibc's malloc reads these at start: the same setting as keep_freed_memory's, for other libraries' races.
+KEPT_MEMORY_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(KEPT_BYTES), "MALLOC_TRIM_THRESHOLD_": str(KEPT_BYTES)}
+
+
+def run_race(command: list[str], keep_memory: bool) -> str:
+    """Run another library's race script (in its own environment), with freed memory kept
+    as mmgen's side has it or not: its standard output, or an error that shows what it
+    printed when it failed."""
+    environment = {**os.environ, **(KEPT_MEMORY_ENVIRONMENT if keep_memory else {})}
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment)
     if finished.returncode:
         raise RuntimeError(f"{' '.join(command[:2])} failed:\n{finished.stderr[-3000:]}")
     return finished.stdout
@@ -206,7 +218,7 @@ def dvae_train_vs_dalle_pytorch(peak: float, args: argparse.Namespace) -> list[d
             np.save(path, images.numpy(), allow_pickle=False)
             command = [args.dalle_pytorch_python, str(HERE / "dvae_race.py"), "--images", str(path),
                        "--steps", str(args.dvae_steps), "--threads", str(torch.get_num_threads())]
-            output = run_race(command)
+            output = run_race(command, keep_memory=args.keep_freed_memory)
         rows.append({"benchmark": "dvae-train dalle-pytorch 1.6.6 (same configuration)", "kind": "train",
                      **json.loads(output.strip().splitlines()[-1])})
         rows[0]["speedup_vs_dalle_pytorch"] = rows[0]["images_per_s"]["median"] / rows[1]["images_per_s"]["median"]
@@ -301,7 +313,7 @@ def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]
                 "--beta", str(objective.beta), "--epochs", str(args.mopoe_epochs), "--threads", str(torch.get_num_threads()),
                 "--device", args.device, *(["--compile", args.mopoe_compile] if args.mopoe_compile else []), "--out", str(out),
             ]
-            output = run_race(command)
+            output = run_race(command, keep_memory=args.keep_freed_memory)
             with np.load(out, allow_pickle=False) as saved:
                 outputs.append(dict(saved))
         other = json.loads(output.strip().splitlines()[-1])
@@ -366,9 +378,10 @@ BENCHMARKS: dict[str, Callable[[float, argparse.Namespace], dict | list[dict]]] 
 }
 
 
-def markdown_table(rows: list[dict], peak: float) -> str:
+def markdown_table(rows: list[dict], peak: float, memory_kept: bool) -> str:
+    memory = "freed memory kept for reuse, as mmgen's loop keeps it" if memory_kept else "glibc's malloc defaults"
     lines = [
-        f"Measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s.",
+        f"Measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s; {memory}.",
         "",
         "| benchmark | batch | images/s (median, low-high) | steps/s | GFLOP/step | FLOP utilisation | quality |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -389,7 +402,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="benchmarks to run (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--name", help="results file name under benchmarks/results/ (default: the device's)")
+    parser.add_argument(
+        "--name", help="results file name under benchmarks/results/ (default: the device's); a named run leaves README's table alone"
+    )
     parser.add_argument("--device", default="cpu", help="where mopoe-train runs (cpu or cuda); the others run on the CPU")
     parser.add_argument("--dvae-steps", type=int, default=1000, help="training steps of each dvae-train model")
     parser.add_argument(
@@ -399,9 +414,15 @@ def main() -> None:
     parser.add_argument("--mopoe-samples", type=int, default=8192, help="training samples of mopoe-train (plus 256 held out)")
     parser.add_argument("--multivae-python", help="python of an environment with multivae, for mopoe-train's comparison row")
     parser.add_argument("--mopoe-compile", help="torch.compile mode for both mopoe-train models' loss (default: eager)")
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true",
+        help="keep freed memory for reuse as mmgen's training loop does on CPUs, in every library's run (default: glibc's settings)",
+    )
     args = parser.parse_args()
     if args.device != "cpu" and set(args.only or BENCHMARKS) != {"mopoe-train"}:
         parser.error("--device other than cpu takes --only mopoe-train")
+    if args.keep_freed_memory:
+        keep_freed_memory()
     torch.manual_seed(0)
     out = HERE / "results" / f"{args.name or args.device}.json"
     out.parent.mkdir(exist_ok=True)
@@ -415,11 +436,11 @@ def main() -> None:
     rows = []
     for name in BENCHMARKS:
         rows += measured.get(name) or [row for row in earlier if row.get("group") == name]
-    results = {"machine": machine(), "matmul_peak_flops": peak, "rows": rows}
+    results = {"machine": machine(), "matmul_peak_flops": peak, "freed_memory_kept": args.keep_freed_memory, "rows": rows}
     out.write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown_table(rows, peak)
+    table = markdown_table(rows, peak, args.keep_freed_memory)
     print(table)
-    if args.device != "cpu":
+    if args.device != "cpu" or args.name:
         print(f"wrote {out}")
         return
     readme = HERE / "README.md"

@@ -11,7 +11,9 @@ update, so schedules also continue exactly on resume.
 The loop gives every family the same: gradient accumulation, mixed precision, gradient
 clipping, LR warmup and schedule, EMA weights, tensorboard logs, a progress bar with
 loss and images/s, periodic validation, rotated atomic checkpoints, exact resume, and
-multi-process training under `accelerate launch`.
+multi-process training under `accelerate launch`. On CPUs it keeps freed memory in the
+process for the next step (`cpu_memory`), where glibc would hand it back to the kernel
+and fault it in again.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mmgen.data.transforms import make_grid
 from mmgen.errors import ConfigError
 from mmgen.training import checkpoint
 from mmgen.training.config import TrainingConfig
+from mmgen.training.cpu_memory import keep_freed_memory
 from mmgen.training.sampler import ResumableShardedSampler
 
 # validate(objective, step, output_dir) and export(objective, folder) receive the unwrapped
@@ -84,6 +87,8 @@ class Trainer:
     def train(self) -> TrainingResult:
         config, accelerator = self.config, self.accelerator
         set_seed(config.seed)
+        if accelerator.device.type == "cpu":
+            keep_freed_memory()
         trainable = [p for p in self.objective.parameters() if p.requires_grad]
         if not trainable:
             raise ConfigError("the objective has no trainable parameters")
