@@ -1,5 +1,6 @@
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -244,7 +245,7 @@ print(json.dumps({"default": default, "took": took, "kept": faults_of_reallocati
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="sets glibc's malloc")
 def test_keep_freed_memory_stops_refaulting_reallocations():
     # In a fresh process: the setting is process-wide and the loop applies it on CPUs.
     completed = subprocess.run([sys.executable, "-c", REALLOCATION_FAULTS], capture_output=True, text=True, timeout=120)
