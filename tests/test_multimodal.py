@@ -299,6 +299,20 @@ def test_gibbs_rounds_leave_out_missing_modalities_that_are_not_targets(tokenize
     assert not torch.allclose(attributes(["attributes", "image"]), with_image)
 
 
+def test_dropped_modalities_are_missing_for_their_samples_only(tokenizer):
+    from mmgen.multimodal.training import DropModalities
+
+    model = tiny_model("mopoe", tokenizer)
+    dataset = ShapesDataset("train", n=48, size=16)
+    items = [DropModalities(dataset, model, fraction=0.5, seed=0)[i] for i in range(len(dataset))]
+    observed = model.observe(collate_examples(items))
+    columns = {"attributes": "color", "image": "pixel_values", "text": "text"}
+    expected = torch.tensor([[item[columns[name]] is not None for item in items] for name in model.names])
+    assert torch.equal(observed.present, expected)
+    assert (~expected).sum(1).min() >= 3  # every modality is dropped somewhere, never batch-wide
+    assert 10 <= (~expected).any(0).sum() <= 38 and (~expected).sum(0).max() == 1
+
+
 def test_components_lie_within_each_samples_modalities(tokenizer):
     present = torch.tensor([[True, False, True], [True, True, False], [False, True, False]])  # [M=3, B=3]
     # seeded (drawn on the CPU) and unseeded (drawn where the masks are, as training does)

@@ -11,7 +11,8 @@ def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors and numbers; keep everything else (captions, labels, optional
     metadata columns that may be missing for some rows) as plain lists."""
     batch: dict[str, Any] = {}
-    for key in examples[0]:
+    keys = dict.fromkeys(key for example in examples for key in example)  # any row may lack a column
+    for key in keys:
         values = [example.get(key) for example in examples]
         if all(isinstance(v, torch.Tensor) for v in values):
             batch[key] = torch.stack(values)

@@ -85,10 +85,11 @@ class DropModalities(Dataset):
 
 
 def _columns(model: MultimodalVAE, name: str) -> list[str]:
-    spec = model.config.modalities[name]
-    if spec["kind"] == "categorical":
-        return list(spec["classes"])
-    return [spec.get("column", name)]
+    """The dataset columns that hold modality `name` (an image is read from pixel_values)."""
+    codec = model.codecs[name]
+    if codec.kind == "categorical":
+        return list(codec.classes)
+    return [codec.column]
 
 
 def build_model(
