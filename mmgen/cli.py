@@ -262,6 +262,26 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
 
+def _image_output(out: str) -> Path:
+    """--out, checked before anything is generated: an extension PIL writes, its folder made."""
+    from PIL import Image
+
+    path = Path(out)
+    if path.suffix.lower() not in Image.registered_extensions():
+        problem = f"{path.suffix} is not an image format" if path.suffix else "no file extension"
+        raise MMGenError(f"--out {out}: {problem}; use .png or .jpg")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MMGenError(f"--out {out}: cannot create its folder ({error})") from error
+    return path
+
+
+def _draws(n: int) -> None:
+    if n < 1:
+        raise MMGenError(f"-n must be at least 1, got {n}")
+
+
 def _assignments(pairs: list[str], option: str) -> dict[str, str]:
     """["name=value", ...] -> {name: value}."""
     parsed = {}
@@ -472,11 +492,15 @@ def _sample(args: argparse.Namespace) -> None:
 
     prompts = list(args.prompts)
     if args.prompts_file:
+        if not Path(args.prompts_file).is_file():
+            raise MMGenError(f"--prompts-file {args.prompts_file}: no such file")
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
     if not prompts:
         raise MMGenError("no prompt given: pass one or more prompts, or --prompts-file")
     if any(not p.strip() for p in prompts):
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
+    _draws(args.n)
+    out = _image_output(args.out)
     pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     token_sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
@@ -492,8 +516,6 @@ def _sample(args: argparse.Namespace) -> None:
         guidance_scale=guidance_scale, generator=generator,
         **{name: value for name, value in token_sampling.items() if value is not None},
     ).images
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     make_grid(images, columns=args.n).save(out)
     print(f"wrote {out}: {len(prompts)} prompt(s) x {args.n} images, one row per prompt")
 
@@ -557,11 +579,11 @@ def _impute(args: argparse.Namespace) -> None:
     refinement = {} if args.gibbs_steps is None else {"gibbs_steps": args.gibbs_steps}
     if refinement and isinstance(model, ConditionalVAE):
         raise MMGenError("--gibbs-steps: a conditional VAE draws in one step; it refines nothing")
+    _draws(args.n)
+    out = _image_output(args.out) if "image" in targets else None
     outputs = model.impute(inputs, targets, n=args.n, generator=torch.Generator().manual_seed(args.seed), **refinement)
     for name, values in outputs.items():
         if name == "image":
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
             make_grid(values, columns=args.n).save(out)
             print(f"wrote {out}: {args.n} image(s)")
         else:

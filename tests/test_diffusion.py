@@ -197,6 +197,9 @@ def test_cli_sample_writes_a_grid(tmp_path, pipeline_folder, capsys):
         (["sample"], "no prompt given"),
         (["sample", "a red star", "--model", str(SHAPES_JUDGE)], "not a text-to-image pipeline"),
         (["sample", "a red star", "--model", "/no/such/folder"], "/no/such/folder: no such checkpoint folder"),
+        (["sample", "a red star", "-n", "0"], "-n must be at least 1, got 0"),
+        (["sample", "a red star", "--out", "grid"], "--out grid: no file extension; use .png or .jpg"),
+        (["sample", "--prompts-file", "/no/prompts.txt"], "--prompts-file /no/prompts.txt: no such file"),
     ],
 )
 def test_cli_sample_names_bad_input(arguments, message, capsys):

@@ -348,6 +348,34 @@ def test_save_and_load_give_the_same_imputations(tmp_path, tokenizer, shapes_bat
     assert set(first["attributes"][0]) == set(ATTRIBUTES)
 
 
+def test_lone_values_are_one_sample_and_inference_keeps_the_callers_mode(tokenizer):
+    model = tiny_model("mopoe", tokenizer)
+    generator = torch.Generator().manual_seed(0)
+    lone = model.impute({"text": "a big red star at the top"}, targets="attributes", n=2, generator=generator)
+    generator = torch.Generator().manual_seed(0)
+    listed = model.impute({"text": ["a big red star at the top"]}, targets=["attributes"], n=2, generator=generator)
+    assert list(lone) == ["attributes"] and len(lone["attributes"]) == 2 and lone == listed
+    model.train()
+    model.impute({"attributes": {"color": "red"}})
+    assert model.training
+    model.eval()
+    model.sample(1)
+    assert not model.training
+
+
+def test_a_model_loaded_in_bfloat16_imputes_as_in_float32(tmp_path, tokenizer, shapes_batch):
+    model = tiny_model("mopoe", tokenizer)
+    model.save_pretrained(tmp_path)
+    half = MultimodalVAE.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    inputs = {"image": shapes_batch["pixel_values"][:4], "text": shapes_batch["text"][:4]}
+    expected = model.reconstruct(inputs, output_type="pt")
+    reconstructed = half.reconstruct(inputs, output_type="pt")
+    assert reconstructed["image"].dtype == torch.bfloat16
+    torch.testing.assert_close(reconstructed["image"].float(), expected["image"], atol=0.1, rtol=0)
+    assert len(half.impute(inputs, n=2)["attributes"]) == 8
+    assert len(half.sample(2)["image"]) == 2
+
+
 def test_bad_inputs_are_named(tokenizer):
     from mmgen.errors import CheckpointError, ConfigError, DataError
 
@@ -362,6 +390,27 @@ def test_bad_inputs_are_named(tokenizer):
         model.impute({"text": ["a red star"]}, targets=["audio"])
     with pytest.raises(ConfigError, match="gibbs_steps must be 0 or more"):
         model.impute({"text": ["a red star"]}, gibbs_steps=-1)
+    with pytest.raises(DataError, match="inputs name no modality of this model: 'caption'"):
+        model.impute({"caption": ["a red star"]})
+    with pytest.raises(ConfigError, match="targets is empty"):
+        model.impute({"text": ["a red star"]}, targets=[])
+    for call in (lambda: model.impute({"text": ["a red star"]}, n=0), lambda: model.sample(-1)):
+        with pytest.raises(ConfigError, match="n .draws per sample. must be a whole number >= 1"):
+            call()
+    with pytest.raises(DataError, match=r"empty batch"):
+        model.impute({"text": []})
+    with pytest.raises(DataError, match="none of its words is known"):
+        model.impute({"text": ["💥 💥"]})
+    with pytest.raises(DataError, match=r"'image' takes tensors of shape \[batch, 3, 16, 16\] of floats, got torch.float32 of shape \(2, 3, 8, 8\)"):
+        model.impute({"image": torch.zeros(2, 3, 8, 8)})
+    with pytest.raises(DataError, match="of floats, got torch.uint8"):
+        model.impute({"image": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)})
+    with pytest.raises(DataError, match="PIL, or float tensors"):
+        model.impute({"image": [torch.zeros(3, 16, 16, dtype=torch.uint8)]})
+    with pytest.raises(DataError, match=r"token ids must lie in \[0, "):
+        model.impute({"text": torch.full((1, 16), 10_000)})
+    with pytest.raises(DataError, match="attribute indices must lie in 0 .unknown."):
+        model.impute({"attributes": torch.full((1, 4), 50)})
     with pytest.raises(ConfigError, match="aggregation must be one of"):
         MultimodalVAE(modalities={"v": {"kind": "real", "dim": 2}}, aggregation="sum")
     with pytest.raises(ConfigError, match="private latent for unknown modality 'audio'"):
@@ -409,6 +458,10 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     assert printed.count("text: ") == 1 and printed.count("attributes: ") == 1
     assert main(["impute", "--model", str(model_dir), "--attributes", "color=beige"]) == 2
     assert "color 'beige' is not one of" in capsys.readouterr().err
+    assert main(["impute", "--model", str(model_dir), "--text", "a red star", "-n", "0"]) == 2
+    assert "-n must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["impute", "--model", str(model_dir), "--text", "a red star", "--out", str(tmp_path / "x.txt")]) == 2
+    assert ".txt is not an image format" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
 
 
 def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path, capsys):
@@ -492,7 +545,8 @@ def test_metadata_columns_become_modalities_and_numbers_are_read():
     from mmgen.multimodal.training import metadata_modalities
 
     class Rows:
-        rows = [{"mood": "calm", "weight": 2.5, "pose": [0.1, 0.2]}, {"mood": None, "weight": 1.0, "pose": [0.3, 0.4]}]
+        rows = [{"mood": "calm", "weight": 2.5, "pose": [0.1, 0.2], "count": 3},
+                {"mood": None, "weight": 1.0, "pose": [0.3, 0.4], "count": 4}]
 
         def __len__(self):
             return len(self.rows)
@@ -502,11 +556,19 @@ def test_metadata_columns_become_modalities_and_numbers_are_read():
 
     specs = metadata_modalities(Rows())
     assert specs["attributes"] == {"kind": "categorical", "classes": {"mood": ["calm"]}}
-    assert specs["weight"]["dim"] == 1 and specs["pose"]["dim"] == 2
+    assert specs["weight"]["dim"] == 1 and specs["count"]["dim"] == 1 and specs["pose"]["dim"] == 2
     model = MultimodalVAE(specs, latent_dim=4, aggregation="poe")
     observed = model.observe({"weight": [2.5, None], "pose": [[0.1, 0.2], [0.3, 0.4]], "mood": ["calm", None]})
     assert observed.values["weight"].tolist() == [[2.5], [0.0]]
-    assert observed.present.tolist() == [[True, False], [True, True], [True, False]]  # attributes, pose, weight
+    assert observed.present.tolist() == [[True, False], [False, False], [True, True], [True, False]]
+    # As training sees them: collation stacks a column of numbers into one tensor [B] (integers stay integers).
+    batch = collate_examples(Rows.rows)
+    assert batch["count"].dtype == torch.long
+    observed = model.observe(batch)
+    assert observed.values["count"].tolist() == [[3.0], [4.0]] and observed.values["weight"].tolist() == [[2.5], [1.0]]
+    assert torch.isfinite(MultimodalELBO(model)(batch)["loss"])
+    with pytest.raises(DataError, match=r"metadata column 'flag' holds true/false values"):
+        metadata_modalities(type("Flags", (Rows,), {"rows": [{"flag": True}, {"flag": False}]})())
 
 
 def test_a_malformed_likelihood_weight_is_a_usage_error(capsys):

@@ -63,17 +63,19 @@ class ConditionalVAE(ModalityModel):
 
     @torch.no_grad()
     def impute(
-        self, inputs: dict[str, Any], targets: list[str] | None = None, n: int = 1,
+        self, inputs: dict[str, Any], targets: str | list[str] | None = None, n: int = 1,
         generator: torch.Generator | None = None, mean: bool = False, output_type: str = "values",
     ) -> dict[str, Any]:
         """The target modality given the conditions: n draws per sample from the prior (its
         mean, z = 0, if `mean`), as MultimodalVAE.impute returns them."""
-        if targets not in (None, [self.target]):
+        if targets not in (None, self.target, [self.target]):
             raise ConfigError(f"this conditional VAE generates {self.target!r} only, not {targets}")
-        self.eval()
-        conditions = self.condition_features(self.observe(inputs)).repeat_interleave(n, dim=0)
-        latent = torch.randn(len(conditions), self.config.latent_dim, generator=generator).to(self.device)
-        decoded = self.decode(latent * (not mean), conditions)
+        self.check_draws(n)
+        inputs = self.user_batch(inputs)
+        with self.evaluating():
+            conditions = self.condition_features(self.observe(inputs)).repeat_interleave(n, dim=0)
+            latent = torch.randn(len(conditions), self.config.latent_dim, generator=generator).to(conditions)
+            decoded = self.decode(latent * (not mean), conditions)
         if output_type == "pt":
             return {self.target: decoded}
         return {self.target: self.codecs[self.target].from_decoded(decoded)}

@@ -115,12 +115,25 @@ class Modality(nn.Module):
         """This modality's values in a dataset batch (None: absent for every sample)."""
         return batch.get(self.name)
 
+    def checked(self, values: torch.Tensor) -> torch.Tensor:
+        """Values given as tensors [B, ...] (stacked by the user or by collation), checked
+        against the shape and kind of this modality's value tensors, so that a wrong one is
+        named here rather than deep inside a network."""
+        template = self.empty()
+        if tuple(values.shape[1:]) != tuple(template.shape) or values.is_floating_point() != template.is_floating_point():
+            kind = "floats" if template.is_floating_point() else "integers"
+            raise DataError(
+                f"modality {self.name!r} takes tensors of shape [batch, {', '.join(map(str, template.shape))}] of "
+                f"{kind}, got {values.dtype} of shape {tuple(values.shape)}"
+            )
+        return values
+
     def batch_tensors(self, batch: dict[str, Any], size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(values [B, ...] with zeros where missing, present: bool [B]) from a batch whose
         entry is a stacked tensor, a list with None for missing samples, or absent."""
         values = self.read(batch)
         if isinstance(values, torch.Tensor):
-            return values, torch.ones(len(values), dtype=torch.bool)
+            return self.checked(values), torch.ones(len(values), dtype=torch.bool)
         if values is None:
             values = [None] * size
         if len(values) != size:
@@ -195,15 +208,18 @@ class ImageModality(Modality):
             from mmgen.data.transforms import resize_and_crop, to_rgb
 
             value = pil_to_tensor(resize_and_crop(to_rgb(value), self.size))
-        if not isinstance(value, torch.Tensor) or value.shape != (3, self.size, self.size):
-            raise DataError(f"modality {self.name!r} takes {self.size} x {self.size} RGB images, got {_describe(value)}")
+        if not isinstance(value, torch.Tensor) or value.shape != (3, self.size, self.size) or not value.is_floating_point():
+            raise DataError(
+                f"modality {self.name!r} takes {self.size} x {self.size} RGB images (PIL, or float tensors in [-1, 1]), "
+                f"got {_describe(value)}"
+            )
         return value
 
     def empty(self) -> torch.Tensor:
         return torch.zeros(3, self.size, self.size)
 
     def from_decoded(self, decoded: torch.Tensor) -> list[Image.Image]:
-        return tensor_to_pil(decoded.clamp(-1, 1))
+        return tensor_to_pil(decoded.float().clamp(-1, 1))
 
 
 class TextModality(Modality):
@@ -295,12 +311,20 @@ class TextModality(Modality):
     def read(self, batch: dict[str, Any]) -> Any:
         return batch.get(self.name, batch.get(self.column))
 
+    def checked(self, values: torch.Tensor) -> torch.Tensor:
+        values = super().checked(values)
+        if values.numel() and (values.min() < 0 or values.max() >= self.vocab_size):
+            raise DataError(f"modality {self.name!r}: token ids must lie in [0, {self.vocab_size}), got {values.min()}..{values.max()}")
+        return values
+
     def to_tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
-            return value
+            return self.checked(value[None])[0]
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"modality {self.name!r} takes non-empty captions, got {_describe(value)}")
         ids = self.tokenizer(value, padding="max_length", truncation=True, max_length=self.max_length)["input_ids"]
+        if not set(ids) - set(self.tokenizer.all_special_ids):
+            raise DataError(f"caption {value!r}: none of its words is known to modality {self.name!r}'s tokenizer")
         return torch.tensor(ids)
 
     def empty(self) -> torch.Tensor:
@@ -377,9 +401,19 @@ class CategoricalModality(Modality):
         rows = [{a: batch[a][i] for a in self.classes if a in batch and batch[a][i] is not None} for i in range(size)]
         return [row or None for row in rows]
 
+    def checked(self, values: torch.Tensor) -> torch.Tensor:
+        values = super().checked(values)
+        sizes = torch.tensor([len(labels) for labels in self.classes.values()], device=values.device)
+        if values.numel() and ((values < 0) | (values > sizes)).any():
+            raise DataError(
+                f"modality {self.name!r}: attribute indices must lie in 0 (unknown) .. the number of labels "
+                f"({', '.join(f'{a} {len(l)}' for a, l in self.classes.items())})"
+            )
+        return values
+
     def to_tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
-            return value
+            return self.checked(value[None])[0]
         if not isinstance(value, dict) or not value:
             raise DataError(f"modality {self.name!r} takes a dict of attribute labels, got {_describe(value)}")
         unknown = set(value) - set(self.classes)
@@ -448,6 +482,10 @@ class RealModality(Modality):
 
     def read(self, batch: dict[str, Any]) -> Any:
         return batch.get(self.name, batch.get(self.column))
+
+    def checked(self, values: torch.Tensor) -> torch.Tensor:
+        # Collation stacks a column of numbers into [B] (integers stay integers).
+        return super().checked(values.float().reshape(len(values), -1) if values.dim() == 1 else values.float())
 
     def to_tensor(self, value: Any) -> torch.Tensor:
         tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1)  # a number is a vector of one
@@ -525,7 +563,7 @@ class TextEmbeddingModality(Modality):
 
     def to_tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
-            return value
+            return self.checked(value[None])[0]
         self._embed([value])
         return self._vectors[value]
 

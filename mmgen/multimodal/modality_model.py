@@ -5,9 +5,10 @@ beside the weights."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
@@ -78,21 +79,58 @@ class ModalityModel(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> ModalityModel:
-        class_name = checkpoint_class(path)
+        folder = Path(path) / kwargs.get("subfolder", "")
+        class_name = checkpoint_class(folder)
         if class_name != cls.__name__:
-            raise CheckpointError(f"{path}: a {class_name} checkpoint, not a {cls.__name__}")
+            raise CheckpointError(f"{folder}: a {class_name} checkpoint, not a {cls.__name__}")
         model = super().from_pretrained(path, **kwargs)
-        if (Path(path) / TOKENIZER_FOLDER).is_dir():
+        if (folder / TOKENIZER_FOLDER).is_dir():
             from transformers import AutoTokenizer
 
-            model.set_tokenizer(AutoTokenizer.from_pretrained(Path(path) / TOKENIZER_FOLDER))
+            model.set_tokenizer(AutoTokenizer.from_pretrained(folder / TOKENIZER_FOLDER))
         return model
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode for inference (a categorical modality hides attributes at random only
+        in training), then the caller's mode back."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     # ----- batches -----
 
     @property
     def names(self) -> list[str]:
         return list(self.codecs)
+
+    def columns(self, name: str) -> list[str]:
+        """The dataset columns that can hold modality `name`'s values besides its name (an
+        image is read from pixel_values, attributes from a column each)."""
+        codec = self.codecs[name]
+        return list(codec.classes) if codec.kind == "categorical" else [codec.column]
+
+    @staticmethod
+    def check_draws(n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n (draws per sample) must be a whole number >= 1, not {n!r}")
+
+    def user_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """`inputs` of the inference methods, checked: each key names a modality or one of
+        its columns, and a lone value (a caption, a PIL image, a dict of labels) is a batch
+        of one. Lists (None where missing) and tensors [B, ...] are batches as they are."""
+        if not isinstance(inputs, dict):
+            raise DataError(f"inputs must be a dict of modality name -> per-sample values, not {type(inputs).__name__}")
+        known = {key for name in self.names for key in (name, *self.columns(name))}
+        unknown = set(inputs) - known
+        if unknown:
+            raise DataError(f"inputs name no modality of this model: {', '.join(map(repr, sorted(unknown)))}; "
+                            f"it has {', '.join(self.names)}")
+        return {key: value if value is None or isinstance(value, (list, tuple, torch.Tensor)) else [value]
+                for key, value in inputs.items()}
 
     # Never traced by torch.compile: it reads Python values (captions, labels) whose every
     # new batch would make a compiled objective recompile; what follows it compiles.
@@ -103,10 +141,16 @@ class ModalityModel(ModelMixin, ConfigMixin):
         None for a missing value or a whole missing modality."""
         sizes = {len(v) for v in batch.values() if isinstance(v, (list, tuple, torch.Tensor))}
         if len(sizes) != 1:
-            raise DataError(f"batch entries disagree on the number of samples: {sorted(sizes)}" if sizes else "empty batch")
+            raise DataError(
+                f"batch entries disagree on the number of samples: {sorted(sizes)}" if sizes
+                else "no values given: give at least one modality's per-sample values"
+            )
         size = sizes.pop()
+        if not size:
+            raise DataError("empty batch: no samples given")
         values, present = {}, []
         for name, modality in self.codecs.items():
             tensor, mask = modality.batch_tensors(batch, size)
-            values[name], present = tensor.to(self.device), [*present, mask]
+            dtype = self.dtype if tensor.is_floating_point() else None  # e.g. loaded with torch_dtype
+            values[name], present = tensor.to(self.device, dtype), [*present, mask]
         return Observed(values, torch.stack(present).to(self.device))

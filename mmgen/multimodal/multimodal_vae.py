@@ -130,7 +130,7 @@ class MultimodalVAE(ModalityModel):
         masks, valid = self.components(posterior.present)
         size = posterior.present.shape[1]
         means = torch.stack([self.component_gaussian(posterior, mask.expand(size, -1))[0] for mask in masks], 1)
-        weights = valid.float() / valid.float().sum(1, keepdim=True).clamp_min(1.0)
+        weights = valid.to(means) / valid.to(means).sum(1, keepdim=True).clamp_min(1.0)
         return (weights[..., None] * means).sum(1)
 
     # ----- generation -----
@@ -145,8 +145,8 @@ class MultimodalVAE(ModalityModel):
             if mean:
                 from_posterior, from_prior = loc, torch.zeros_like(loc)
             else:
-                from_posterior = loc + (0.5 * logvar).exp() * torch.randn(loc.shape, generator=generator).to(loc.device)
-                from_prior = torch.randn(loc.shape, generator=generator).to(loc.device)
+                from_posterior = loc + (0.5 * logvar).exp() * torch.randn(loc.shape, generator=generator).to(loc)
+                from_prior = torch.randn(loc.shape, generator=generator).to(loc)
             latents[name] = torch.where(given[self.names.index(name)][:, None], from_posterior, from_prior)
         return latents
 
@@ -161,7 +161,7 @@ class MultimodalVAE(ModalityModel):
             return latent
         own = (private or {}).get(name)
         if own is None:
-            own = torch.randn(len(latent), private_dim, generator=generator).to(latent.device)
+            own = torch.randn(len(latent), private_dim, generator=generator).to(latent)
         return torch.cat([latent, own], dim=1)
 
     def decode(
@@ -189,7 +189,7 @@ class MultimodalVAE(ModalityModel):
         else:
             components = posterior.present.T if product else self.draw_components(posterior.present, generator)
             loc, logvar = self.component_gaussian(posterior, components)
-            shared = loc if mean else loc + (0.5 * logvar).exp() * torch.randn(loc.shape, generator=generator).to(loc.device)
+            shared = loc if mean else loc + (0.5 * logvar).exp() * torch.randn(loc.shape, generator=generator).to(loc)
         return shared, self.private_latents(posterior, posterior.present, generator, mean)
 
     @property
@@ -268,17 +268,20 @@ class MultimodalVAE(ModalityModel):
 
     @torch.no_grad()
     def impute(
-        self, inputs: dict[str, Any], targets: list[str] | None = None, n: int = 1,
+        self, inputs: dict[str, Any], targets: str | list[str] | None = None, n: int = 1,
         generator: torch.Generator | None = None, mean: bool = False, output_type: str = "values",
         gibbs_steps: int | None = None,
     ) -> dict[str, list[Any] | torch.Tensor]:
         """Fill in `targets` (default: every modality) from whatever `inputs` give, n draws
         per sample (sample-major). `inputs` maps modality names (or dataset columns) to
-        per-sample values, None where missing. Returns user values (PIL images, captions,
-        attribute dicts, the given labels kept, lists) or, with output_type="pt", the
-        decoders' tensors. The draw is refined by `gibbs_steps` rounds of pseudo-Gibbs
+        per-sample values, None where missing (a lone value is one sample). Returns user
+        values (PIL images, captions, attribute dicts, the given labels kept, lists) or,
+        with output_type="pt", the decoders' tensors. The draw is refined by `gibbs_steps` rounds of pseudo-Gibbs
         sampling over the targets (see `refined_latents`; 0: one draw from the aggregated
         posterior; None: `default_gibbs_steps`)."""
+        targets = [targets] if isinstance(targets, str) else targets
+        if targets is not None and not targets:
+            raise ConfigError("targets is empty: name the modalities to fill in, or None for all of them")
         unknown = set(targets or []) - set(self.names)
         if unknown:
             raise ConfigError(f"unknown target modality {sorted(unknown)[0]!r}; this model has {', '.join(self.names)}")
@@ -287,9 +290,11 @@ class MultimodalVAE(ModalityModel):
         gibbs_steps = self.default_gibbs_steps if gibbs_steps is None else gibbs_steps
         if gibbs_steps < 0:
             raise ConfigError(f"gibbs_steps must be 0 or more, not {gibbs_steps}")
-        self.eval()
-        latent, private = self.refined_latents(self.observe(inputs), n, gibbs_steps, generator, mean, targets)
-        decoded = self.decode(latent, targets, private)
+        self.check_draws(n)
+        inputs = self.user_batch(inputs)
+        with self.evaluating():
+            latent, private = self.refined_latents(self.observe(inputs), n, gibbs_steps, generator, mean, targets)
+            decoded = self.decode(latent, targets, private)
         if output_type == "pt":
             return decoded
         return {
@@ -301,9 +306,10 @@ class MultimodalVAE(ModalityModel):
     def sample(self, n: int, generator: torch.Generator | None = None, output_type: str = "values") -> dict[str, Any]:
         """Joint generation: n latents (and private latents) from the prior, decoded into
         every modality."""
-        self.eval()
-        latent = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
-        decoded = self.decode(latent, generator=generator)
+        self.check_draws(n)
+        with self.evaluating():
+            latent = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device, self.dtype)
+            decoded = self.decode(latent, generator=generator)
         if output_type == "pt":
             return decoded
         return {name: self.codecs[name].from_decoded(value) for name, value in decoded.items()}
@@ -311,8 +317,8 @@ class MultimodalVAE(ModalityModel):
     @torch.no_grad()
     def encode(self, inputs: dict[str, Any]) -> torch.Tensor:
         """The aggregated posterior mean of the shared latent [B, D] given whatever `inputs` hold."""
-        self.eval()
-        return self.latents(self.observe(inputs), mean=True)[0]
+        with self.evaluating():
+            return self.latents(self.observe(self.user_batch(inputs)), mean=True)[0]
 
     @torch.no_grad()
     def reconstruct(self, inputs: dict[str, Any], output_type: str = "values") -> dict[str, Any]:

@@ -51,6 +51,8 @@ def metadata_modalities(dataset: Dataset) -> dict[str, dict[str, Any]]:
             if len(lengths) != 1:
                 raise DataError(f"metadata column {column!r} holds vectors of different lengths {sorted(lengths)}")
             specs[column] = {"kind": "real", "dim": lengths.pop(), "column": column}
+        elif any(isinstance(v, bool) for v in given):
+            raise DataError(f"metadata column {column!r} holds true/false values; write them as labels (strings) or 0/1")
         else:
             raise DataError(f"metadata column {column!r} mixes kinds of values; use strings (labels) or numbers")
     if classes:
@@ -66,7 +68,7 @@ class DropModalities(Dataset):
 
     def __init__(self, dataset: Dataset, model: MultimodalVAE, fraction: float, seed: int = 0):
         self.dataset, self.fraction, self.seed = dataset, fraction, seed
-        self.columns = {name: _columns(model, name) for name in model.names}
+        self.columns = {name: model.columns(name) for name in model.names}
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -82,14 +84,6 @@ class DropModalities(Dataset):
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
-
-
-def _columns(model: MultimodalVAE, name: str) -> list[str]:
-    """The dataset columns that hold modality `name` (an image is read from pixel_values)."""
-    codec = model.codecs[name]
-    if codec.kind == "categorical":
-        return list(codec.classes)
-    return [codec.column]
 
 
 def build_model(
@@ -156,6 +150,8 @@ def train_multimodal_vae(
     `model/` is the model (EMA weights). Validation draws images: from
     `validation_prompts` (multimodal VAEs), or from the first 8 samples' conditions (a
     conditional VAE of images)."""
+    if not 0 <= missing_fraction <= 1:
+        raise ConfigError(f"--missing-fraction must lie in [0, 1], not {missing_fraction}")
     torch.manual_seed(config.seed)
     dataset = open_dataset(data, size=model_options.get("image_size", 64), seed=config.seed)
     model = build_model(dataset, aggregation=aggregation, **model_options)
