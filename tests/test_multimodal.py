@@ -464,6 +464,35 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     assert ".txt is not an image format" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
 
 
+def test_cli_trains_on_a_user_folder_whose_metadata_columns_become_modalities(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from mmgen.cli import main
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = []
+    for i in range(8):
+        Image.new("RGB", (20, 20), (250 * (i % 2), 40, 0)).save(folder / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": ["a dark tile", "a bright orange tile"][i % 2],
+                     "mood": ["calm", "busy"][i % 2], "weight": 0.5 * i, "count": i})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = tmp_path / "run"
+    assert main([
+        "train", "mvae", "--data", str(folder), "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "4",
+        "--text-hidden", "16", "--missing-fraction", "0.5", "--max-steps", "2", "--batch-size", "4",
+        "--checkpoint-every", "2", "--validate-every", "2", "--output-dir", str(run), "--report-to", "none",
+    ]) == 0
+    assert (run / "samples" / "step-0000002.png").is_file()  # drawn from the data's own captions
+    model = MultimodalVAE.from_pretrained(run / "checkpoints" / "checkpoint-0000002" / "model")
+    assert model.names == ["attributes", "count", "image", "text", "weight"]
+    assert model.config.modalities["attributes"]["classes"] == {"mood": ["busy", "calm"]}
+    out = model.impute({"mood": "calm", "weight": 1.5}, targets=["count", "text", "image"], n=2)
+    assert len(out["count"]) == 2 and len(out["count"][0]) == 1 and isinstance(out["text"][0], str)
+
+
 def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path, capsys):
     from mmgen.cli import main
     from mmgen.multimodal import ConditionalVAE, load_model

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from mmgen.data import open_dataset
+from mmgen.data import ShapesDataset, open_dataset
 from mmgen.data.frozen import dataset_captions
 from mmgen.data.seeding import derive_seed
 from mmgen.data.shapes import VALIDATION_PROMPTS
@@ -143,13 +143,14 @@ def train_multimodal_vae(
     aggregation: str = "mopoe",
     beta: float = 1.0,
     missing_fraction: float = 0.0,
-    validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
+    validation_prompts: tuple[str, ...] | None = None,
     **model_options,
 ) -> TrainingResult:
     """Train a multimodal (or, with aggregation "cvae", conditional) VAE; every checkpoint's
     `model/` is the model (EMA weights). Validation draws images: from
-    `validation_prompts` (multimodal VAEs), or from the first 8 samples' conditions (a
-    conditional VAE of images)."""
+    `validation_prompts` (multimodal VAEs; default: Shapes' prompts on Shapes, else the
+    data's first 8 captions, whose words the caption tokenizer knows), or from the first 8
+    samples' conditions (a conditional VAE of images)."""
     if not 0 <= missing_fraction <= 1:
         raise ConfigError(f"--missing-fraction must lie in [0, 1], not {missing_fraction}")
     torch.manual_seed(config.seed)
@@ -164,6 +165,8 @@ def train_multimodal_vae(
         given = {name: model.codecs[name].read(shown) for name in model.conditions}
     else:
         objective = MultimodalELBO(model, beta=beta)
+        if validation_prompts is None:
+            validation_prompts = VALIDATION_PROMPTS if isinstance(dataset, ShapesDataset) else dataset_captions(dataset)[1][:8]
         given = {"text": list(validation_prompts)}
 
     def validate(objective: MultimodalELBO | ConditionalELBO, step: int, output_dir: Path) -> None:
