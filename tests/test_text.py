@@ -138,6 +138,13 @@ def test_cache_hits_match_fresh_encodings_and_persist(tmp_path, minilm):
     assert reopened.misses == 1 and reopened.hits == 4
 
 
+def test_a_saved_minilm_reloads_whole_and_keeps_its_cache_key(tmp_path, minilm):
+    minilm.save_pretrained(tmp_path)
+    first, second = TextEncoder.from_pretrained(tmp_path), TextEncoder.from_pretrained(tmp_path)
+    assert first.fingerprint() == second.fingerprint() == minilm.fingerprint()
+    torch.testing.assert_close(first(["a red star"]).pooled, minilm(["a red star"]).pooled)
+
+
 def test_cache_is_keyed_by_weights(tmp_path, caption_tokenizer):
     torch.manual_seed(0)
     first = TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2, trainable=False)

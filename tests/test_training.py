@@ -137,6 +137,16 @@ def test_resume_refuses_settings_that_change_the_data_order(tmp_path):
         make_trainer(tmp_path, max_steps=6, gradient_accumulation_steps=1, resume="latest").train()
 
 
+def test_resuming_from_an_earlier_checkpoint_refuses_to_mix_with_later_ones(tmp_path):
+    make_trainer(tmp_path, max_steps=6, keep_last=None).train()
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(CheckpointError, match=r"already holds later checkpoints \(checkpoint-0000006\)"):
+        make_trainer(tmp_path, max_steps=4, resume=str(checkpoints / "checkpoint-0000003")).train()
+    assert [p.name for p in list_checkpoints(checkpoints)] == ["checkpoint-0000003", "checkpoint-0000006"]
+    resumed = make_trainer(tmp_path / "branch", max_steps=4, resume=str(checkpoints / "checkpoint-0000003")).train()
+    assert resumed.step == 4
+
+
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not an mmgen training checkpoint"):
         resolve_resume(str(tmp_path), tmp_path)

@@ -143,7 +143,10 @@ class TextEncoder(nn.Module):
             if not folder.is_dir():
                 raise CheckpointError(f"{path}: not a text encoder checkpoint (missing {folder.name}/)")
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = AutoModel.from_pretrained(model_dir)
+        # A saved MiniLM has no pooler (see `minilm`); BERT would build a random one, and
+        # its random weights would change the fingerprint, so no cached encoding would hit.
+        bert = AutoConfig.from_pretrained(model_dir).model_type == "bert"
+        model = AutoModel.from_pretrained(model_dir, **({"add_pooling_layer": False} if bert else {}))
         return cls(tokenizer, model, trainable=trainable)
 
     def save_pretrained(self, path: str | Path) -> None:

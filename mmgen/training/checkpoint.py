@@ -7,6 +7,7 @@ never points at a half-written folder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -62,4 +63,13 @@ def resolve_resume(resume: str, directory: Path) -> Path | None:
     path = Path(resume)
     if not (path / "trainer_state.json").is_file():
         raise CheckpointError(f"{path}: not an mmgen training checkpoint (no trainer_state.json)")
+    # Later checkpoints in the run's folder belong to the run being abandoned: the new one
+    # would overwrite some of them, and rotation (by step) would delete its own instead.
+    step = json.loads((path / "trainer_state.json").read_text())["step"]
+    later = [p.name for p in list_checkpoints(directory) if int(_NAME.match(p.name).group(1)) > step]
+    if later:
+        raise CheckpointError(
+            f"{path}: {directory} already holds later checkpoints ({', '.join(later)}); move them away, "
+            "or resume into another output directory"
+        )
     return path
