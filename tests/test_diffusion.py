@@ -7,7 +7,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
 from torch.nn import functional as F
 
-from mmgen.checkpoints import SHAPES_JUDGE
+from mmgen.checkpoints import SHAPES_DVAE, SHAPES_JUDGE
 from mmgen.cli import main
 from mmgen.diffusion import TextToImagePipeline
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder
@@ -220,6 +220,8 @@ def test_unknown_scheduler_is_named(pipeline_folder):
 def test_ldm_needs_a_trained_autoencoder(tmp_path):
     with pytest.raises(CheckpointError, match="no autoencoder there"):
         train_ldm(_config(tmp_path), tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="shapes-dvae/vae: a checkpoint of DiscreteVAE, not of an AutoencoderKL"):
+        train_ldm(_config(tmp_path), SHAPES_DVAE / "vae")
 
 
 def test_gradient_checkpointing_trains_the_same_model(tmp_path, autoencoder):

@@ -303,6 +303,17 @@ def test_dvae_pipeline_refuses_other_checkpoints(dvae_folder):
         DiscreteVAEPipeline.from_pretrained(dvae_folder)
 
 
+def test_the_prior_names_a_wrong_checkpoint_and_a_wrong_image_size(tmp_path, dvae_folder, capsys):
+    from mmgen.checkpoints import SHAPES_LDM
+    from mmgen.cli import main
+
+    common = ["--data", "shapes:val", "--output-dir", str(tmp_path), "--report-to", "none"]
+    assert main(["train", "dvae-prior", "--dvae", str(SHAPES_LDM / "vae"), *common]) == 2
+    assert "shapes-ldm/vae: a checkpoint of AutoencoderKL, not of a DiscreteVAE" in capsys.readouterr().err
+    assert main(["train", "dvae-prior", "--dvae", str(dvae_folder), "--image-size", "64", *common]) == 2
+    assert "--image-size 64: the prior's token grid is the discrete VAE's, of 16 px images" in capsys.readouterr().err
+
+
 def test_shipped_baseline_draws_what_the_prompts_say_with_the_ldm_text_encoder():
     from mmgen.checkpoints import SHAPES_DVAE, SHAPES_LDM
     from mmgen.dvae import DiscreteVAEPipeline

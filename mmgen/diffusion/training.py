@@ -9,6 +9,7 @@ import torch
 from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 
+from mmgen.checkpoints import checkpoint_class
 from mmgen.data import open_dataset
 from mmgen.data.frozen import dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
@@ -55,7 +56,7 @@ def train_ldm(
     config: TrainingConfig,
     autoencoder: str | Path,
     data: str = "shapes",
-    image_size: int = 64,
+    image_size: int | None = None,
     text_encoder: str = "minilm",
     max_length: int = 77,
     text_hidden_size: int = 256,
@@ -71,7 +72,8 @@ def train_ldm(
     xformers: bool = False,
     validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
 ) -> TrainingResult:
-    """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents.
+    """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents, of
+    images at the autoencoder's size unless `image_size` says otherwise (it is convolutional).
 
     Attention runs on PyTorch's scaled-dot-product kernels; `xformers` switches the UNet to
     xformers' memory-efficient attention (CUDA only), `gradient_checkpointing` trades
@@ -80,10 +82,13 @@ def train_ldm(
         check_xformers()
     if not (Path(autoencoder) / "config.json").is_file():
         raise CheckpointError(f"{autoencoder}: no autoencoder there (train one with `mmgen train autoencoder`)")
+    found = checkpoint_class(autoencoder)
+    if found != "AutoencoderKL":
+        raise CheckpointError(f"{autoencoder}: a checkpoint of {found}, not of an AutoencoderKL (`mmgen train autoencoder`)")
     torch.manual_seed(config.seed)
     state = PartialState()
     vae = AutoencoderKL.from_pretrained(autoencoder).to(state.device).eval().requires_grad_(False)
-    dataset = open_dataset(data, size=image_size, seed=config.seed)
+    dataset = open_dataset(data, size=image_size or vae.config.sample_size, seed=config.seed)
     captions, distinct = dataset_captions(dataset)
     encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
 

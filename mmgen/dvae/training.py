@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
+from mmgen.checkpoints import checkpoint_class
 from mmgen.data import open_dataset
 from mmgen.data.frozen import CachedViewsDataset, dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
@@ -16,7 +17,7 @@ from mmgen.dvae.objective import DiscreteVAEObjective, DiscreteVAEPriorObjective
 from mmgen.dvae.pipeline import DiscreteVAEPipeline
 from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.dvae.tokens import tokenize_dataset
-from mmgen.errors import CheckpointError
+from mmgen.errors import CheckpointError, ConfigError
 from mmgen.text import load_text_encoder, training_conditioning
 from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
@@ -71,7 +72,7 @@ def train_dvae_prior(
     config: TrainingConfig,
     dvae: str | Path,
     data: str = "shapes",
-    image_size: int = 64,
+    image_size: int | None = None,
     text_encoder: str = "minilm",
     max_length: int = 77,
     text_hidden_size: int = 256,
@@ -90,10 +91,15 @@ def train_dvae_prior(
     `model/` is a `DiscreteVAEPipeline`."""
     if not (Path(dvae) / "config.json").is_file():
         raise CheckpointError(f"{dvae}: no discrete VAE there (train one with `mmgen train dvae`)")
+    found = checkpoint_class(dvae)
+    if found != "DiscreteVAE":
+        raise CheckpointError(f"{dvae}: a checkpoint of {found}, not of a DiscreteVAE (`mmgen train dvae`)")
     torch.manual_seed(config.seed)
     state = PartialState()
     vae = DiscreteVAE.from_pretrained(dvae).to(state.device).eval().requires_grad_(False)
-    dataset = open_dataset(data, size=image_size, seed=config.seed)
+    if image_size not in (None, vae.config.image_size):
+        raise ConfigError(f"--image-size {image_size}: the prior's token grid is the discrete VAE's, of {vae.config.image_size} px images")
+    dataset = open_dataset(data, size=vae.config.image_size, seed=config.seed)
     captions, distinct = dataset_captions(dataset)
     encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
 
