@@ -314,6 +314,17 @@ def test_the_prior_names_a_wrong_checkpoint_and_a_wrong_image_size(tmp_path, dva
     assert "--image-size 64: the prior's token grid is the discrete VAE's, of 16 px images" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_shipped_baseline_samples_on_the_gpu_with_a_cpu_generator():
+    from mmgen.checkpoints import SHAPES_DVAE
+    from mmgen.eval.evaluate import load_text_to_image_pipeline
+
+    pipe = load_text_to_image_pipeline(SHAPES_DVAE)
+    assert pipe.device.type == "cuda"
+    images = pipe(["a red star", "a blue circle"], generator=torch.Generator().manual_seed(0)).images
+    assert [image.size for image in images] == [(64, 64)] * 2
+
+
 def test_shipped_baseline_draws_what_the_prompts_say_with_the_ldm_text_encoder():
     from mmgen.checkpoints import SHAPES_DVAE, SHAPES_LDM
     from mmgen.dvae import DiscreteVAEPipeline

@@ -114,7 +114,11 @@ class DiscreteVAEPrior(ModelMixin, ConfigMixin):
                 conditional, unconditional = logits.chunk(2)
                 logits = unconditional + guidance_scale * (conditional - unconditional)
             logits = warpers(tokens, logits)
-            next_token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            probabilities = logits.softmax(-1)
+            if generator is not None and generator.device != probabilities.device:
+                # A CPU generator (as diffusers pipelines take one) draws on the CPU.
+                probabilities = probabilities.cpu()
+            next_token = torch.multinomial(probabilities, 1, generator=generator).to(logits.device)
             tokens = torch.cat([tokens, next_token], dim=1)
             embedded = self.image_embedding(torch.cat([next_token, next_token]) if guided else next_token)
             if use_cache:

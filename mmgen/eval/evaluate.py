@@ -39,16 +39,18 @@ DIVERSITY_SAMPLES = 16
 
 
 def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
-    """The text-to-image pipeline saved at `path`: the discrete-VAE baseline's, or latent
-    diffusion's (a StableDiffusionPipeline folder; `scheduler` picks its sampler)."""
+    """The text-to-image pipeline saved at `path`, on the GPU if there is one: the
+    discrete-VAE baseline's, or latent diffusion's (a StableDiffusionPipeline folder;
+    `scheduler` picks its sampler)."""
     path = Path(path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if (path / "model_index.json").is_file() and checkpoint_class(path) == "DiscreteVAEPipeline":
         from mmgen.dvae import DiscreteVAEPipeline
 
-        return DiscreteVAEPipeline.from_pretrained(path)
+        return DiscreteVAEPipeline.from_pretrained(path).to(device)
     from mmgen.diffusion import TextToImagePipeline
 
-    return TextToImagePipeline.from_pretrained(path, scheduler=scheduler)
+    return TextToImagePipeline.from_pretrained(path, scheduler=scheduler).to(device)
 
 
 # Latent diffusion's guidance when none is asked for (diffusers' 7.5 suits Stable Diffusion,
