@@ -500,6 +500,8 @@ def _sample(args: argparse.Namespace) -> None:
     if any(not p.strip() for p in prompts):
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
     _draws(args.n)
+    if args.steps < 1:
+        raise MMGenError(f"--steps must be at least 1, got {args.steps}")
     out = _image_output(args.out)
     pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler)
     pipe.set_progress_bar_config(disable=True)
@@ -622,6 +624,14 @@ def _eval(args: argparse.Namespace) -> None:
 
     from mmgen.eval import evaluate
 
+    if Path(args.out).suffix.lower() != ".json":
+        raise MMGenError(f"--out {args.out}: the report is JSON; name a .json file (the grid goes beside it as .png)")
+    for option, value in (("--n", args.n), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise MMGenError(f"{option} must be at least 1, got {value}")
+    fewest_steps = 0 if args.task == "impute" else 1  # no Gibbs round is one posterior draw; no denoising step is noise
+    if args.steps is not None and args.steps < fewest_steps:
+        raise MMGenError(f"--steps must be at least {fewest_steps} for --task {args.task}, got {args.steps}")
     torch.manual_seed(args.seed)
     results, images, captions = evaluate.run_task(
         args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,

@@ -103,6 +103,16 @@ def _objective(caption_dropout: float) -> LatentDiffusionObjective:
     )
 
 
+def test_unet_group_norms_fit_narrow_widths_and_bad_loss_settings_are_named():
+    assert build_unet(cross_attention_dim=8, block_out_channels=(16, 48)).config.norm_num_groups == 16
+    assert build_unet(cross_attention_dim=8, **TINY_UNET).config.norm_num_groups == 32
+    unet = build_unet(cross_attention_dim=8, block_out_channels=(16, 32))
+    with pytest.raises(ConfigError, match="snr_gamma must be above 0"):
+        LatentDiffusionObjective(unet, DDPMScheduler(), None, 1.0, snr_gamma=-1.0)
+    with pytest.raises(ConfigError, match=r"caption_dropout must lie in \[0, 1\), got 1.5"):
+        LatentDiffusionObjective(unet, DDPMScheduler(), None, 1.0, caption_dropout=1.5)
+
+
 def test_caption_dropout_replaces_captions_with_the_empty_prompt():
     latents = {"latent_mean": torch.randn(4, 4, 8, 8), "latent_std": torch.full((4, 4, 8, 8), 0.1)}
     red, blue = ["a large red circle in the top left"] * 4, ["a small blue star at the bottom"] * 4
@@ -198,11 +208,15 @@ def test_cli_sample_writes_a_grid(tmp_path, pipeline_folder, capsys):
         (["sample", "a red star", "--model", str(SHAPES_JUDGE)], "not a text-to-image pipeline"),
         (["sample", "a red star", "--model", "/no/such/folder"], "/no/such/folder: no such checkpoint folder"),
         (["sample", "a red star", "-n", "0"], "-n must be at least 1, got 0"),
+        (["sample", "a red star", "--steps", "0"], "--steps must be at least 1, got 0"),
+        (["eval", "--task", "text-to-image", "--model", "m", "--out", "r.png"], "--out r.png: the report is JSON"),
+        (["eval", "--task", "text-to-image", "--model", "m", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["eval", "--task", "text-to-image", "--model", "m", "--steps", "0"], "--steps must be at least 1 for --task text-to-image"),
         (["sample", "a red star", "--out", "grid"], "--out grid: no file extension; use .png or .jpg"),
         (["sample", "--prompts-file", "/no/prompts.txt"], "--prompts-file /no/prompts.txt: no such file"),
     ],
 )
-def test_cli_sample_names_bad_input(arguments, message, capsys):
+def test_cli_sample_and_eval_name_bad_input(arguments, message, capsys):
     assert main(arguments) == 2
     assert message in capsys.readouterr().err
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from torch import nn
 from torch.nn import functional as F
 
+from mmgen.errors import ConfigError
 from mmgen.text import UNCONDITIONAL_PROMPT, CachedTextEncoder, TextEncoder
 
 
@@ -18,10 +21,11 @@ def build_unet(
     block_out_channels: tuple[int, ...] = (64, 128),
     layers_per_block: int = 1,
     attention_head_dim: int = 8,
-    norm_num_groups: int = 32,
+    norm_num_groups: int | None = None,
 ) -> UNet2DConditionModel:
     """A UNet2DConditionModel with cross-attention in every block but the lowest-resolution
-    down block and its mirror (the usual small-Stable-Diffusion layout)."""
+    down block and its mirror (the usual small-Stable-Diffusion layout). Group norms have
+    32 groups unless the widths need fewer (the largest divisor of 32 dividing them all)."""
     depth = len(block_out_channels)
     return UNet2DConditionModel(
         sample_size=sample_size,
@@ -33,7 +37,7 @@ def build_unet(
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1),
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=attention_head_dim,
-        norm_num_groups=norm_num_groups,
+        norm_num_groups=norm_num_groups or math.gcd(32, *block_out_channels),
     )
 
 
@@ -57,6 +61,10 @@ class LatentDiffusionObjective(nn.Module):
         snr_gamma: float | None = None,
     ):
         super().__init__()
+        if snr_gamma is not None and not snr_gamma > 0:
+            raise ConfigError(f"snr_gamma must be above 0 (or none), got {snr_gamma}")
+        if not 0 <= caption_dropout < 1:
+            raise ConfigError(f"caption_dropout must lie in [0, 1), got {caption_dropout}")
         self.unet = unet
         self.noise_scheduler = noise_scheduler
         self.text_encoder = text_encoder  # a TextEncoder is a submodule; it trains only if trainable

@@ -38,7 +38,7 @@ def train_autoencoder(
     torch.manual_seed(config.seed)
     vae = build_autoencoder(block_out_channels, latent_channels, image_size=image_size)
     dataset = open_dataset(data, size=image_size, seed=config.seed, random_flip=random_flip)
-    originals = torch.stack([dataset[i]["pixel_values"] for i in range(8)])
+    originals = torch.stack([dataset[i]["pixel_values"] for i in range(min(8, len(dataset)))])
 
     def validate(model: AutoencoderObjective, step: int, output_dir: Path) -> None:
         device = next(model.parameters()).device

@@ -49,7 +49,7 @@ def train_dvae(
         num_layers=num_layers, num_resnet_blocks=num_resnet_blocks,
     )
     dataset = open_dataset(data, size=image_size, seed=config.seed, random_flip=random_flip)
-    originals = torch.stack([dataset[i]["pixel_values"] for i in range(8)])
+    originals = torch.stack([dataset[i]["pixel_values"] for i in range(min(8, len(dataset)))])
 
     def validate(model: DiscreteVAEObjective, step: int, output_dir: Path) -> None:
         device = next(model.parameters()).device

@@ -161,7 +161,7 @@ def train_multimodal_vae(
     train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
     if isinstance(model, ConditionalVAE):
         objective = ConditionalELBO(model, beta=beta)
-        shown = collate_examples([dataset[i] for i in range(8)])
+        shown = collate_examples([dataset[i] for i in range(min(8, len(dataset)))])
         given = {name: model.codecs[name].read(shown) for name in model.conditions}
     else:
         objective = MultimodalELBO(model, beta=beta)

@@ -69,6 +69,12 @@ class TrainingConfig:
             raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.compile not in (None, *COMPILE_MODES):
             raise ConfigError(f"compile must be none or one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be above 0, got {self.learning_rate}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm must be above 0 (or none for no clipping), got {self.max_grad_norm}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be 0 or more, got {self.num_workers}")
         if self.keep_last is not None and self.keep_last < 1:
             raise ConfigError(f"keep_last must be at least 1 (or none to keep all), got {self.keep_last}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
