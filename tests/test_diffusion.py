@@ -153,7 +153,8 @@ def test_mmgen_and_diffusers_load_the_same_pipeline(pipeline_folder):
     def sample(pipe, scale=3.0):
         pipe.set_progress_bar_config(disable=True)
         generator = torch.Generator().manual_seed(0)
-        return pipe(prompts, num_inference_steps=3, guidance_scale=scale, generator=generator, output_type="pt").images
+        guidance = {} if scale is None else {"guidance_scale": scale}
+        return pipe(prompts, num_inference_steps=3, generator=generator, output_type="pt", **guidance).images
 
     ours = TextToImagePipeline.from_pretrained(pipeline_folder)
     theirs = StableDiffusionPipeline.from_pretrained(pipeline_folder, safety_checker=None)
@@ -162,6 +163,7 @@ def test_mmgen_and_diffusers_load_the_same_pipeline(pipeline_folder):
     torch.testing.assert_close(sample(theirs), images, rtol=0, atol=0)
     torch.testing.assert_close(sample(ours), images, rtol=0, atol=0)  # seeded: reproducible
     assert not torch.allclose(sample(ours, scale=7.0), images)  # guidance changes the output
+    torch.testing.assert_close(sample(ours, scale=None), images, rtol=0, atol=0)  # 3 unless told (diffusers: 7.5)
     # and PIL images by default, as every diffusers pipeline
     pil = ours(prompts[:1], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
     assert isinstance(pil[0], Image.Image) and pil[0].size == (16, 16)

@@ -53,16 +53,13 @@ def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
     return TextToImagePipeline.from_pretrained(path, scheduler=scheduler).to(device)
 
 
-# Latent diffusion's guidance when none is asked for (diffusers' 7.5 suits Stable Diffusion,
-# not models this small: checkpoints/shapes-ldm was measured at 3).
-DIFFUSION_GUIDANCE_SCALE = 3.0
 SAMPLING_STEPS = 20  # of diffusion pipelines, unless --steps says otherwise
 
 
 def default_guidance_scale(pipe) -> float:
-    """The guidance scale a pipeline saved as its default (the discrete-VAE pipeline does),
-    else latent diffusion's."""
-    return pipe.config.get("guidance_scale", DIFFUSION_GUIDANCE_SCALE)
+    """The guidance scale a pipeline uses when given none: the one the discrete-VAE
+    pipeline saves, or TextToImagePipeline's."""
+    return pipe.config.get("guidance_scale", getattr(pipe, "default_guidance_scale", None))
 
 
 def _text_to_image_generate(path: Path, steps: int | None, guidance_scale: float | None, scheduler: str) -> GenerateFn:
