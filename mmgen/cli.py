@@ -54,11 +54,11 @@ def _data_preview(args: argparse.Namespace) -> None:
 
     if args.n < 1:
         raise MMGenError(f"--n must be at least 1, got {args.n}")
+    out = _image_output(args.out)
     dataset = open_dataset(args.source, size=args.size, n=args.n, seed=args.seed, on_error=args.on_error)
     examples = [dataset[i] for i in range(min(args.n, len(dataset)))]
     images = [tensor_to_pil(example["pixel_values"])[0] for example in examples]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images).save(args.out)
+    make_grid(images).save(out)
     for i, example in enumerate(examples):
         print(f"{i:3d}  {example['text']}")
     print(f"wrote {args.out} ({len(images)} images of {len(dataset)})")
@@ -267,6 +267,8 @@ def _image_output(out: str) -> Path:
     from PIL import Image
 
     path = Path(out)
+    if path.is_dir():
+        raise MMGenError(f"--out {out}: a folder; name an image file in it")
     if path.suffix.lower() not in Image.registered_extensions():
         problem = f"{path.suffix} is not an image format" if path.suffix else "no file extension"
         raise MMGenError(f"--out {out}: {problem}; use .png or .jpg")
@@ -502,6 +504,13 @@ def _sample(args: argparse.Namespace) -> None:
     _draws(args.n)
     if args.steps < 1:
         raise MMGenError(f"--steps must be at least 1, got {args.steps}")
+    for option, value, rule, allowed in (
+        ("--temperature", args.temperature, "above 0", lambda t: t > 0),
+        ("--top-k", args.top_k, "at least 1", lambda k: k >= 1),
+        ("--top-p", args.top_p, "in (0, 1]", lambda p: 0 < p <= 1),
+    ):
+        if value is not None and not allowed(value):
+            raise MMGenError(f"{option} must be {rule}, got {value}")
     out = _image_output(args.out)
     pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler)
     pipe.set_progress_bar_config(disable=True)

@@ -211,6 +211,8 @@ def test_cli_sample_writes_a_grid(tmp_path, pipeline_folder, capsys):
         (["sample", "a red star", "--model", "/no/such/folder"], "/no/such/folder: no such checkpoint folder"),
         (["sample", "a red star", "-n", "0"], "-n must be at least 1, got 0"),
         (["sample", "a red star", "--steps", "0"], "--steps must be at least 1, got 0"),
+        (["sample", "a red star", "--top-p", "2"], "--top-p must be in (0, 1], got 2.0"),
+        (["sample", "a red star", "--out", "/"], "--out /: a folder; name an image file in it"),
         (["eval", "--task", "text-to-image", "--model", "m", "--out", "r.png"], "--out r.png: the report is JSON"),
         (["eval", "--task", "text-to-image", "--model", "m", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["eval", "--task", "text-to-image", "--model", "m", "--steps", "0"], "--steps must be at least 1 for --task text-to-image"),

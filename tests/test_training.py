@@ -147,6 +147,12 @@ def test_resuming_from_an_earlier_checkpoint_refuses_to_mix_with_later_ones(tmp_
     assert resumed.step == 4
 
 
+def test_an_output_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "run").write_text("")
+    with pytest.raises(ConfigError, match="run: a file, not a folder"):
+        make_trainer(tmp_path / "run")
+
+
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not an mmgen training checkpoint"):
         resolve_resume(str(tmp_path), tmp_path)

@@ -217,7 +217,7 @@ class _Problems:
 
     def add(self, file: str, reason: str) -> None:
         if self.on_error == "raise":
-            raise DataError(f"{file}: {reason} (pass on_error='skip' to skip bad entries)")
+            raise DataError(f"{file}: {reason} (on_error='skip', or --on-error skip, skips bad entries)")
         self.items.append((file, reason))
 
 

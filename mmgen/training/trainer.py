@@ -75,6 +75,8 @@ class Trainer:
         self.validate_fn = validate_fn
         self.export_fn = export_fn
         self.output_dir = Path(config.output_dir)
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise ConfigError(f"output_dir {self.output_dir}: a file, not a folder")
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
