@@ -392,3 +392,16 @@ def test_16_bit_grayscale_keeps_its_values(tmp_path):
     tensor = pil_to_tensor(to_rgb(image))
     assert tensor.min() == pytest.approx(-1) and tensor.max() == pytest.approx(1)  # not clipped to white
     assert tensor[0, 0, 8] == pytest.approx((ramp[0, 8] / 65535) * 2 - 1, abs=0.01)
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_is_named(monkeypatch):
+    from types import SimpleNamespace
+
+    from mmgen.data import sources
+
+    def load_dataset(name, split):
+        raise FileNotFoundError(f"Dataset '{name}' doesn't exist on the Hub")
+
+    monkeypatch.setattr(sources, "_datasets", lambda: SimpleNamespace(load_dataset=load_dataset))
+    with pytest.raises(DataError, match="hf:someone/nothing: datasets.load_dataset could not load it .FileNotFoundError"):
+        sources.open_dataset("hf:someone/nothing")

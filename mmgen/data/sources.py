@@ -41,10 +41,11 @@ def open_dataset(
     options = dict(size=size, random_flip=random_flip, on_error=on_error, seed=seed)
     if source.startswith("hf:"):
         name, _, split = source[3:].partition(":")
-        return ImageTextDataset.from_hf(
-            _datasets().load_dataset(name, split=split or "train"),
-            image_column=image_column, text_column=text_column, **options,
-        )
+        try:
+            hub_dataset = _datasets().load_dataset(name, split=split or "train")
+        except Exception as error:  # not found, offline, no such split: `datasets` raises many kinds
+            raise DataError(f"{source}: datasets.load_dataset could not load it ({type(error).__name__}: {error})") from error
+        return ImageTextDataset.from_hf(hub_dataset, image_column=image_column, text_column=text_column, **options)
     path = Path(source)
     if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
         return ImageTextDataset.from_hf(

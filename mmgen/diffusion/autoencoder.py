@@ -9,6 +9,8 @@ from diffusers import AutoencoderKL
 from torch import nn
 from torch.nn import functional as F
 
+from mmgen.errors import ConfigError
+
 
 def build_autoencoder(
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
@@ -53,7 +55,7 @@ class AutoencoderObjective(nn.Module):
     def __init__(self, vae: AutoencoderKL, kl_weight: float = 1e-6, reconstruction_loss: str = "mse"):
         super().__init__()
         if reconstruction_loss not in RECONSTRUCTION_LOSSES:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown reconstruction loss {reconstruction_loss!r}; choose one of {sorted(RECONSTRUCTION_LOSSES)}"
             )
         self.vae = vae

@@ -16,6 +16,8 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn import functional as F
 
+from mmgen.errors import ConfigError
+
 
 class ResidualBlock(nn.Module):
     def __init__(self, channels: int):
@@ -56,7 +58,7 @@ class DiscreteVAE(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         if image_size % 2**num_layers:
-            raise ValueError(f"image_size {image_size} is not divisible by 2 ** num_layers = {2**num_layers}")
+            raise ConfigError(f"image_size {image_size} is not divisible by 2 ** num_layers = {2**num_layers}")
         encoder: list[nn.Module] = []
         channels = in_channels
         for _ in range(num_layers):

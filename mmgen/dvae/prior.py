@@ -21,6 +21,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from mmgen.errors import ConfigError
+
 
 class DiscreteVAEPrior(ModelMixin, ConfigMixin):
     """p(image tokens | caption): [text prefix (text_seq_len), BOS, token_1 .. token_N-1]
@@ -57,7 +59,7 @@ class DiscreteVAEPrior(ModelMixin, ConfigMixin):
     def _check_text(self, text_states: torch.Tensor) -> None:
         expected = (self.config.text_seq_len, self.config.text_hidden_size)
         if tuple(text_states.shape[1:]) != expected:
-            raise ValueError(
+            raise ConfigError(
                 f"text states of shape {tuple(text_states.shape[1:])} given; this prior was built for "
                 f"{expected} (text_seq_len, text_hidden_size): use the text encoder it was trained with"
             )

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from mmgen.errors import ConfigError
 from mmgen.text.encoder import UNCONDITIONAL_PROMPT, TextEncoder, TextEncoding
 
 
@@ -43,7 +44,7 @@ class CachedTextEncoder:
         batch_size: int = 256,
     ):
         if encoder.trainable:
-            raise ValueError("only a frozen text encoder can be cached: its outputs change while it trains")
+            raise ConfigError("only a frozen text encoder can be cached: its outputs change while it trains")
         self.encoder = encoder
         self.dtype = dtype
         self.batch_size = batch_size
