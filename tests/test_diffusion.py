@@ -242,10 +242,22 @@ def test_ldm_needs_a_trained_autoencoder(tmp_path):
         train_ldm(_config(tmp_path), SHAPES_DVAE / "vae")
 
 
-def test_gradient_checkpointing_trains_the_same_model(tmp_path, autoencoder):
+def test_gradient_checkpointing_trains_the_same_model(tmp_path, autoencoder, monkeypatch):
+    import torch.utils.checkpoint
+
+    recomputed = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        recomputed.append(True)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting_checkpoint)
     options = dict(data="shapes:val", image_size=16, text_encoder="minilm", max_length=16, **TINY_UNET)
     plain = train_ldm(_config(tmp_path / "plain", max_steps=2), autoencoder, **options)
+    assert not recomputed
     checkpointed = train_ldm(_config(tmp_path / "ckpt", max_steps=2), autoencoder, gradient_checkpointing=True, **options)
+    assert recomputed  # the UNet's blocks did run under torch.utils.checkpoint
     assert checkpointed.losses == pytest.approx(plain.losses, rel=1e-5)
 
 
