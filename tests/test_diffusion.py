@@ -109,7 +109,7 @@ def test_unet_group_norms_fit_narrow_widths_and_bad_loss_settings_are_named():
     unet = build_unet(cross_attention_dim=8, block_out_channels=(16, 32))
     with pytest.raises(ConfigError, match="snr_gamma must be above 0"):
         LatentDiffusionObjective(unet, DDPMScheduler(), None, 1.0, snr_gamma=-1.0)
-    with pytest.raises(ConfigError, match=r"caption_dropout must lie in \[0, 1\), got 1.5"):
+    with pytest.raises(ConfigError, match=r"caption_dropout must lie in \[0, 1\], got 1.5"):
         LatentDiffusionObjective(unet, DDPMScheduler(), None, 1.0, caption_dropout=1.5)
 
 

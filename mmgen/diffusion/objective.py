@@ -63,8 +63,8 @@ class LatentDiffusionObjective(nn.Module):
         super().__init__()
         if snr_gamma is not None and not snr_gamma > 0:
             raise ConfigError(f"snr_gamma must be above 0 (or none), got {snr_gamma}")
-        if not 0 <= caption_dropout < 1:
-            raise ConfigError(f"caption_dropout must lie in [0, 1), got {caption_dropout}")
+        if not 0 <= caption_dropout <= 1:
+            raise ConfigError(f"caption_dropout must lie in [0, 1], got {caption_dropout}")
         self.unet = unet
         self.noise_scheduler = noise_scheduler
         self.text_encoder = text_encoder  # a TextEncoder is a submodule; it trains only if trainable
