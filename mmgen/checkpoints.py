@@ -35,3 +35,11 @@ def checkpoint_class(path: str | Path) -> str:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint folder")
     raise CheckpointError(f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name)")
+
+
+def require_checkpoint_class(path: str | Path, expected: str, trained_by: str) -> None:
+    """A CheckpointError unless `path` is a checkpoint of `expected` (`trained_by`: the
+    command that makes one, named in the message)."""
+    found = checkpoint_class(path)
+    if found != expected:
+        raise CheckpointError(f"{path}: a checkpoint of {found}, not of {expected} (`{trained_by}` trains one)")

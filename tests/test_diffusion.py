@@ -238,7 +238,7 @@ def test_unknown_scheduler_is_named(pipeline_folder):
 def test_ldm_needs_a_trained_autoencoder(tmp_path):
     with pytest.raises(CheckpointError, match="no autoencoder there"):
         train_ldm(_config(tmp_path), tmp_path / "missing")
-    with pytest.raises(CheckpointError, match="shapes-dvae/vae: a checkpoint of DiscreteVAE, not of an AutoencoderKL"):
+    with pytest.raises(CheckpointError, match="shapes-dvae/vae: a checkpoint of DiscreteVAE, not of AutoencoderKL"):
         train_ldm(_config(tmp_path), SHAPES_DVAE / "vae")
 
 

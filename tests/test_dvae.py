@@ -309,7 +309,7 @@ def test_the_prior_names_a_wrong_checkpoint_and_a_wrong_image_size(tmp_path, dva
 
     common = ["--data", "shapes:val", "--output-dir", str(tmp_path), "--report-to", "none"]
     assert main(["train", "dvae-prior", "--dvae", str(SHAPES_LDM / "vae"), *common]) == 2
-    assert "shapes-ldm/vae: a checkpoint of AutoencoderKL, not of a DiscreteVAE" in capsys.readouterr().err
+    assert "shapes-ldm/vae: a checkpoint of AutoencoderKL, not of DiscreteVAE" in capsys.readouterr().err
     assert main(["train", "dvae-prior", "--dvae", str(dvae_folder), "--image-size", "64", *common]) == 2
     assert "--image-size 64: the prior's token grid is the discrete VAE's, of 16 px images" in capsys.readouterr().err
 

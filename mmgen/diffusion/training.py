@@ -9,7 +9,7 @@ import torch
 from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 
-from mmgen.checkpoints import checkpoint_class
+from mmgen.checkpoints import require_checkpoint_class
 from mmgen.data import open_dataset
 from mmgen.data.frozen import dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
@@ -82,9 +82,7 @@ def train_ldm(
         check_xformers()
     if not (Path(autoencoder) / "config.json").is_file():
         raise CheckpointError(f"{autoencoder}: no autoencoder there (train one with `mmgen train autoencoder`)")
-    found = checkpoint_class(autoencoder)
-    if found != "AutoencoderKL":
-        raise CheckpointError(f"{autoencoder}: a checkpoint of {found}, not of an AutoencoderKL (`mmgen train autoencoder`)")
+    require_checkpoint_class(autoencoder, "AutoencoderKL", "mmgen train autoencoder")
     torch.manual_seed(config.seed)
     state = PartialState()
     vae = AutoencoderKL.from_pretrained(autoencoder).to(state.device).eval().requires_grad_(False)

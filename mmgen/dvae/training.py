@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from mmgen.checkpoints import checkpoint_class
+from mmgen.checkpoints import require_checkpoint_class
 from mmgen.data import open_dataset
 from mmgen.data.frozen import CachedViewsDataset, dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
@@ -91,9 +91,7 @@ def train_dvae_prior(
     `model/` is a `DiscreteVAEPipeline`."""
     if not (Path(dvae) / "config.json").is_file():
         raise CheckpointError(f"{dvae}: no discrete VAE there (train one with `mmgen train dvae`)")
-    found = checkpoint_class(dvae)
-    if found != "DiscreteVAE":
-        raise CheckpointError(f"{dvae}: a checkpoint of {found}, not of a DiscreteVAE (`mmgen train dvae`)")
+    require_checkpoint_class(dvae, "DiscreteVAE", "mmgen train dvae")
     torch.manual_seed(config.seed)
     state = PartialState()
     vae = DiscreteVAE.from_pretrained(dvae).to(state.device).eval().requires_grad_(False)
