@@ -568,9 +568,10 @@ def _impute(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from mmgen.data.transforms import make_grid
+    from mmgen.eval.evaluate import inference_device
     from mmgen.multimodal import ConditionalVAE, load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model).to(inference_device())
     inputs: dict = {}
     if args.image:
         try:
@@ -642,12 +643,10 @@ def _eval(args: argparse.Namespace) -> None:
     if args.steps is not None and args.steps < fewest_steps:
         raise MMGenError(f"--steps must be at least {fewest_steps} for --task {args.task}, got {args.steps}")
     torch.manual_seed(args.seed)
-    results, images, captions = evaluate.run_task(
+    results, settings, images, captions = evaluate.run_task(
         args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
         steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
     )
-    steps, guidance_scale = results.pop("steps", args.steps), results.pop("guidance_scale", args.guidance_scale)
-    settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": args.scheduler}
     report = {
         "model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, **settings, "results": results
     }

@@ -1,3 +1,4 @@
+import json
 import math
 from pathlib import Path
 
@@ -278,6 +279,11 @@ def test_prior_checkpoints_are_pipelines_that_sample_from_the_cli(tmp_path, prio
     main(["sample", "a red star", "-n", "2", "--top-k", "1", "--model", str(pipeline), "--out", str(greedy)])
     tiles = np.asarray(Image.open(greedy))
     assert np.array_equal(tiles[2:18, 2:18], tiles[2:18, 20:36])  # top-1: both samples identical
+
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--task", "text-to-image", "--model", str(pipeline), "--n", "2", "--out", str(report)]) == 0
+    settings = {k: v for k, v in json.loads(report.read_text()).items() if k not in ("model", "results")}
+    assert settings == {"task": "text-to-image", "n": 2, "seed": 0, "guidance_scale": 1.5}  # no steps or scheduler
 
 
 def test_prior_shares_a_frozen_text_encoder_from_another_pipeline(tmp_path, dvae_folder, prior_run, monkeypatch):

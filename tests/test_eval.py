@@ -239,6 +239,7 @@ def test_mmgen_eval_text_to_image_end_to_end(tmp_path, capsys):
     assert main(arguments + ["--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["task"] == "text-to-image" and report["n"] == 8
+    assert (report["steps"], report["guidance_scale"], report["scheduler"]) == (2, 3.0, "dpm++")
     results = report["results"]
     for split in ("test", "compositional"):
         assert set(results[f"adherence/{split}"]) == {*ATTRIBUTE_NAMES, "all"}
@@ -255,7 +256,9 @@ def test_mmgen_eval_reconstruct_end_to_end(tmp_path):
     _tiny_stable_diffusion(tmp_path / "model")
     out = tmp_path / "results.json"
     assert main(["eval", "--model", str(tmp_path / "model" / "vae"), "--task", "reconstruct", "--n", "8", "--out", str(out)]) == 0
-    results = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
+    assert not {"steps", "guidance_scale", "scheduler"} & set(report)  # nothing is sampled
+    results = report["results"]
     assert np.isfinite(results["psnr"]) and -1 <= results["ssim"] <= 1
     assert set(results["judge_on_reconstructions"]) == {*ATTRIBUTE_NAMES, "all"}
 

@@ -563,7 +563,9 @@ def test_mmgen_eval_measures_coherence_of_a_multimodal_vae(tmp_path, tokenizer):
     tiny_model("mopoe", tokenizer).save_pretrained(tmp_path / "model")
     out = tmp_path / "coherence.json"
     assert main(["eval", "--task", "impute", "--model", str(tmp_path / "model"), "--n", "8", "--out", str(out)]) == 0
-    results = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
+    assert report["steps"] == 2 and not {"guidance_scale", "scheduler"} & set(report)  # MoPoE's Gibbs rounds
+    results = report["results"]
     subsets = results["coherence/test"]["subsets"]
     assert {"text->image", "image->text", "image->attributes", "text+attributes->image"} <= set(subsets)
     assert all(0.0 <= score["all"] <= 1.0 for score in subsets.values())
@@ -639,3 +641,18 @@ def test_shipped_mopoe_reads_images_and_draws_captions():
     # with attributes hidden; the model trained with none hidden put 22 of 32 red shapes in the centre)
     out = model.impute({"attributes": [{"color": "red"}]}, ["attributes"], n=32, generator=torch.Generator().manual_seed(0))
     assert len({row["position"] for row in out["attributes"]}) >= 6  # 9 of Shapes' 9 here
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_shipped_mopoe_imputes_on_the_gpu_as_on_the_cpu():
+    from mmgen.checkpoints import SHAPES_MOPOE
+    from mmgen.eval.evaluate import load_for_task
+
+    inputs = {"text": ["a big red star at the top", "a small blue circle in the middle"]}
+    on_cpu = MultimodalVAE.from_pretrained(SHAPES_MOPOE).impute(
+        inputs, ["attributes"], generator=torch.Generator().manual_seed(0)
+    )
+    impute = load_for_task(SHAPES_MOPOE, "impute")  # on the GPU, drawing with a CPU generator
+    on_gpu = impute(inputs, ["image", "attributes"], torch.Generator().manual_seed(0))
+    assert on_gpu["image"].device.type == "cpu" and on_gpu["image"].shape == (2, 3, 64, 64)
+    assert on_gpu["attributes"]["color"] == [row["color"] for row in on_cpu["attributes"]] == ["red", "blue"]

@@ -38,12 +38,17 @@ DIVERSITY_PROMPT = "a large red circle in the center"
 DIVERSITY_SAMPLES = 16
 
 
+def inference_device() -> torch.device:
+    """Where checkpoints run to sample, impute or reconstruct: the GPU if there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
-    """The text-to-image pipeline saved at `path`, on the GPU if there is one: the
+    """The text-to-image pipeline saved at `path`, on the `inference_device`: the
     discrete-VAE baseline's, or latent diffusion's (a StableDiffusionPipeline folder;
     `scheduler` picks its sampler)."""
     path = Path(path)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = inference_device()
     if (path / "model_index.json").is_file() and checkpoint_class(path) == "DiscreteVAEPipeline":
         from mmgen.dvae import DiscreteVAEPipeline
 
@@ -64,8 +69,9 @@ def default_guidance_scale(pipe) -> float:
 
 def _text_to_image_generate(path: Path, steps: int | None, guidance_scale: float | None, scheduler: str) -> GenerateFn:
     """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline); no
-    `steps`: 20; no `guidance_scale`: the pipeline's default. The steps and scale used are
-    the callable's attributes."""
+    `steps`: 20; no `guidance_scale`: the pipeline's default. The callable's `settings` are
+    those the pipeline used (the discrete-VAE baseline draws tokens in one pass: no steps
+    or scheduler)."""
     pipe = load_text_to_image_pipeline(path, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     guidance_scale = default_guidance_scale(pipe) if guidance_scale is None else guidance_scale
@@ -77,7 +83,10 @@ def _text_to_image_generate(path: Path, steps: int | None, guidance_scale: float
         ).images
         return images * 2 - 1
 
-    generate.steps, generate.guidance_scale = steps, guidance_scale
+    if type(pipe).__name__ == "DiscreteVAEPipeline":
+        generate.settings = {"guidance_scale": guidance_scale}
+    else:
+        generate.settings = {"steps": steps, "guidance_scale": guidance_scale, "scheduler": scheduler}
     return generate
 
 
@@ -85,11 +94,11 @@ def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float, sche
     """A diffusers AutoencoderKL folder: encode to the latent mean, decode."""
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(path).eval()
+    vae = AutoencoderKL.from_pretrained(path).to(inference_device()).eval()
 
     @torch.no_grad()
     def reconstruct(images: torch.Tensor) -> torch.Tensor:
-        return vae.decode(vae.encode(images).latent_dist.mode()).sample
+        return vae.decode(vae.encode(images.to(vae.device)).latent_dist.mode()).sample.cpu()
 
     return reconstruct
 
@@ -98,11 +107,11 @@ def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: 
     """A discrete VAE folder: the most likely tokens, decoded."""
     from mmgen.dvae import DiscreteVAE
 
-    vae = DiscreteVAE.from_pretrained(path).eval()
+    vae = DiscreteVAE.from_pretrained(path).to(inference_device()).eval()
 
     @torch.no_grad()
     def reconstruct(images: torch.Tensor) -> torch.Tensor:
-        return vae.decode_tokens(vae.tokenize(images))
+        return vae.decode_tokens(vae.tokenize(images.to(vae.device))).cpu()
 
     return reconstruct
 
@@ -110,10 +119,10 @@ def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: 
 def _multimodal_impute(path: Path, steps: int | None, guidance_scale: float, scheduler: str) -> ImputeFn:
     """A multimodal VAE as the coherence metric calls an imputer: attributes as columns
     {name: [label, ...]}, images as tensors in [-1, 1]; `steps` rounds of pseudo-Gibbs
-    refinement (None: the model's default), the callable's attribute."""
+    refinement (None: the model's default), named in the callable's `settings`."""
     from mmgen.multimodal import MultimodalVAE
 
-    model = MultimodalVAE.from_pretrained(path)
+    model = MultimodalVAE.from_pretrained(path).to(inference_device())
     size = model.config.modalities["image"]["size"]
     steps = model.default_gibbs_steps if steps is None else steps
 
@@ -133,7 +142,7 @@ def _multimodal_impute(path: Path, steps: int | None, guidance_scale: float, sch
                 outputs[name] = model.codecs[name].from_decoded(value)
         return outputs
 
-    impute.steps = steps
+    impute.settings = {"steps": steps}
     return impute
 
 
@@ -270,24 +279,27 @@ def run_task(
     steps: int | None = None,
     guidance_scale: float | None = None,
     scheduler: str = "dpm++",
-) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
-    """Evaluate checkpoint `model` on `task`: (results, sample images, their captions).
-    Text-to-image and imputation results name the steps used (None: diffusion's 20 sampling
-    steps, a multimodal VAE's default pseudo-Gibbs rounds); text-to-image results the
-    guidance scale (None: the pipeline's default)."""
+) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
+    """Evaluate checkpoint `model` on `task`: (results, the sampling settings used, sample
+    images, their captions). The settings are those that apply to the model: diffusion's
+    steps (None given: 20), guidance scale (None: the pipeline's default) and scheduler; the
+    discrete-VAE baseline's guidance scale; a multimodal VAE's pseudo-Gibbs rounds as steps
+    (None: its default); none to reconstruct or judge."""
     if n < 2:
         raise ConfigError(f"--n must be at least 2 (FID and diversity compare samples), got {n}")
     if task == "judge":
-        return evaluate_judge(load_judge(model), n)
+        results, images, captions = evaluate_judge(load_judge(model), n)
+        return results, {}, images, captions
     scorer = load_judge(judge)
     run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler)
     if task == "text-to-image":
-        results, images, captions = evaluate_text_to_image(run, scorer, n, seed, batch_size)
-        return {**results, "steps": run.steps, "guidance_scale": run.guidance_scale}, images, captions
-    if task == "reconstruct":
-        return evaluate_reconstruction(run, scorer, n, batch_size)
-    results, images, captions = evaluate_imputation(run, scorer, n, seed, batch_size)
-    return {**results, "steps": run.steps}, images, captions
+        measured = evaluate_text_to_image(run, scorer, n, seed, batch_size)
+    elif task == "reconstruct":
+        measured = evaluate_reconstruction(run, scorer, n, batch_size)
+    else:
+        measured = evaluate_imputation(run, scorer, n, seed, batch_size)
+    results, images, captions = measured
+    return results, getattr(run, "settings", {}), images, captions  # reconstructors have no settings
 
 
 def captioned_grid(images: list[Image.Image], captions: list[str], columns: int = 4, scale: int = 2) -> Image.Image:
