@@ -116,6 +116,17 @@ def test_pairs_folder_captions(tmp_path: Path) -> None:
     assert seen == captions, "the caption should vary across epochs"
 
 
+def test_upper_case_caption_files_pair_and_an_exact_txt_wins(tmp_path: Path) -> None:
+    save_image(tmp_path / "CAMERA.JPG")
+    (tmp_path / "CAMERA.TXT").write_text("from a camera")
+    save_image(tmp_path / "both.png")
+    (tmp_path / "both.TXT").write_text("upper")
+    (tmp_path / "both.txt").write_text("lower")
+
+    dataset = ImageTextDataset.from_folder(tmp_path, size=16)
+    assert [dataset[i]["text"] for i in range(len(dataset))] == ["from a camera", "lower"]
+
+
 def test_hf_dataset_with_custom_columns(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     paths = [str(save_image(tmp_path / "r.png", RED)), str(save_image(tmp_path / "g.png", GREEN))]

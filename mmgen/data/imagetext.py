@@ -6,7 +6,7 @@
   ``{"file_name": "sub/a.png", "text": "a caption", "score": 0.9}``; ``file_name`` is
   relative to the folder and every other key becomes an extra field of the item.
 * DALLE-pytorch pairs (used when there is no ``metadata.jsonl``): ``foo.png`` next to
-  ``foo.txt``, found recursively; each non-empty line of the .txt is one caption, and one
+  ``foo.txt`` (or ``foo.TXT``), found recursively; each non-empty line of the .txt is one caption, and one
   of them is drawn per item.
 
 `ImageTextDataset.from_hf` wraps a `datasets.Dataset` (or any sized, indexable collection
@@ -349,11 +349,17 @@ def _scan_pairs(root: Path, problems: _Problems) -> list[_Record]:
     for directory, subdirs, files in os.walk(root):
         # Hidden entries are tool droppings (.git, .ipynb_checkpoints, macOS ._foo.png), not data.
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        # foo.PNG's caption may be foo.TXT (cameras and Windows tools write upper case); an
+        # exact foo.txt wins where both exist.
+        caption_names = {}
+        for name in sorted(files, key=lambda name: Path(name).suffix != ".txt"):
+            if Path(name).suffix.lower() == ".txt":
+                caption_names.setdefault(Path(name).stem, name)
         for name in sorted(files):
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             image = Path(directory, name)
-            caption_file = image.with_suffix(".txt")
+            caption_file = image.with_name(caption_names.get(image.stem, image.stem + ".txt"))
             reason = _outside_or_missing(root, image)
             if reason:
                 problems.add(str(image), reason)
