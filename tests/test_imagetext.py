@@ -416,3 +416,16 @@ def test_a_hub_dataset_that_cannot_be_loaded_is_named(monkeypatch):
     monkeypatch.setattr(sources, "_datasets", lambda: SimpleNamespace(load_dataset=load_dataset))
     with pytest.raises(DataError, match="hf:someone/nothing: datasets.load_dataset could not load it .FileNotFoundError"):
         sources.open_dataset("hf:someone/nothing")
+
+
+def test_a_saved_dataset_dict_names_its_splits_and_one_split_loads(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from mmgen.data.sources import open_dataset
+
+    def split(color, caption):
+        return datasets.Dataset.from_dict({"image": [Image.new("RGB", (8, 8), color)], "text": [caption]})
+
+    datasets.DatasetDict({"train": split(RED, "red"), "test": split(BLUE, "blue")}).save_to_disk(tmp_path / "saved")
+    with pytest.raises(DataError, match=r"holds a DatasetDict with splits test, train: pass one split's folder, e.g. .*saved/test"):
+        open_dataset(str(tmp_path / "saved"), size=8)
+    assert open_dataset(str(tmp_path / "saved" / "train"), size=8)[0]["text"] == "red"

@@ -4,7 +4,7 @@
 
 - `shapes` or `shapes:SPLIT`: the built-in Shapes dataset, rendered on the fly;
 - a folder with `metadata.jsonl` (Hugging Face imagefolder) or with `foo.png` + `foo.txt` pairs;
-- a folder written by `datasets.Dataset.save_to_disk`;
+- a folder written by `datasets.Dataset.save_to_disk` (of a `DatasetDict`: one split's subfolder);
 - `hf:NAME` or `hf:NAME:SPLIT`: `datasets.load_dataset(NAME)` (from your local Hugging Face cache).
 
 Every one yields examples `{"pixel_values": [3, S, S] in [-1, 1], "text": str, ...extra columns}`.
@@ -47,6 +47,12 @@ def open_dataset(
             raise DataError(f"{source}: datasets.load_dataset could not load it ({type(error).__name__}: {error})") from error
         return ImageTextDataset.from_hf(hub_dataset, image_column=image_column, text_column=text_column, **options)
     path = Path(source)
+    if (path / "dataset_dict.json").is_file():  # DatasetDict.save_to_disk: one subfolder per split
+        splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
+        raise DataError(
+            f"{path} holds a DatasetDict with splits {', '.join(splits) or '(none)'}: "
+            f"pass one split's folder, e.g. {path / (splits[0] if splits else 'train')}"
+        )
     if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
         return ImageTextDataset.from_hf(
             _datasets().load_from_disk(str(path)), image_column=image_column, text_column=text_column, **options
