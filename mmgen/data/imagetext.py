@@ -6,8 +6,8 @@
   ``{"file_name": "sub/a.png", "text": "a caption", "score": 0.9}``; ``file_name`` is
   relative to the folder and every other key becomes an extra field of the item.
 * DALLE-pytorch pairs (used when there is no ``metadata.jsonl``): ``foo.png`` next to
-  ``foo.txt`` (or ``foo.TXT``), found recursively; each non-empty line of the .txt is one caption, and one
-  of them is drawn per item.
+  ``foo.txt`` (or ``foo.TXT``), found recursively; each non-empty line of the .txt is one
+  caption, and one of them is drawn per item.
 
 `ImageTextDataset.from_hf` wraps a `datasets.Dataset` (or any sized, indexable collection
 of dict rows) whose image cells are PIL images, ``{"bytes", "path"}`` dicts or paths.
