@@ -352,7 +352,7 @@ def _scan_pairs(root: Path, problems: _Problems) -> list[_Record]:
         # foo.PNG's caption may be foo.TXT (cameras and Windows tools write upper case); an
         # exact foo.txt wins where both exist.
         caption_names = {}
-        for name in sorted(files, key=lambda name: Path(name).suffix != ".txt"):
+        for name in sorted(files, key=lambda name: (Path(name).suffix != ".txt", name)):
             if Path(name).suffix.lower() == ".txt":
                 caption_names.setdefault(Path(name).stem, name)
         for name in sorted(files):
