@@ -1,3 +1,6 @@
+import itertools
+import math
+
 import pytest
 import torch
 
@@ -197,6 +200,11 @@ def test_a_mixed_missingness_batch_gives_each_sample_what_it_gives_alone(aggrega
     prior = model.decode(torch.zeros(1, 8), private={name: torch.zeros(1, size) for name, size in (private_dims or {}).items()})
     for name in together:
         torch.testing.assert_close(together[name][3:4], prior[name], rtol=1e-4, atol=1e-5)
+    # sampled latents (the default) too, with and without a generator: n draws per sample, sample-major
+    for generator in (torch.Generator().manual_seed(0), None):
+        drawn = model.impute(inputs, n=2, generator=generator)
+        assert [len(drawn[name]) for name in ("image", "text", "attributes")] == [8, 8, 8]
+        assert drawn["attributes"][0] == drawn["attributes"][1] == inputs["attributes"][0]  # given labels kept
 
 
 @pytest.mark.parametrize("aggregation", ["poe", "moe", "mopoe"])
@@ -213,6 +221,75 @@ def test_every_component_of_a_sample_with_nothing_given_is_the_prior_in_a_mixed_
         assert torch.equal(mean[3], torch.zeros(8)) and torch.equal(logvar[3], torch.zeros(8))
     full, _ = model.component_gaussian(posterior, masks[-1].expand(4, -1))
     assert full[0].abs().min() > 0  # sample 0, given everything, is not drawn from the prior
+
+
+def _reference_negative_elbo(model, observed, chosen):
+    """The three papers' ELBOs recomputed sample by sample, each latent at its Gaussian's
+    mean (the objective's draws patched to the mean), with torch.distributions and the
+    product of experts by summed precisions: (loss, log-likelihood, KL) as the objective
+    reports them. `chosen` [B, M]: the subset each sample's MoPoE latent comes from."""
+    from torch.distributions import Normal, kl_divergence
+
+    names, aggregation = model.names, model.config.aggregation
+    standard = Normal(torch.zeros(8), torch.ones(8))
+    elbos, likelihoods, divergences = [], [], []
+    for b in range(observed.size):
+        given = [m for m, name in enumerate(names) if observed.present[m, b]]
+        values = {name: observed.values[name][b : b + 1] for name in names}
+        experts = {m: model.codecs[names[m]].encode(values[names[m]]) for m in given}
+        experts = {m: Normal(mean[0], (0.5 * logvar[0]).exp()) for m, (mean, logvar) in experts.items()}
+
+        def likelihood(z, counted):
+            return sum((model.weights[names[m]] * model.codecs[names[m]].reconstruction_log_likelihood(z[None], values[names[m]])[0]
+                        for m in counted), torch.zeros(()))
+
+        def product(subset):  # with the prior expert
+            precision = 1 + sum(experts[m].scale ** -2 for m in subset)
+            mean = sum(experts[m].loc * experts[m].scale ** -2 for m in subset) / precision
+            return Normal(mean, precision ** -0.5)
+
+        subsets = [s for size in range(1, len(given) + 1) for s in itertools.combinations(given, size)]
+        if aggregation == "poe":  # joint + each unimodal term (no random subsets)
+            terms = [tuple(given)] + [(m,) for m in range(len(names))]
+            terms = [[m for m in term if m in given] for term in terms]
+            ll = sum((likelihood(product(t).mean, t) for t in terms if t), torch.zeros(()))
+            kl = sum((kl_divergence(product(t), standard).sum() for t in terms if t), torch.zeros(()))
+        elif aggregation == "moe":  # stratified: one latent per expert, the mixture's log-density ratio
+            ll = kl = torch.zeros(())
+            for m in given:
+                z = experts[m].mean
+                log_mixture = torch.stack([experts[k].log_prob(z).sum() for k in given]).logsumexp(0) - math.log(len(given))
+                ll = ll + likelihood(z, given) / len(given)
+                kl = kl + (log_mixture - standard.log_prob(z).sum()) / len(given)
+        else:  # mopoe: the chosen subset's latent; the KL averaged over every subset of the given ones
+            subset = [m for m in given if chosen[b, m]]
+            ll = likelihood(product(subset).mean, given)
+            kl = sum((kl_divergence(product(s), standard).sum() for s in subsets), torch.zeros(())) / max(len(subsets), 1)
+        elbos.append(ll - kl)
+        likelihoods.append(ll)
+        divergences.append(kl)
+    return (-torch.stack(elbos).mean(), torch.stack(likelihoods).mean(), torch.stack(divergences).mean())
+
+
+@pytest.mark.parametrize("aggregation", ["poe", "moe", "mopoe"])
+def test_each_objective_is_its_papers_elbo_per_sample_in_a_mixed_missingness_batch(aggregation, tokenizer, shapes_batch, monkeypatch):
+    import mmgen.multimodal.objective as objective_module
+
+    model = tiny_model(aggregation, tokenizer, likelihood_weights={"text": 3.0, "attributes": 5.0}, random_subsets=0).eval()
+    # Samples: everything; the image only; text and attributes; nothing (its ELBO is 0).
+    observed = model.observe(_mixed_inputs(shapes_batch))
+    # the subset each sample's latent comes from, within what the sample has (any for nothing)
+    subsets = ({"image", "text"}, {"image"}, {"attributes"}, set(model.names))
+    chosen = torch.tensor([[name in subset for name in model.names] for subset in subsets])
+    monkeypatch.setattr(objective_module, "reparameterize", lambda mean, logvar: mean)
+    monkeypatch.setattr(model, "draw_components", lambda present, generator=None: chosen)
+    out = MultimodalELBO(model)(_mixed_inputs(shapes_batch))
+    with torch.no_grad():
+        loss, log_likelihood, kl = _reference_negative_elbo(model, observed, chosen)
+    for name, expected in (("loss", loss), ("log_likelihood", log_likelihood), ("kl", kl)):
+        torch.testing.assert_close(out[name].detach(), expected, rtol=1e-4, atol=1e-3)
+    out["loss"].backward()  # the sample given nothing leaves the gradients finite too
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_private_latents_come_from_the_given_modality_and_from_the_prior_otherwise(tokenizer, shapes_batch):
@@ -369,6 +446,23 @@ def test_save_and_load_give_the_same_imputations(tmp_path, tokenizer, shapes_bat
     assert [a.tobytes() for a in first["image"]] == [b.tobytes() for b in second["image"]]
     assert len(first["image"]) == 6 and first["image"][0].size == (16, 16)
     assert set(first["attributes"][0]) == set(ATTRIBUTES)
+
+
+def test_given_attributes_are_kept_in_what_impute_returns_however_they_are_given(tokenizer):
+    model = tiny_model("mopoe", tokenizer).eval()
+    codec = model.codecs["attributes"]
+
+    def imputed(given, output_type="values"):
+        return model.impute({"attributes": given}, ["attributes"], n=3, generator=torch.Generator().manual_seed(0),
+                            output_type=output_type)["attributes"]
+
+    # a colour the untrained decoder does not write back by itself, so keeping it shows
+    color = next(c for c in ATTRIBUTES["color"] if any(row["color"] != c for row in codec.from_decoded(imputed([{"color": c}], "pt"))))
+    indices = codec.to_tensor({"color": color})  # the other attributes unknown
+    for given in ([{"color": color, "shape": None}], indices[None], [indices]):
+        rows = imputed(given)
+        assert len(rows) == 3 and all(row["color"] == color for row in rows)
+        assert all(row[name] in labels for row in rows for name, labels in ATTRIBUTES.items())  # the rest filled in
 
 
 def test_lone_values_are_one_sample_and_inference_keeps_the_callers_mode(tokenizer):
@@ -576,6 +670,22 @@ def test_conditional_vae_generates_given_a_frozen_text_encoders_embedding(tmp_pa
         model.impute({"caption": [" "]})
     with pytest.raises(ConfigError, match="can only condition"):
         MultimodalVAE({"caption": modalities["caption"], "x": {"kind": "real", "dim": 2}})
+
+
+def test_the_conditional_elbo_averages_over_the_samples_that_have_the_target(monkeypatch):
+    import mmgen.multimodal.objective as objective_module
+    from mmgen.multimodal import ConditionalELBO, ConditionalVAE
+
+    monkeypatch.setattr(objective_module, "reparameterize", lambda mean, logvar: mean)
+    torch.manual_seed(0)
+    model = ConditionalVAE({"image": {"kind": "image", "size": 8, "channels": [8]}, "x": {"kind": "real", "dim": 2}})
+    images, x = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 2)
+    objective = ConditionalELBO(model)
+    mixed = objective({"image": [images[0], None, images[2], None], "x": x})
+    having = objective({"image": images[[0, 2]], "x": x[[0, 2]]})
+    for name in ("loss", "log_likelihood", "kl"):
+        torch.testing.assert_close(mixed[name], having[name])
+    assert mixed["loss"].item() == pytest.approx(mixed["kl"].item() - mixed["log_likelihood"].item(), rel=1e-5)
 
 
 def test_mmgen_eval_measures_coherence_of_a_multimodal_vae(tmp_path, tokenizer):

@@ -90,9 +90,10 @@ class Modality(nn.Module):
         """Decoder outputs -> user values (the distribution's mode)."""
         raise NotImplementedError
 
-    def keep_given(self, imputed: list[Any], given: list[Any] | None, n: int) -> list[Any]:
+    def keep_given(self, imputed: list[Any], given: torch.Tensor, n: int) -> list[Any]:
         """Imputed user values (n per given sample, sample-major), with what the user gave
-        kept where a modality is only partly given (categorical attributes)."""
+        kept where a modality is only partly given (categorical attributes). `given`: the
+        value tensors the model observed [B, ...], whatever form the user gave them in."""
         return imputed
 
     def unknown(self, values: torch.Tensor) -> torch.Tensor | None:
@@ -430,10 +431,14 @@ class CategoricalModality(Modality):
     def empty(self) -> torch.Tensor:
         return torch.zeros(len(self.classes), dtype=torch.long)
 
-    def keep_given(self, imputed: list[Any], given: list[Any] | None, n: int) -> list[Any]:
-        if not isinstance(given, list):
-            return imputed
-        return [{**row, **(given[i // n] or {})} for i, row in enumerate(imputed)]
+    def keep_given(self, imputed: list[Any], given: torch.Tensor, n: int) -> list[Any]:
+        # Read off the observed indices (0: unknown, also for a missing sample), so that
+        # labels given as dicts with None, tensors or lists of tensors are all kept.
+        return [
+            {attribute: labels[index - 1] if index else row[attribute]
+             for (attribute, labels), index in zip(self.classes.items(), known)}
+            for row, known in zip(imputed, given.repeat_interleave(n, dim=0).tolist())
+        ]
 
     def unknown(self, values: torch.Tensor) -> torch.Tensor:
         return values == 0

@@ -293,12 +293,13 @@ class MultimodalVAE(ModalityModel):
         self.check_draws(n)
         inputs = self.user_batch(inputs)
         with self.evaluating():
-            latent, private = self.refined_latents(self.observe(inputs), n, gibbs_steps, generator, mean, targets)
+            observed = self.observe(inputs)
+            latent, private = self.refined_latents(observed, n, gibbs_steps, generator, mean, targets)
             decoded = self.decode(latent, targets, private)
         if output_type == "pt":
             return decoded
         return {
-            name: self.codecs[name].keep_given(self.codecs[name].from_decoded(value), self.codecs[name].read(inputs), n)
+            name: self.codecs[name].keep_given(self.codecs[name].from_decoded(value), observed.values[name], n)
             for name, value in decoded.items()
         }
 

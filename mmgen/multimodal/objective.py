@@ -109,7 +109,9 @@ class MultimodalELBO(nn.Module):
                 continue
             latent = reparameterize(posterior.mean[m], posterior.logvar[m])
             densities = gaussian_log_density(latent[None], posterior.mean, posterior.logvar)  # [M, B]
-            log_mixture = densities.masked_fill(~present, float("-inf")).logsumexp(0) - experts.log()
+            # A sample given nothing counts zero below; left unmasked, its row stays finite (all
+            # -inf would give nan values and gradients).
+            log_mixture = densities.masked_fill(~present & present.any(0), float("-inf")).logsumexp(0) - experts.log()
             log_prior = gaussian_log_density(latent, torch.zeros_like(latent), torch.zeros_like(latent))
             expert_only = torch.zeros_like(present)
             expert_only[m] = present[m]
@@ -142,7 +144,7 @@ class MultimodalELBO(nn.Module):
 
 class ConditionalELBO(nn.Module):
     """The conditional VAE's negative ELBO, log p(x | z, y) - beta KL(q(z | x, y) || N(0, I)),
-    averaged over the batch; samples without the target count zero."""
+    averaged over the samples that have the target (the others have nothing to learn from)."""
 
     def __init__(self, model: ConditionalVAE, beta: float = 1.0):
         super().__init__()
@@ -158,5 +160,13 @@ class ConditionalELBO(nn.Module):
         decoder_input = self.model.decoder_input(latent, conditions)
         reconstruction = target.reconstruction_log_likelihood(decoder_input, observed.values[self.model.target])
         divergence = gaussian_kl_to_standard(mean, logvar)
-        elbo = (reconstruction - self.beta * divergence) * has_target
-        return {"loss": -elbo.mean(), "log_likelihood": reconstruction.mean().detach(), "kl": divergence.mean().detach()}
+        count = has_target.sum().clamp_min(1)
+
+        def average(values: torch.Tensor) -> torch.Tensor:
+            return (values * has_target).sum() / count
+
+        return {
+            "loss": -average(reconstruction - self.beta * divergence),
+            "log_likelihood": average(reconstruction).detach(),
+            "kl": average(divergence).detach(),
+        }
