@@ -191,6 +191,38 @@ def test_hf_bad_rows_are_named_or_skipped(tmp_path: Path) -> None:
     assert [file for file, _ in dataset.skipped] == [f"row 1 ({tmp_path / 'broken.png'})", f"row 2 ({good})"]
 
 
+def test_entries_missing_a_caption_or_an_image_are_kept_with_none_when_allowed(tmp_path: Path) -> None:
+    folder = tmp_path / "meta"
+    folder.mkdir()
+    save_image(folder / "a.png", RED)
+    save_image(folder / "b.png", BLUE)
+    rows = [{"file_name": "a.png", "text": "red", "mood": "calm"}, {"file_name": "b.png", "text": None, "mood": "busy"},
+            {"text": "no image", "mood": "calm"}, {"file_name": None, "mood": "busy"}]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match="b.png: missing or empty 'text'"):
+        ImageTextDataset.from_folder(folder)
+    items = [item for item in ImageTextDataset.from_folder(folder, size=16, allow_missing=True)]
+    assert [item["text"] for item in items] == ["red", None, "no image", None]
+    assert [item["pixel_values"] is None for item in items] == [False, False, True, True]
+    assert [item["mood"] for item in items] == ["calm", "busy", "calm", "busy"]
+    assert_solid(items[1]["pixel_values"], (-1, -1, 1))
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    save_image(pairs / "a.png", RED)
+    (pairs / "a.txt").write_text("red\n")
+    save_image(pairs / "b.png", BLUE)  # no b.txt
+    with pytest.raises(DataError, match="caption file b.txt: file not found"):
+        ImageTextDataset.from_folder(pairs)
+    assert [item["text"] for item in ImageTextDataset.from_folder(pairs, size=16, allow_missing=True)] == ["red", None]
+
+    rows = [{"image": str(folder / "a.png"), "text": ""}, {"image": None, "text": "no image"}]
+    with pytest.raises(DataError, match="row 0: missing image in column 'image'"):
+        ImageTextDataset.from_hf(rows[1:])
+    items = list(ImageTextDataset.from_hf(rows, size=16, allow_missing=True))
+    assert [item["text"] for item in items] == [None, "no image"] and items[1]["pixel_values"] is None
+
+
 def test_random_flip_is_per_index_and_deterministic(tmp_path: Path) -> None:
     half = np.zeros((16, 16, 3), dtype=np.uint8)
     half[:, :8] = RED

@@ -595,6 +595,8 @@ def test_cli_trains_on_a_user_folder_whose_metadata_columns_become_modalities(tm
         Image.new("RGB", (20, 20), (250 * (i % 2), 40, 0)).save(folder / f"{i}.png")
         rows.append({"file_name": f"{i}.png", "text": ["a dark tile", "a bright orange tile"][i % 2],
                      "mood": ["calm", "busy"][i % 2], "weight": 0.5 * i, "count": i})
+    rows[3]["text"] = None  # samples with some modalities missing train the experts they have
+    rows.append({"text": "a dark tile", "mood": "calm", "weight": 0.0, "count": 0})  # no image
     (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     run = tmp_path / "run"
     assert main([

@@ -15,7 +15,9 @@ of dict rows) whose image cells are PIL images, ``{"bytes", "path"}`` dicts or p
 Items are ``{"pixel_values": FloatTensor[3, size, size] in [-1, 1], "text": str, **extra}``.
 Every bad entry (unreadable image, missing caption, path escaping the folder, malformed
 line) is a `DataError` naming the file, or with ``on_error="skip"`` is dropped with one
-warning and listed in ``dataset.skipped``. All per-item randomness (caption choice, crop,
+warning and listed in ``dataset.skipped``. With ``allow_missing=True`` (for models that
+train on partial samples, the multimodal VAEs) an entry may lack its caption or, in
+metadata.jsonl and HF datasets, its image: the item holds None there. All per-item randomness (caption choice, crop,
 flip) comes from ``derive_seed(seed, epoch, index)``, so an item is the same in every
 DataLoader worker and after a training resume.
 """
@@ -54,8 +56,8 @@ _REASONS_QUOTED = 3
 @dataclass(frozen=True)
 class _Record:
     label: str  # names the entry in errors: a file path, or an HF row and its path
-    image: Any  # a Path, PIL image, {"bytes", "path"} dict or path string
-    captions: tuple[str, ...]
+    image: Any  # a Path, PIL image, {"bytes", "path"} dict or path string; None if missing
+    captions: tuple[str, ...]  # () if missing
     extra: dict[str, Any]
 
 
@@ -96,11 +98,14 @@ class ImageTextDataset(Dataset):
         on_error: str = "raise",
         seed: int = 0,
         verify_images: bool = True,
+        allow_missing: bool = False,
     ) -> ImageTextDataset:
         """A folder with a top-level metadata.jsonl (HF imagefolder), else image + .txt pairs.
 
         `verify_images` decodes every image now, so a bad file fails (or is skipped) here
-        rather than hours into training.
+        rather than hours into training. `allow_missing`: an entry without a caption (an
+        image without its .txt, a null or absent "text") or, in metadata.jsonl, without an
+        image (a null or absent "file_name") is kept with None there.
         """
         problems = _Problems(on_error)
         root = Path(path)
@@ -110,9 +115,9 @@ class ImageTextDataset(Dataset):
             raise DataError(f"{root}: is a file, expected a folder of images")
         root = root.resolve()
         if (root / METADATA_FILE).is_file():
-            records = _scan_metadata(root, problems)
+            records = _scan_metadata(root, problems, allow_missing)
         else:
-            records = _scan_pairs(root, problems)
+            records = _scan_pairs(root, problems, allow_missing)
         if verify_images:
             records = [r for r in _progress(records, len(records)) if _readable(r, problems)]
         _report(
@@ -137,11 +142,13 @@ class ImageTextDataset(Dataset):
         on_error: str = "raise",
         seed: int = 0,
         verify_images: bool = True,
+        allow_missing: bool = False,
     ) -> ImageTextDataset:
         """A `datasets.Dataset` (one split) or any object with len() and dict rows by index.
 
         Columns other than `image_column` and `text_column` become extra fields; the text
         cell may be a string or a list of alternative captions (one is drawn per item).
+        `allow_missing`: a row with an empty caption or image cell is kept with None there.
         """
         problems = _Problems(on_error)
         columns = getattr(dataset, "column_names", None)
@@ -163,8 +170,10 @@ class ImageTextDataset(Dataset):
         kept = []
         for row in _progress(range(len(dataset)), len(dataset)):
             record = rows.read(row)
-            if not record.captions:
+            if not (record.captions or allow_missing):
                 problems.add(record.label, f"missing or empty caption in column {text_column!r}")
+            elif record.image is None and not allow_missing:
+                problems.add(record.label, f"missing image in column {image_column!r}")
             elif not verify_images or _readable(record, problems):
                 kept.append(row)
         rows.rows = kept
@@ -195,7 +204,9 @@ class ImageTextDataset(Dataset):
         record = self._records[index]
         # One generator per item, consumed in a fixed order, so workers and resumes agree.
         rng = random.Random(derive_seed(self.seed, self.epoch, index))
-        text = rng.choice(record.captions)
+        text = rng.choice(record.captions) if record.captions else None
+        if record.image is None:
+            return {"pixel_values": None, "text": text, **record.extra}
         try:
             image = _read_image(record.image)
         except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
@@ -217,7 +228,7 @@ class _Problems:
 
     def add(self, file: str, reason: str) -> None:
         if self.on_error == "raise":
-            raise DataError(f"{file}: {reason} (on_error='skip', or --on-error skip, skips bad entries)")
+            raise DataError(f"{file}: {reason} (`mmgen data check` lists every bad entry; on_error='skip' skips them)")
         self.items.append((file, reason))
 
 
@@ -242,6 +253,8 @@ def _progress(items: Iterable, total: int) -> Iterable:
 
 
 def _readable(record: _Record, problems: _Problems) -> bool:
+    if record.image is None:  # missing, and allowed to be
+        return True
     try:
         _read_image(record.image)
     except Exception as exc:  # see __getitem__
@@ -303,13 +316,13 @@ def _outside_or_missing(root: Path, path: Path) -> str | None:
     return None
 
 
-def _scan_metadata(root: Path, problems: _Problems) -> list[_Record]:
+def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False) -> list[_Record]:
     metadata = root / METADATA_FILE
     try:
         lines = metadata.read_bytes().splitlines()
     except OSError as exc:
         raise DataError(f"{metadata}: cannot read ({exc})") from exc
-    entries: list[tuple[Path, tuple[str, ...], dict]] = []
+    entries: list[tuple[str, Path | None, tuple[str, ...], dict]] = []  # label, image, captions, row
     for number, line in enumerate(lines, start=1):
         if not line.strip():  # blank lines (a trailing newline, say) are not entries
             continue
@@ -322,7 +335,10 @@ def _scan_metadata(root: Path, problems: _Problems) -> list[_Record]:
         if not isinstance(row, dict):
             problems.add(f"{metadata} line {number}", f"expected a JSON object, got {type(row).__name__}")
             continue
-        file_name = row.get("file_name")
+        file_name, captions = row.get("file_name"), _captions(row.get("text"))
+        if file_name is None and allow_missing:
+            entries.append((f"{metadata} line {number}", None, captions, row))
+            continue
         if not isinstance(file_name, str) or not file_name.strip():
             problems.add(f"{metadata} line {number}", "missing or empty 'file_name'")
             continue
@@ -334,16 +350,15 @@ def _scan_metadata(root: Path, problems: _Problems) -> list[_Record]:
         if reason:
             problems.add(str(path), f"{reason} ({where})")
             continue
-        captions = _captions(row.get("text"))
-        if not captions:
+        if not captions and not allow_missing:
             problems.add(str(path), f"missing or empty 'text' ({where})")
             continue
-        entries.append((path, captions, row))
-    extra = _extra_columns((key for _, _, row in entries for key in row), ("file_name", "text"), str(metadata))
-    return [_Record(str(path), path, captions, {c: row.get(c) for c in extra}) for path, captions, row in entries]
+        entries.append((str(path), path, captions, row))
+    extra = _extra_columns((key for *_, row in entries for key in row), ("file_name", "text"), str(metadata))
+    return [_Record(label, path, captions, {c: row.get(c) for c in extra}) for label, path, captions, row in entries]
 
 
-def _scan_pairs(root: Path, problems: _Problems) -> list[_Record]:
+def _scan_pairs(root: Path, problems: _Problems, allow_missing: bool = False) -> list[_Record]:
     records = []
     # Sorted, so the index -> pair mapping (and thus every seed) is the same on every machine.
     for directory, subdirs, files in os.walk(root):
@@ -365,6 +380,9 @@ def _scan_pairs(root: Path, problems: _Problems) -> list[_Record]:
                 problems.add(str(image), reason)
                 continue
             reason = _outside_or_missing(root, caption_file)
+            if reason == "file not found" and allow_missing:
+                records.append(_Record(str(image), image, (), {}))
+                continue
             if reason:
                 problems.add(str(image), f"caption file {caption_file.name}: {reason}")
                 continue

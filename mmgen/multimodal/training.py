@@ -154,7 +154,8 @@ def train_multimodal_vae(
     if not 0 <= missing_fraction <= 1:
         raise ConfigError(f"--missing-fraction must lie in [0, 1], not {missing_fraction}")
     torch.manual_seed(config.seed)
-    dataset = open_dataset(data, size=model_options.get("image_size", 64), seed=config.seed)
+    # A sample without its caption or image trains the experts of what it has.
+    dataset = open_dataset(data, size=model_options.get("image_size", 64), seed=config.seed, allow_missing=True)
     model = build_model(dataset, aggregation=aggregation, **model_options)
     if missing_fraction > 0 and isinstance(model, ConditionalVAE):
         raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
