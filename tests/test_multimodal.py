@@ -705,6 +705,10 @@ def test_mmgen_eval_measures_coherence_of_a_multimodal_vae(tmp_path, tokenizer):
     assert {"text->image", "image->text", "image->attributes", "text+attributes->image"} <= set(subsets)
     assert all(0.0 <= score["all"] <= 1.0 for score in subsets.values())
     assert set(results["coherence/compositional"]["by_subset_size"]) == {"1", "2"}
+    # a model of other data is named, not a traceback from deep inside the metric
+    MultimodalVAE({"image": {"kind": "image", "size": 16, "channels": [8, 16]},
+                   "mood": {"kind": "categorical", "classes": {"mood": ["calm", "busy"]}}}).save_pretrained(tmp_path / "other")
+    assert main(["eval", "--task", "impute", "--model", str(tmp_path / "other"), "--n", "8", "--out", str(out)]) == 2
 
 
 def test_metadata_columns_become_modalities_and_numbers_are_read():

@@ -123,6 +123,13 @@ def _multimodal_impute(path: Path, steps: int | None, guidance_scale: float, sch
     from mmgen.multimodal import MultimodalVAE
 
     model = MultimodalVAE.from_pretrained(path).to(inference_device())
+    classes = model.config.modalities.get("attributes", {}).get("classes", {})
+    if not {"image", "text"} <= set(model.names) or set(classes) != set(ATTRIBUTE_NAMES):
+        raise CheckpointError(
+            f"{path}: coherence is measured on Shapes, so the model needs the modalities image, text and attributes "
+            f"({', '.join(ATTRIBUTE_NAMES)}); this one has {', '.join(model.names)}"
+            + (f" (attributes {', '.join(classes)})" if classes else "")
+        )
     size = model.config.modalities["image"]["size"]
     steps = model.default_gibbs_steps if steps is None else steps
 
