@@ -21,6 +21,7 @@ _EXPORTS = {
     "DiscreteVAEPrior": "mmgen.dvae",
     "DiscreteVAEPipeline": "mmgen.dvae",
     "MultimodalVAE": "mmgen.multimodal",
+    "ConditionalVAE": "mmgen.multimodal",
 }
 
 __all__ = sorted(_EXPORTS)

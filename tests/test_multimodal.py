@@ -627,6 +627,12 @@ def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path,
     model = load_model(run / "checkpoints" / "checkpoint-0000030" / "model")
     assert isinstance(model, ConditionalVAE) and model.names == ["attributes", "image"]
     assert model.codecs["attributes"].hide_probability == 0.5
+    import mmgen
+    from mmgen.errors import CheckpointError
+
+    assert mmgen.ConditionalVAE is ConditionalVAE
+    with pytest.raises(CheckpointError, match="a ConditionalVAE checkpoint, not a MultimodalVAE .load it with mmgen.ConditionalVAE"):
+        MultimodalVAE.from_pretrained(run / "checkpoints" / "checkpoint-0000030" / "model")
     assert model.codecs["attributes"].decoder is None  # only the target is decoded
     given = {"attributes": [{"color": "red", "shape": "circle", "size": "large", "position": "center"},
                             {"color": "blue", "shape": "star", "size": "large", "position": "top left"}]}

@@ -82,7 +82,8 @@ class ModalityModel(ModelMixin, ConfigMixin):
         folder = Path(path) / kwargs.get("subfolder", "")
         class_name = checkpoint_class(folder)
         if class_name != cls.__name__:
-            raise CheckpointError(f"{folder}: a {class_name} checkpoint, not a {cls.__name__}")
+            hint = f" (load it with mmgen.{class_name})" if class_name in ("MultimodalVAE", "ConditionalVAE") else ""
+            raise CheckpointError(f"{folder}: a {class_name} checkpoint, not a {cls.__name__}{hint}")
         model = super().from_pretrained(path, **kwargs)
         if (folder / TOKENIZER_FOLDER).is_dir():
             from transformers import AutoTokenizer
