@@ -503,6 +503,11 @@ def test_bad_inputs_are_named(tokenizer):
         model.impute({"attributes": [{"texture": "rough"}]})
     with pytest.raises(DataError, match="non-empty captions"):
         model.impute({"text": ["  "]})
+    long_caption = "a large red circle in the top left " * 3  # 16 tokens allowed
+    codec = model.codecs["text"]
+    with pytest.warns(UserWarning, match="captions longer than 16 tokens are truncated"):
+        model.impute({"text": [long_caption]}, ["attributes"])
+        assert codec.to_tensor(long_caption).tolist() == codec.tokenizer(long_caption, truncation=True, max_length=16)["input_ids"]
     with pytest.raises(ConfigError, match="unknown target modality 'audio'"):
         model.impute({"text": ["a red star"]}, targets=["audio"])
     with pytest.raises(ConfigError, match="gibbs_steps must be 0 or more"):
