@@ -291,6 +291,8 @@ def _assignments(pairs: list[str], option: str) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name or not value:
             raise MMGenError(f"{option}: expected NAME=VALUE, got {pair!r}")
+        if name in parsed:
+            raise MMGenError(f"{option}: {name} is given twice ({parsed[name]!r} and {value!r})")
         parsed[name] = value
     return parsed
 
@@ -582,8 +584,13 @@ def _impute(args: argparse.Namespace) -> None:
         inputs["text"] = [args.text]
     if args.attributes:
         inputs["attributes"] = [_assignments(args.attributes, "--attributes")]
+    for name, numbers in _assignments(args.values or [], "--values").items():
+        try:
+            inputs[name] = [[float(number) for number in numbers.split(",")]]
+        except ValueError as error:
+            raise MMGenError(f"--values {name}={numbers}: expected numbers separated by commas") from error
     if not inputs:
-        raise MMGenError("nothing given: pass --image, --text and/or --attributes")
+        raise MMGenError("nothing given: pass --image, --text, --attributes and/or --values")
     if isinstance(model, ConditionalVAE):
         targets = [model.target]
     else:  # everything not given, and attributes always (given ones may be partial)
@@ -608,13 +615,17 @@ def _add_impute_command(subparsers) -> None:
     command = _add_command(
         subparsers, "impute", _impute, "fill in missing modalities with a multimodal (or conditional) VAE",
         "Give some modalities of one sample and generate the others: images go to --out as a PNG "
-        "grid, captions and attributes are printed. Given attributes may be partial "
+        "grid, captions, attributes and numbers are printed. Given attributes may be partial "
         "(--attributes color=red): the rest are sampled.",
     )
     command.add_argument("--model", required=True, help="multimodal or conditional VAE folder")
     command.add_argument("--image", default=None, help="an image file")
     command.add_argument("--text", default=None, help="a caption")
     command.add_argument("--attributes", nargs="+", default=None, metavar="NAME=LABEL", help="attribute labels")
+    command.add_argument(
+        "--values", nargs="+", default=None, metavar="NAME=NUMBER[,NUMBER...]",
+        help="real-valued modalities (numeric metadata columns), e.g. --values weight=2.5",
+    )
     command.add_argument("-n", type=int, default=4, help="draws")
     command.add_argument(
         "--gibbs-steps", type=int, default=None,

@@ -586,7 +586,7 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     assert ".txt is not an image format" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
 
 
-def test_cli_trains_on_a_user_folder_whose_metadata_columns_become_modalities(tmp_path):
+def test_cli_trains_on_a_user_folder_whose_metadata_columns_become_modalities(tmp_path, capsys):
     import json
 
     from PIL import Image
@@ -615,6 +615,16 @@ def test_cli_trains_on_a_user_folder_whose_metadata_columns_become_modalities(tm
     assert model.config.modalities["attributes"]["classes"] == {"mood": ["busy", "calm"]}
     out = model.impute({"mood": "calm", "weight": 1.5}, targets=["count", "text", "image"], n=2)
     assert len(out["count"]) == 2 and len(out["count"][0]) == 1 and isinstance(out["text"][0], str)
+    capsys.readouterr()
+    model_dir = str(run / "checkpoints" / "checkpoint-0000002" / "model")
+    assert main(["impute", "--model", model_dir, "--attributes", "mood=calm", "--values", "weight=1.5", "-n", "2",
+                 "--out", str(tmp_path / "tiles.png")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("count: [") == 2 and "weight:" not in printed and (tmp_path / "tiles.png").is_file()
+    assert main(["impute", "--model", model_dir, "--values", "weight=heavy"]) == 2
+    assert "--values weight=heavy: expected numbers" in capsys.readouterr().err
+    assert main(["impute", "--model", model_dir, "--attributes", "mood=calm", "mood=busy"]) == 2
+    assert "--attributes: mood is given twice" in capsys.readouterr().err
 
 
 def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path, capsys):
