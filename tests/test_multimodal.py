@@ -192,8 +192,8 @@ def test_a_mixed_missingness_batch_gives_each_sample_what_it_gives_alone(aggrega
     for steps in (2, 0):  # ending with 0
         together = model.impute(inputs, mean=True, output_type="pt", gibbs_steps=steps)
         for i in range(4):
-            alone = model.impute({name: [values[i]] for name, values in inputs.items()}, mean=True, output_type="pt",
-                                 gibbs_steps=steps)
+            alone = model.impute({name: [values[i]] for name, values in inputs.items()}, model.names, mean=True,
+                                 output_type="pt", gibbs_steps=steps)
             for name in together:
                 torch.testing.assert_close(together[name][i : i + 1], alone[name], rtol=1e-4, atol=1e-5)
     # without Gibbs rounds, a sample with nothing given decodes the prior mean, z = 0 (and private latents 0)
@@ -442,7 +442,9 @@ def test_save_and_load_give_the_same_imputations(tmp_path, tokenizer, shapes_bat
     inputs = {"text": shapes_batch["text"][:3]}
     first = model.impute(inputs, n=2, generator=torch.Generator().manual_seed(0))
     second = again.impute(inputs, n=2, generator=torch.Generator().manual_seed(0))
-    assert first["text"] == second["text"] and first["attributes"] == second["attributes"]
+    assert set(first) == {"image", "attributes"}  # what the captions' samples lack
+    assert first["attributes"] == second["attributes"]
+    assert model.reconstruct(inputs)["text"] == again.reconstruct(inputs)["text"]
     assert [a.tobytes() for a in first["image"]] == [b.tobytes() for b in second["image"]]
     assert len(first["image"]) == 6 and first["image"][0].size == (16, 16)
     assert set(first["attributes"][0]) == set(ATTRIBUTES)
@@ -508,6 +510,10 @@ def test_bad_inputs_are_named(tokenizer):
     with pytest.warns(UserWarning, match="captions longer than 16 tokens are truncated"):
         model.impute({"text": [long_caption]}, ["attributes"])
         assert codec.to_tensor(long_caption).tolist() == codec.tokenizer(long_caption, truncation=True, max_length=16)["input_ids"]
+    images = torch.zeros(2, 3, 16, 16)
+    assert set(model.impute({"image": images, "attributes": None})) == {"attributes", "text"}  # what is missing
+    with pytest.raises(ConfigError, match="nothing to fill in"):
+        model.impute({"image": images, "text": ["a red star"] * 2, "attributes": [{name: labels[0] for name, labels in ATTRIBUTES.items()}] * 2})
     with pytest.raises(ConfigError, match="unknown target modality 'audio'"):
         model.impute({"text": ["a red star"]}, targets=["audio"])
     with pytest.raises(ConfigError, match="gibbs_steps must be 0 or more"):

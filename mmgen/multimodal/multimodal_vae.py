@@ -266,14 +266,24 @@ class MultimodalVAE(ModalityModel):
             values[name] = torch.where(mask, filled, values[name])
         return values
 
+    def missing(self, observed: Observed) -> list[str]:
+        """The modalities that some sample lacks, wholly or in part (some attributes)."""
+        names = []
+        for index, (name, codec) in enumerate(self.codecs.items()):
+            present, unknown = observed.present[index], codec.unknown(observed.values[name])
+            if not present.all() or (unknown is not None and (unknown.flatten(1).any(1) & present).any()):
+                names.append(name)
+        return names
+
     @torch.no_grad()
     def impute(
         self, inputs: dict[str, Any], targets: str | list[str] | None = None, n: int = 1,
         generator: torch.Generator | None = None, mean: bool = False, output_type: str = "values",
         gibbs_steps: int | None = None,
     ) -> dict[str, list[Any] | torch.Tensor]:
-        """Fill in `targets` (default: every modality) from whatever `inputs` give, n draws
-        per sample (sample-major). `inputs` maps modality names (or dataset columns) to
+        """Fill in `targets` (default: every modality some sample lacks, wholly or in part)
+        from whatever `inputs` give, n draws per sample (sample-major); a sample that gives a
+        target gets it decoded again. `inputs` maps modality names (or dataset columns) to
         per-sample values, None where missing (a lone value is one sample). Returns user
         values (PIL images, captions, attribute dicts, the given labels kept, lists) or,
         with output_type="pt", the decoders' tensors. The draw is refined by `gibbs_steps` rounds of pseudo-Gibbs
@@ -281,7 +291,7 @@ class MultimodalVAE(ModalityModel):
         posterior; None: `default_gibbs_steps`)."""
         targets = [targets] if isinstance(targets, str) else targets
         if targets is not None and not targets:
-            raise ConfigError("targets is empty: name the modalities to fill in, or None for all of them")
+            raise ConfigError("targets is empty: name the modalities to fill in, or None for those missing")
         unknown = set(targets or []) - set(self.names)
         if unknown:
             raise ConfigError(f"unknown target modality {sorted(unknown)[0]!r}; this model has {', '.join(self.names)}")
@@ -294,6 +304,10 @@ class MultimodalVAE(ModalityModel):
         inputs = self.user_batch(inputs)
         with self.evaluating():
             observed = self.observe(inputs)
+            targets = targets or self.missing(observed)
+            if not targets:
+                raise ConfigError("nothing to fill in: every sample gives every modality (name targets= to draw "
+                                  "some again, or call reconstruct)")
             latent, private = self.refined_latents(observed, n, gibbs_steps, generator, mean, targets)
             decoded = self.decode(latent, targets, private)
         if output_type == "pt":
@@ -324,4 +338,4 @@ class MultimodalVAE(ModalityModel):
     @torch.no_grad()
     def reconstruct(self, inputs: dict[str, Any], output_type: str = "values") -> dict[str, Any]:
         """Every modality decoded from the posterior mean given `inputs` (no Gibbs rounds)."""
-        return self.impute(inputs, mean=True, output_type=output_type, gibbs_steps=0)
+        return self.impute(inputs, self.names, mean=True, output_type=output_type, gibbs_steps=0)
