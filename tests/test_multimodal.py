@@ -482,6 +482,25 @@ def test_lone_values_are_one_sample_and_inference_keeps_the_callers_mode(tokeniz
     assert not model.training
 
 
+@pytest.mark.parametrize("aggregation, default_rounds", [("mopoe", 10), ("moe", 0)])
+def test_joint_samples_are_prior_draws_walked_by_gibbs_rounds(aggregation, default_rounds, tokenizer, monkeypatch):
+    model = tiny_model(aggregation, tokenizer, private_dims={"image": 2})
+    for steps in (0, 3):  # the chain of an imputation given nothing
+        sampled = model.sample(3, torch.Generator().manual_seed(0), "pt", gibbs_steps=steps)
+        imputed = model.impute({"text": [None] * 3}, generator=torch.Generator().manual_seed(0), output_type="pt",
+                               gibbs_steps=steps)
+        assert sampled.keys() == imputed.keys() == set(model.names)
+        for name in sampled:
+            torch.testing.assert_close(sampled[name], imputed[name])
+    latents = torch.cat([model.refined_latents(model.observe({"text": [None] * 500}), 1, 0)[0] for _ in range(4)])
+    assert latents.mean().abs() < 0.05 and (latents.var() - 1).abs() < 0.05  # no round: the prior
+    rounds = []
+    refined = model.refined_latents
+    monkeypatch.setattr(model, "refined_latents", lambda *args, **kwargs: rounds.append(args[2]) or refined(*args, **kwargs))
+    model.sample(2)
+    assert rounds == [default_rounds]
+
+
 def test_a_model_loaded_in_bfloat16_imputes_as_in_float32(tmp_path, tokenizer, shapes_batch):
     model = tiny_model("mopoe", tokenizer)
     model.save_pretrained(tmp_path)

@@ -318,13 +318,27 @@ class MultimodalVAE(ModalityModel):
         }
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, output_type: str = "values") -> dict[str, Any]:
-        """Joint generation: n latents (and private latents) from the prior, decoded into
-        every modality."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, output_type: str = "values", gibbs_steps: int | None = None,
+    ) -> dict[str, Any]:
+        """Joint generation: n latents (and private latents) from the prior, refined by
+        `gibbs_steps` rounds of pseudo-Gibbs sampling (every modality decoded, encoded again
+        and the latent drawn from the product of all the experts; see `refined_latents`),
+        decoded into every modality. None: 10 rounds for products (poe, mopoe), 0 for a
+        mixture, as in `default_gibbs_steps`. Why: a prior draw often falls where no sample's
+        latent lies, and its modalities disagree; the rounds walk it to where the data's lie.
+        On the shipped Shapes MoPoE (500 samples) the caption and the attributes agreed in
+        16% of samples straight from the prior, 67% after 5 rounds, 72% after 10, 74% after
+        20, and the judge read the attributes in the image in 2%, 58%, 59%, 67%, with the
+        attributes as varied throughout (`benchmarks/joint_samples.py`)."""
         self.check_draws(n)
+        steps = (10 if self.default_gibbs_steps else 0) if gibbs_steps is None else gibbs_steps
+        if steps < 0:
+            raise ConfigError(f"gibbs_steps must be 0 or more, not {steps}")
         with self.evaluating():
-            latent = torch.randn(n, self.config.latent_dim, generator=generator).to(self.device, self.dtype)
-            decoded = self.decode(latent, generator=generator)
+            nothing = self.observe({self.names[0]: [None] * n})  # n samples, nothing given: the prior
+            latent, private = self.refined_latents(nothing, 1, steps, generator)
+            decoded = self.decode(latent, private=private, generator=generator)
         if output_type == "pt":
             return decoded
         return {name: self.codecs[name].from_decoded(value) for name, value in decoded.items()}
