@@ -611,6 +611,22 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     assert ".txt is not an image format" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
 
 
+def test_a_run_resumes_only_with_the_model_it_started_with(tmp_path, capsys):
+    from mmgen.cli import main
+
+    def train(aggregation, steps):
+        return main(["train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16",
+                     "--latent-dim", "4", "--text-hidden", "16", "--aggregation", aggregation, "--max-steps", str(steps),
+                     "--batch-size", "4", "--checkpoint-every", "2", "--output-dir", str(tmp_path), "--report-to", "none",
+                     "--resume", "latest"])
+
+    assert train("mopoe", 2) == 0
+    # MVAE's weights fit MoPoE's checkpoint exactly: without the check it would train on as another model
+    assert train("poe", 4) == 2
+    assert "other settings (model.aggregation 'mopoe' -> 'poe')" in capsys.readouterr().err
+    assert train("mopoe", 4) == 0 and (tmp_path / "checkpoints" / "checkpoint-0000004").is_dir()
+
+
 def test_cli_trains_on_a_user_folder_whose_metadata_columns_become_modalities(tmp_path, capsys):
     import json
 

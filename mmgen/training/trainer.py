@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
@@ -142,6 +143,7 @@ class Trainer:
             "seed": config.seed,
             "dataset_size": len(self.train_dataset),
         }
+        self._model_configs = model_configs(self.objective)
         step, resumed_from = self._resume(ema, data_order) if config.resume else (0, None)
         self._data_order = data_order
         if accelerator.is_main_process:
@@ -218,7 +220,7 @@ class Trainer:
         accelerator.wait_for_everyone()
         final = self.checkpoint_dir / checkpoint.checkpoint_name(step)
         if accelerator.is_main_process:
-            state: dict[str, Any] = {"step": step, "data_order": self._data_order}
+            state: dict[str, Any] = {"step": step, "data_order": self._data_order, "model_configs": self._model_configs}
             if ema is not None:
                 ema_state = ema.state_dict()
                 shadow = ema_state.pop("shadow_params")
@@ -244,6 +246,18 @@ class Trainer:
             raise ConfigError(
                 f"{path} was trained with other settings ({described}); resuming would replay other data. "
                 "Resume with the original settings, or start a new run in another --output-dir"
+            )
+        saved = state.get("model_configs", self._model_configs)  # older checkpoints did not record them
+        changed = {
+            f"{model}.{key}": (saved.get(model, {}).get(key), value)
+            for model, config in self._model_configs.items() for key, value in config.items()
+            if saved.get(model, {}).get(key) != value
+        }
+        if changed or saved.keys() != self._model_configs.keys():
+            described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()) or "other models"
+            raise ConfigError(
+                f"{path} holds a model with other settings ({described}); resume with the original settings, "
+                "or start a new run in another --output-dir"
             )
         self.accelerator.load_state(str(path))
         if ema is not None:
@@ -307,3 +321,15 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+def model_configs(objective: nn.Module) -> dict[str, dict[str, Any]]:
+    """The registered configs (diffusers' ConfigMixin) of the objective's models, as JSON
+    holds them: a resumed run must build the same models, or it trains a model that its
+    checkpoint's weights merely fit (e.g. MoPoE's resumed as MVAE)."""
+    return {
+        name or "objective": json.loads(json.dumps(
+            {key: value for key, value in module.config.items() if not key.startswith("_")}, default=str
+        ))
+        for name, module in objective.named_modules() if isinstance(module, ConfigMixin)
+    }
