@@ -17,9 +17,9 @@ Every bad entry (unreadable image, missing caption, path escaping the folder, ma
 line) is a `DataError` naming the file, or with ``on_error="skip"`` is dropped with one
 warning and listed in ``dataset.skipped``. With ``allow_missing=True`` (for models that
 train on partial samples, the multimodal VAEs) an entry may lack its caption or, in
-metadata.jsonl and HF datasets, its image: the item holds None there. All per-item randomness (caption choice, crop,
-flip) comes from ``derive_seed(seed, epoch, index)``, so an item is the same in every
-DataLoader worker and after a training resume.
+metadata.jsonl and HF datasets, its image: the item holds None there. All per-item
+randomness (caption choice, crop, flip) comes from ``derive_seed(seed, epoch, index)``, so
+an item is the same in every DataLoader worker and after a training resume.
 """
 
 from __future__ import annotations

@@ -325,9 +325,10 @@ class TextModality(Modality):
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"modality {self.name!r} takes non-empty captions, got {_describe(value)}")
         ids = self.tokenizer(value, padding="max_length", truncation=True, max_length=self.max_length)["input_ids"]
-        if ids[-1] != self.tokenizer.pad_token_id and len(self.tokenizer(value, verbose=False)["input_ids"]) > self.max_length:
-            # One message for every caption, so that Python shows it once, not once per sample.
-            warnings.warn(f"modality {self.name!r}: captions longer than {self.max_length} tokens are truncated", stacklevel=2)
+        truncated = ids[-1] != self.tokenizer.pad_token_id and len(self.tokenizer(value, verbose=False)["input_ids"]) > len(ids)
+        if truncated:  # one message for every caption, so that Python shows it once, not once per sample
+            warnings.warn(f"modality {self.name!r}: captions longer than {self.max_length} tokens are truncated",
+                          stacklevel=2)
         if not set(ids) - set(self.tokenizer.all_special_ids):
             raise DataError(f"caption {value!r}: none of its words is known to modality {self.name!r}'s tokenizer")
         return torch.tensor(ids)
