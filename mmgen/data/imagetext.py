@@ -379,10 +379,10 @@ def _scan_pairs(root: Path, problems: _Problems, allow_missing: bool = False) ->
             if reason:
                 problems.add(str(image), reason)
                 continue
-            reason = _outside_or_missing(root, caption_file)
-            if reason == "file not found" and allow_missing:
+            if allow_missing and not os.path.lexists(caption_file):  # no caption: kept without one
                 records.append(_Record(str(image), image, (), {}))
                 continue
+            reason = _outside_or_missing(root, caption_file)
             if reason:
                 problems.add(str(image), f"caption file {caption_file.name}: {reason}")
                 continue
