@@ -116,20 +116,32 @@ def unet_sample(peak: float, args: argparse.Namespace) -> dict:
     )
 
 
-def _shapes_ldm_parts(batch_size: int):
+def _prompt_encoder(kind: str):
+    """The shipped checkpoints' prompt encoder (`minilm`: MiniLM, 77 tokens) or the one they
+    had before (`clip`: a 2-layer, 128-d CLIP text model over a 24-token caption BPE)."""
+    from mmgen.text import TextEncoder
+    from mmgen.text.tokenizer import train_caption_tokenizer
+
+    if kind == "minilm":
+        return TextEncoder.minilm(max_length=77)
+    tokenizer = train_caption_tokenizer(ShapesDataset("train", n=2000).captions(), max_length=24)
+    return TextEncoder.clip(tokenizer, hidden_size=128, num_layers=2)
+
+
+def _shapes_ldm_parts(batch_size: int, encoder_kind: str = "minilm"):
     """The shipped LDM's shapes of parts (untrained weights: speed does not depend on them)."""
     from mmgen.diffusion.autoencoder import build_autoencoder
     from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
-    from mmgen.text import CachedTextEncoder, TextEncoder
+    from mmgen.text import CachedTextEncoder
 
     vae = build_autoencoder((16, 32, 64, 64)).requires_grad_(False).eval()
-    encoder = TextEncoder.minilm(max_length=32)
+    encoder = _prompt_encoder(encoder_kind)
     dataset = ShapesDataset("train", n=batch_size)
     batch = collate_examples([dataset[i] for i in range(batch_size)])
     cache = CachedTextEncoder(encoder, cache_root=HERE / "results" / "text-cache")
     cache.precompute(["", *batch["text"]], progress=False)
     objective = LatentDiffusionObjective(
-        build_unet(cross_attention_dim=384, sample_size=8), DDPMScheduler(), cache, scaling_factor=1.0
+        build_unet(cross_attention_dim=encoder.hidden_size, sample_size=8), DDPMScheduler(), cache, scaling_factor=1.0
     )
     return vae, encoder, batch, objective
 
@@ -167,24 +179,29 @@ def ldm_train_cached_vs_per_step(peak: float, args: argparse.Namespace) -> list[
 
 def ldm_sample_schedulers(peak: float, args: argparse.Namespace) -> list[dict]:
     """TextToImagePipeline images/s: 20 DPM-Solver++ steps against StableDiffusionPipeline's
-    defaults (the PNDM scheduler, 50 steps), both with guidance and VAE decoding."""
+    defaults (the PNDM scheduler, 50 steps), both with guidance and VAE decoding; and the
+    shipped prompt encoder (MiniLM, 77 tokens) against the previous one (small CLIP, 24)."""
     from mmgen.diffusion import TextToImagePipeline
 
     batch_size = 16
-    vae, encoder, batch, objective = _shapes_ldm_parts(batch_size)
-    pipe = TextToImagePipeline(
-        vae=vae, text_encoder=encoder.model, tokenizer=encoder.tokenizer, unet=objective.unet.eval(),
-        scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
     rows = []
-    for scheduler, steps in (("dpm++", 20), ("pndm", 50)):
-        pipe.use_scheduler(scheduler)
-        rows.append(sampling_row(
-            f"ldm-sample {scheduler}, {steps} steps (guidance 3, with VAE decode)",
-            lambda: pipe(batch["text"], num_inference_steps=steps, guidance_scale=3.0, output_type="pt"),
-            batch_size, args.repeats, steps=steps, scheduler=scheduler,
-        ))
+    for encoder_kind, label, schedules in (
+        ("minilm", "MiniLM, 77 tokens", (("dpm++", 20), ("pndm", 50))),
+        ("clip", "previous small CLIP, 24 tokens", (("dpm++", 20),)),
+    ):
+        vae, encoder, batch, objective = _shapes_ldm_parts(batch_size, encoder_kind)
+        pipe = TextToImagePipeline(
+            vae=vae, text_encoder=encoder.model, tokenizer=encoder.tokenizer, unet=objective.unet.eval(),
+            scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        for scheduler, steps in schedules:
+            pipe.use_scheduler(scheduler)
+            rows.append(sampling_row(
+                f"ldm-sample {scheduler}, {steps} steps, {label} (guidance 3, with VAE decode)",
+                lambda: pipe(batch["text"], num_inference_steps=steps, guidance_scale=3.0, output_type="pt"),
+                batch_size, args.repeats, steps=steps, scheduler=scheduler, text_encoder=encoder_kind,
+            ))
     return rows
 
 
@@ -339,31 +356,32 @@ def mopoe_train_vs_multivae(peak: float, args: argparse.Namespace) -> list[dict]
 
 def dvae_sample(peak: float, args: argparse.Namespace) -> list[dict]:
     """DiscreteVAEPipeline images/s with the shipped baseline's shapes (untrained weights:
-    speed does not depend on them) and the shipped text encoder: one new position per step
-    from the key-value cache against re-running the whole sequence each step."""
-    from transformers import AutoTokenizer, CLIPTextModel
-
-    from mmgen.checkpoints import SHAPES_LDM
+    speed does not depend on them): one new position per step from the key-value cache
+    against re-running the whole sequence each step, with the shipped prompt encoder
+    (MiniLM, 77 tokens) and the previous one (small CLIP, 24)."""
     from mmgen.dvae import DiscreteVAE, DiscreteVAEPipeline, DiscreteVAEPrior
 
     batch_size = 16
-    text_encoder = CLIPTextModel.from_pretrained(SHAPES_LDM / "text_encoder")
-    tokenizer = AutoTokenizer.from_pretrained(SHAPES_LDM / "tokenizer")
-    prior = DiscreteVAEPrior(
-        num_image_tokens=512, image_seq_len=64, text_hidden_size=text_encoder.config.hidden_size,
-        text_seq_len=tokenizer.model_max_length,
-    )
-    pipe = DiscreteVAEPipeline(vae=DiscreteVAE().eval(), prior=prior.eval(), text_encoder=text_encoder, tokenizer=tokenizer)
-    pipe.set_progress_bar_config(disable=True)
     prompts = list(ShapesDataset("test", n=batch_size).captions())
-    return [
-        sampling_row(
-            f"dvae-sample {'KV cache' if use_cache else 'full re-run'} (64 tokens, guidance 3, with decode)",
-            lambda: pipe(prompts, guidance_scale=3.0, output_type="pt", use_cache=use_cache),
-            batch_size, args.repeats, use_cache=use_cache,
+    rows = []
+    for encoder_kind, label, caching in (
+        ("minilm", "MiniLM, 77 tokens", (True, False)), ("clip", "previous small CLIP, 24 tokens", (True,))
+    ):
+        encoder = _prompt_encoder(encoder_kind)
+        prior = DiscreteVAEPrior(
+            num_image_tokens=512, image_seq_len=64, text_hidden_size=encoder.hidden_size, text_seq_len=encoder.max_length
         )
-        for use_cache in (True, False)
-    ]
+        pipe = DiscreteVAEPipeline(
+            vae=DiscreteVAE().eval(), prior=prior.eval(), text_encoder=encoder.model, tokenizer=encoder.tokenizer
+        )
+        pipe.set_progress_bar_config(disable=True)
+        for use_cache in caching:
+            rows.append(sampling_row(
+                f"dvae-sample {'KV cache' if use_cache else 'full re-run'}, {label} (64 tokens, guidance 3, with decode)",
+                lambda: pipe(prompts, guidance_scale=3.0, output_type="pt", use_cache=use_cache),
+                batch_size, args.repeats, use_cache=use_cache, text_encoder=encoder_kind,
+            ))
+    return rows
 
 
 BENCHMARKS: dict[str, Callable[[float, argparse.Namespace], dict | list[dict]]] = {

@@ -1,9 +1,13 @@
 """Where the checkpoints that ship with the repository live (found when mmgen runs from a clone)."""
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from mmgen.errors import CheckpointError
+from safetensors import SafetensorError
+
+from mmgen.errors import CheckpointError, MMGenError
 
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 SHAPES_JUDGE = CHECKPOINTS_DIR / "shapes-judge"
@@ -21,7 +25,55 @@ def pipeline_class_name(path: str | Path, kind: str) -> str:
     index = path / "model_index.json"
     if not index.is_file():
         raise CheckpointError(f"{path}: not a {kind} (no model_index.json)")
-    return json.loads(index.read_text()).get("_class_name")
+    config = _read_config(index)
+    for name, value in config.items():
+        if name.startswith("_") or not isinstance(value, list) or None in value:
+            continue
+        if not (path / name).is_dir():
+            raise CheckpointError(f"{path}: incomplete pipeline, its {name}/ folder is missing")
+        if (path / name / "config.json").is_file():
+            require_safetensors(path / name)
+    return config.get("_class_name")
+
+
+def require_safetensors(folder: str | Path) -> None:
+    """A CheckpointError unless the model folder holds safetensors weights: mmgen never
+    unpickles weights (a .bin file can run code when loaded)."""
+    folder = Path(folder)
+    if not any(folder.glob("*.safetensors")):
+        found = sorted(p.name for p in folder.glob("*.bin")) or ["no weights"]
+        raise CheckpointError(f"{folder}: no .safetensors weights (found {', '.join(found)}); mmgen loads safetensors only")
+
+
+@contextlib.contextmanager
+def loading(path: str | Path) -> Iterator[None]:
+    """Errors of the libraries reading a checkpoint's files (a truncated weight file, a
+    config that is not JSON, a file missing) as one CheckpointError that names the folder."""
+    try:
+        yield
+    except MMGenError:
+        raise
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
+        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise CheckpointError(f"{path}: damaged or incomplete checkpoint ({detail})") from error
+
+
+def load_pretrained(model_class, path: str | Path, **kwargs):
+    """`model_class.from_pretrained(path)` for a diffusers model folder, from safetensors
+    only, its loading errors as one-line CheckpointErrors."""
+    require_safetensors(path)
+    with loading(path):
+        return model_class.from_pretrained(path, use_safetensors=True, **kwargs)
+
+
+def _read_config(file: Path) -> dict:
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{file}: not a readable JSON config ({error})") from error
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file}: not a JSON config object")
+    return config
 
 
 def checkpoint_class(path: str | Path) -> str:
@@ -29,7 +81,7 @@ def checkpoint_class(path: str | Path) -> str:
     path = Path(path)
     for name in ("model_index.json", "config.json"):
         if (path / name).is_file():
-            class_name = json.loads((path / name).read_text()).get("_class_name")
+            class_name = _read_config(path / name).get("_class_name")
             if class_name:
                 return class_name
     if not path.exists():

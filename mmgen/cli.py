@@ -154,9 +154,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def training_config_from_args(args: argparse.Namespace):
+    """The loop settings of a `train` command; its --output-dir checked now, before a
+    recipe loads data or encodes captions for minutes."""
     from mmgen.training import TrainingConfig
+    from mmgen.training.trainer import check_writable
 
-    return TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
+    config = TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
+    check_writable(Path(config.output_dir))
+    return config
 
 
 def _parser_for(hint) -> Callable[[str], object]:
@@ -204,7 +209,8 @@ def _train_ldm(args: argparse.Namespace) -> None:
         text_layers=args.text_layers, block_out_channels=args.block_out_channels,
         layers_per_block=args.layers_per_block, attention_head_dim=args.attention_head_dim,
         prediction_type=args.prediction_type, snr_gamma=args.snr_gamma, caption_dropout=args.caption_dropout,
-        random_flip=args.random_flip, gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
+        random_flip=args.random_flip, caption_variants=args.caption_variants,
+        gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
     )
     _report_training(result, "pipeline")
 
@@ -231,7 +237,7 @@ def _train_dvae_prior(args: argparse.Namespace) -> None:
         text_encoder=args.text_encoder, max_length=args.max_length, text_hidden_size=args.text_hidden_size,
         text_layers=args.text_layers, hidden_size=args.hidden_size, num_layers=args.num_layers,
         num_heads=args.num_heads, dropout=args.dropout, caption_dropout=args.caption_dropout,
-        random_flip=args.random_flip,
+        random_flip=args.random_flip, caption_variants=args.caption_variants,
     )
     _report_training(result, "pipeline")
 
@@ -244,6 +250,7 @@ def _train_mvae(args: argparse.Namespace) -> None:
         missing_fraction=args.missing_fraction, latent_dim=args.latent_dim, image_size=args.image_size,
         image_channels=args.image_channels, image_likelihood=args.image_likelihood, image_scale=args.image_scale,
         text_max_length=args.max_length, text_hidden=args.text_hidden, text_decoder=args.text_decoder,
+        text_encoder=args.text_encoder, caption_variants=args.caption_variants,
         likelihood_weights=args.likelihood_weights, private_dims=args.private_dims,
         target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
         attribute_hide_probability=args.attribute_hide_probability,
@@ -272,16 +279,37 @@ def _image_output(out: str) -> Path:
     if path.suffix.lower() not in Image.registered_extensions():
         problem = f"{path.suffix} is not an image format" if path.suffix else "no file extension"
         raise MMGenError(f"--out {out}: {problem}; use .png or .jpg")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MMGenError(f"--out {out}: cannot create its folder ({error})") from error
+    _writable_folder(path.parent, f"--out {out}")
     return path
 
 
-def _draws(n: int) -> None:
+def _writable_folder(folder: Path, option: str) -> None:
+    """Make `folder` and prove a file can be written there, before any work that would be lost."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise MMGenError(f"{option}: cannot write there ({error.strerror or error})") from error
+
+
+MOST_IMAGES = 10_000  # per call: one grid of them must still fit in memory and in a PNG
+
+
+def _draws(n: int, prompts: int = 1) -> None:
     if n < 1:
         raise MMGenError(f"-n must be at least 1, got {n}")
+    if n * prompts > MOST_IMAGES:
+        raise MMGenError(f"{prompts} prompt(s) x -n {n} = {n * prompts} images; at most {MOST_IMAGES} per call")
+
+
+def _guidance_scale(value: float | None) -> None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise MMGenError(f"--guidance-scale must be a finite number >= 0, got {value}")
 
 
 def _assignments(pairs: list[str], option: str) -> dict[str, str]:
@@ -320,6 +348,11 @@ def _add_text_encoder_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=77, help="tokens per prompt (longer ones are truncated)")
     parser.add_argument("--text-hidden-size", type=int, default=256, help="width of a new clip text encoder")
     parser.add_argument("--text-layers", type=int, default=4, help="layers of a new clip text encoder")
+    parser.add_argument(
+        "--caption-variants", type=int, default=0,
+        help="train on this many augmented captions per image (on Shapes: other sentence shapes, synonyms, partial "
+        "captions, case, typos; on other data: case, punctuation, lead-ins, typos); 0: the captions as given",
+    )
 
 
 def _add_train_commands(subparsers) -> None:
@@ -465,7 +498,16 @@ def _add_train_commands(subparsers) -> None:
         help="pixel likelihood (Laplace's median decodes mostly-background images as plain background)",
     )
     mvae.add_argument("--image-scale", type=float, default=0.1, help="fixed scale of the pixel likelihood ([-1, 1] pixels)")
-    mvae.add_argument("--max-length", type=int, default=24, help="caption tokens (longer ones are truncated)")
+    mvae.add_argument("--max-length", type=int, default=32, help="caption tokens (longer ones are truncated)")
+    mvae.add_argument(
+        "--text-encoder", default="minilm", choices=("minilm", "learned"),
+        help="what reads captions: the frozen pretrained MiniLM's token states (knows words the captions never held), "
+        "or an encoder trained with the model over a byte-level BPE tokenizer of the captions",
+    )
+    mvae.add_argument(
+        "--caption-variants", type=int, default=0,
+        help="train on this many augmented captions per sample (see `mmgen train ldm --help`); 0: as given",
+    )
     mvae.add_argument("--text-hidden", type=int, default=128, help="width of the caption encoder and decoder")
     mvae.add_argument(
         "--text-decoder", default="autoregressive", choices=("autoregressive", "parallel"),
@@ -490,22 +532,32 @@ def _add_train_commands(subparsers) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     import torch
+    from tqdm.auto import tqdm
 
     from mmgen.data.transforms import make_grid
     from mmgen.eval.evaluate import default_guidance_scale, load_text_to_image_pipeline
+    from mmgen.text.encoder import check_texts
 
     prompts = list(args.prompts)
     if args.prompts_file:
         if not Path(args.prompts_file).is_file():
             raise MMGenError(f"--prompts-file {args.prompts_file}: no such file")
-        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        try:
+            lines = Path(args.prompts_file).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise MMGenError(f"--prompts-file {args.prompts_file}: not UTF-8 text (byte {error.start})") from error
+        prompts += [line.strip() for line in lines if line.strip()]
     if not prompts:
         raise MMGenError("no prompt given: pass one or more prompts, or --prompts-file")
     if any(not p.strip() for p in prompts):
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
-    _draws(args.n)
+    check_texts(prompts)
+    _draws(args.n, len(prompts))
     if args.steps < 1:
         raise MMGenError(f"--steps must be at least 1, got {args.steps}")
+    if args.batch_size < 1:
+        raise MMGenError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _guidance_scale(args.guidance_scale)
     for option, value, rule, allowed in (
         ("--temperature", args.temperature, "above 0", lambda t: t > 0),
         ("--top-k", args.top_k, "at least 1", lambda k: k >= 1),
@@ -524,11 +576,14 @@ def _sample(args: argparse.Namespace) -> None:
         token_sampling = {}
     generator = torch.Generator().manual_seed(args.seed)
     guidance_scale = default_guidance_scale(pipe) if args.guidance_scale is None else args.guidance_scale
-    images = pipe(
-        [p for p in prompts for _ in range(args.n)], num_inference_steps=args.steps,
-        guidance_scale=guidance_scale, generator=generator,
-        **{name: value for name, value in token_sampling.items() if value is not None},
-    ).images
+    requests = [p for p in prompts for _ in range(args.n)]
+    batches = [requests[i : i + args.batch_size] for i in range(0, len(requests), args.batch_size)]
+    images = []
+    for batch in tqdm(batches, desc="sampling", unit="batch", disable=len(batches) == 1):
+        images += pipe(
+            batch, num_inference_steps=args.steps, guidance_scale=guidance_scale, generator=generator,
+            **{name: value for name, value in token_sampling.items() if value is not None},
+        ).images
     make_grid(images, columns=args.n).save(out)
     print(f"wrote {out}: {len(prompts)} prompt(s) x {args.n} images, one row per prompt")
 
@@ -558,6 +613,7 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument("--temperature", type=float, default=None, help="token sampling temperature (discrete VAE)")
     command.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens (discrete VAE)")
     command.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (discrete VAE)")
+    command.add_argument("--batch-size", type=int, default=16, help="images generated at a time")
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="samples.png", help="PNG to write")
 
@@ -567,8 +623,8 @@ def _add_sample_command(subparsers) -> None:
 
 def _impute(args: argparse.Namespace) -> None:
     import torch
-    from PIL import Image
 
+    from mmgen.data.imagetext import read_image
     from mmgen.data.transforms import make_grid
     from mmgen.eval.evaluate import inference_device
     from mmgen.multimodal import ConditionalVAE, load_model
@@ -576,10 +632,12 @@ def _impute(args: argparse.Namespace) -> None:
     model = load_model(args.model).to(inference_device())
     inputs: dict = {}
     if args.image:
+        if not Path(args.image).is_file():
+            raise MMGenError(f"--image {args.image}: no such file")
         try:
-            inputs["image"] = [Image.open(args.image).convert("RGB")]
-        except (OSError, ValueError) as error:
-            raise MMGenError(f"{args.image}: not a readable image ({error})") from error
+            inputs["image"] = [read_image(args.image)]
+        except Exception as error:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError, ...)
+            raise MMGenError(f"--image {args.image}: not a readable image ({type(error).__name__}: {error})") from error
     if args.text is not None:
         inputs["text"] = [args.text]
     if args.attributes:
@@ -647,6 +705,8 @@ def _eval(args: argparse.Namespace) -> None:
 
     if Path(args.out).suffix.lower() != ".json":
         raise MMGenError(f"--out {args.out}: the report is JSON; name a .json file (the grid goes beside it as .png)")
+    _writable_folder(Path(args.out).parent, f"--out {args.out}")
+    _guidance_scale(args.guidance_scale)
     for option, value in (("--n", args.n), ("--batch-size", args.batch_size)):
         if value < 1:
             raise MMGenError(f"{option} must be at least 1, got {value}")
@@ -662,7 +722,6 @@ def _eval(args: argparse.Namespace) -> None:
         "model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, **settings, "results": results
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     grid = out.with_suffix(".png")
     evaluate.captioned_grid(images, captions).save(grid)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -107,3 +108,143 @@ def test_a_data_error_from_a_loader_worker_is_one_line():
 def test_preview_needs_at_least_one_image(capsys):
     assert main(["data", "preview", "shapes", "--n", "0"]) == 2
     assert "--n must be at least 1" in capsys.readouterr().err
+
+
+# -- bad inputs to sample, impute and eval: exit status 2 and one line naming the problem --
+
+
+def _copy_checkpoint(name: str, to: Path) -> Path:
+    import shutil
+
+    from mmgen.checkpoints import CHECKPOINTS_DIR
+
+    return Path(shutil.copytree(CHECKPOINTS_DIR / name, to / name))
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[:1000])
+
+
+def _damaged_pipeline(tmp_path: Path, damage: str) -> Path:
+    folder = _copy_checkpoint("shapes-ldm", tmp_path)
+    if damage == "truncated":
+        _truncate(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    elif damage == "missing component":
+        import shutil
+
+        shutil.rmtree(folder / "vae")
+    elif damage == "pickled weights":
+        weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
+        weights.rename(weights.with_suffix(".bin"))
+    elif damage == "index not JSON":
+        (folder / "model_index.json").write_text("{not json")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated", "damaged or incomplete checkpoint (Unable to load weights"),
+        ("missing component", "incomplete pipeline, its vae/ folder is missing"),
+        ("pickled weights", "no .safetensors weights (found diffusion_pytorch_model.bin); mmgen loads safetensors only"),
+        ("index not JSON", "model_index.json: not a readable JSON config"),
+    ],
+)
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_a_damaged_pipeline_is_one_line(tmp_path, capsys, damage, message, command):
+    folder = _damaged_pipeline(tmp_path, damage)
+    if command == "sample":
+        arguments = ["sample", "a red star", "-n", "1", "--model", str(folder), "--out", str(tmp_path / "o.png")]
+    else:
+        arguments = ["eval", "--task", "text-to-image", "--model", str(folder), "--n", "2", "--out", str(tmp_path / "o.json")]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmgen: error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_a_damaged_multimodal_vae_is_one_line(tmp_path, capsys):
+    folder = _copy_checkpoint("shapes-mopoe", tmp_path)
+    _truncate(folder / "diffusion_pytorch_model.safetensors")
+    assert main(["impute", "--model", str(folder), "--text", "a red star", "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "shapes-mopoe: damaged or incomplete checkpoint" in err
+
+
+def _sample(tmp_path: Path, *arguments: str) -> list[str]:
+    """`mmgen sample` with `arguments`, prompting "a red star" unless they start with a prompt."""
+    prompt = [] if arguments and not arguments[0].startswith("-") else ["a red star"]
+    return ["sample", *prompt, *arguments, "--out", str(tmp_path / "o.png")]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--guidance-scale", "nan"], "--guidance-scale must be a finite number >= 0, got nan"),
+        (["--guidance-scale", "inf"], "--guidance-scale must be a finite number >= 0, got inf"),
+        (["--guidance-scale", "-1"], "--guidance-scale must be a finite number >= 0, got -1.0"),
+        (["-n", "100000"], "1 prompt(s) x -n 100000 = 100000 images; at most 10000 per call"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["\udcff bytes that were not UTF-8"], "holds bytes that are not valid UTF-8 (at character 0)"),
+    ],
+)
+def test_bad_sampling_requests_are_one_line(tmp_path, capsys, arguments, message):
+    assert main(_sample(tmp_path, *arguments)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_a_prompts_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"a red star\na caf\xe9 sign\n")
+    assert main(_sample(tmp_path, "--prompts-file", str(prompts))) == 2
+    assert f"--prompts-file {prompts}: not UTF-8 text (byte 16)" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_fails_before_sampling(tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    assert main(["sample", "a red star", "--out", str(blocker / "o.png")]) == 2
+    assert f"--out {blocker / 'o.png'}: cannot write there" in capsys.readouterr().err
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    for arguments in (_sample(tmp_path), ["eval", "--task", "judge", "--model", "x", "--out", str(tmp_path / "r.json")]):
+        assert main(arguments) == 2
+        assert "cannot write there (Read-only file system)" in capsys.readouterr().err
+
+
+def test_sampling_in_batches_gives_the_images_of_one_batch(tmp_path):
+    """--batch-size bounds memory; one generator runs through the batches, so a grid is
+    the same whatever the batch size (the pipeline draws each image's noise in turn)."""
+    grids = []
+    for batch_size in ("4", "3"):
+        out = tmp_path / f"b{batch_size}.png"
+        arguments = ["sample", "a red star", "a blue circle", "-n", "2", "--steps", "2", "--batch-size", batch_size]
+        assert main([*arguments, "--out", str(out)]) == 0
+        grids.append(np.asarray(Image.open(out), dtype=np.int16))
+    assert grids[0].shape == grids[1].shape and np.abs(grids[0] - grids[1]).max() <= 2
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda path: None, "no such file"),
+        (lambda path: path.write_text("not an image"), "not a readable image (UnidentifiedImageError"),
+        (lambda path: Image.new("RGB", (64, 64)).save(path), "not a readable image (DecompressionBombError"),
+    ],
+)
+def test_an_image_to_impute_that_cannot_be_read_is_one_line(tmp_path, capsys, monkeypatch, make, message):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 64 x 64 image stands in for a 20000 x 20000 one
+    image = tmp_path / "in.png"
+    make(image)
+    from mmgen.checkpoints import SHAPES_MOPOE
+
+    assert main(["impute", "--model", str(SHAPES_MOPOE), "--image", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--image {image}: {message}" in err

@@ -156,8 +156,12 @@ def test_mmgen_and_diffusers_load_the_same_pipeline(pipeline_folder):
         guidance = {} if scale is None else {"guidance_scale": scale}
         return pipe(prompts, num_inference_steps=3, generator=generator, output_type="pt", **guidance).images
 
+    from safetensors import safe_open
+
+    with safe_open(pipeline_folder / "text_encoder" / "model.safetensors", framework="pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F16"}  # frozen MiniLM: half the size
     ours = TextToImagePipeline.from_pretrained(pipeline_folder)
-    theirs = StableDiffusionPipeline.from_pretrained(pipeline_folder, safety_checker=None)
+    theirs = StableDiffusionPipeline.from_pretrained(pipeline_folder, safety_checker=None)  # computes in float32
     images = sample(ours)
     assert images.shape == (2, 3, 16, 16)
     torch.testing.assert_close(sample(theirs), images, rtol=0, atol=0)

@@ -346,3 +346,32 @@ def test_shipped_baseline_draws_what_the_prompts_say_with_the_ldm_text_encoder()
     images = pipe([s.caption for s in samples], generator=torch.Generator().manual_seed(0), output_type="pt").images
     attributes = {name: [getattr(s, name) for s in samples] for name in ("shape", "color", "size", "position")}
     assert judge_accuracy(load_judge(), images * 2 - 1, attributes)["all"] >= 0.75
+
+
+def test_validation_does_not_freeze_a_trained_text_encoder_and_resume_is_exact(tmp_path, dvae_folder, monkeypatch):
+    """Sampling a validation grid wraps the prior's CLIP encoder, which trains with it: it must
+    stay trainable, so that a run resumed after a validation trains as the straight one did."""
+    from safetensors.torch import load_file
+
+    from mmgen.dvae.training import train_dvae_prior
+
+    monkeypatch.setenv("MMGEN_CACHE", str(tmp_path / "cache"))
+
+    def run(folder: Path, steps: int, resume: str | None = None):
+        config = TrainingConfig(output_dir=str(folder), max_steps=steps, batch_size=8, checkpoint_every=2,
+                                validate_every=2, report_to="none", resume=resume, learning_rate=1e-3)
+        return train_dvae_prior(config, dvae=dvae_folder, data="shapes:val", text_encoder="clip", max_length=24,
+                                text_hidden_size=32, text_layers=1, hidden_size=32, num_layers=1, num_heads=2)
+
+    run(tmp_path / "straight", 6)
+    run(tmp_path / "resumed", 2)
+    run(tmp_path / "resumed", 6, resume="latest")
+    for name in ("model.safetensors", "ema.safetensors"):
+        straight = load_file(tmp_path / "straight" / "checkpoints" / "checkpoint-0000006" / name)
+        resumed = load_file(tmp_path / "resumed" / "checkpoints" / "checkpoint-0000006" / name)
+        for key in straight:
+            assert torch.equal(straight[key], resumed[key]), (name, key)
+    last = load_file(tmp_path / "straight" / "checkpoints" / "checkpoint-0000006" / "model.safetensors")
+    encoder = {k: v for k, v in last.items() if "text_encoder" in k}
+    first = load_file(tmp_path / "straight" / "checkpoints" / "checkpoint-0000002" / "model.safetensors")
+    assert encoder and any(not torch.equal(first[k], v) for k, v in encoder.items())  # it went on learning

@@ -335,9 +335,17 @@ BAD_INPUTS = {
     "symlink escape": (_meta_case(_symlink), ["link.png", "line 3"]),
     "malformed json": (_meta_case('{"file_name": "x.png", "text": '), ["metadata.jsonl", "line 3"]),
     "missing file_name": (_meta_case({"text": "no file"}), ["metadata.jsonl", "line 3"]),
+    "NUL in file_name": (_meta_case({"file_name": "a\u0000b.png", "text": "x"}), ["metadata.jsonl", "line 3", "null"]),
+    "file_name too long": (_meta_case({"file_name": "x" * 300 + ".png", "text": "x"}), ["line 3", "too long"]),
+    "nested too deeply": (_meta_case("[" * 100_000 + "]" * 100_000), ["metadata.jsonl", "line 3", "nested"]),
+    "lone surrogate caption": (_meta_case(_image_row("odd.png", text="caf\udcff")), ["odd.png", "line 3", "surrogate"]),
     "pair without txt": (_pairs_case(lambda f: save_image(f / "lonely.png")), ["lonely.png", "lonely.txt"]),
     "pair with empty txt": (_pairs_case(lambda f: write_pair(f, "mute", "\n  \n")), ["mute.png", "mute.txt"]),
     "corrupt pair image": (_pairs_case(_corrupt_pair), ["bad.jpg"]),
+    "captioned file of another format": (
+        _pairs_case(lambda f: (f / "scan.heic").write_bytes(b"x") and (f / "scan.txt").write_text("a scan")),
+        ["scan.heic", "not an image format"],
+    ),
 }
 
 
@@ -461,3 +469,22 @@ def test_a_saved_dataset_dict_names_its_splits_and_one_split_loads(tmp_path):
     with pytest.raises(DataError, match=r"holds a DatasetDict with splits test, train: pass one split's folder, e.g. .*saved/test"):
         open_dataset(str(tmp_path / "saved"), size=8)
     assert open_dataset(str(tmp_path / "saved" / "train"), size=8)[0]["text"] == "red"
+
+
+def test_a_png_colour_key_is_flattened_onto_white(tmp_path: Path) -> None:
+    """An RGB PNG whose tRNS chunk marks one colour transparent: those pixels turn white."""
+    image = Image.new("RGB", (16, 16), BLUE)
+    image.paste(RED, (0, 0, 16, 8))
+    image.save(tmp_path / "keyed.png", transparency=RED)
+    (tmp_path / "keyed.txt").write_text("a blue half")
+    pixels = ImageTextDataset.from_folder(tmp_path, size=16)[0]["pixel_values"]
+    assert_solid(pixels[:, :8], (1.0, 1.0, 1.0))
+    assert_solid(pixels[:, 8:], (-1.0, -1.0, 1.0))
+
+
+@pytest.mark.parametrize("ext", [".gif", ".tif", ".tiff"])
+def test_gif_and_tiff_pairs_are_read(tmp_path: Path, ext: str) -> None:
+    write_pair(tmp_path, "one", "a green picture", GREEN, ext=ext)
+    dataset = ImageTextDataset.from_folder(tmp_path, size=16)
+    assert len(dataset) == 1 and dataset[0]["text"] == "a green picture"
+    assert_solid(dataset[0]["pixel_values"], (-1.0, 1.0, -1.0))

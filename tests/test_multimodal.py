@@ -85,7 +85,7 @@ def shapes_batch():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_caption_tokenizer(ShapesDataset("train", n=500).captions(), vocab_size=128, max_length=16)
+    return train_caption_tokenizer(ShapesDataset("train", n=500).captions(), vocab_size=400, max_length=16)
 
 
 def tiny_model(aggregation: str, tokenizer, **options) -> MultimodalVAE:
@@ -546,8 +546,9 @@ def test_bad_inputs_are_named(tokenizer):
             call()
     with pytest.raises(DataError, match=r"empty batch"):
         model.impute({"text": []})
-    with pytest.raises(DataError, match="none of its words is known"):
-        model.impute({"text": ["💥 💥"]})
+    assert len(model.impute({"text": ["💥 💥"]}, targets=["attributes"])["attributes"]) == 1  # no word known: still a caption
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        model.impute({"text": ["a red \udcff star"]})
     with pytest.raises(DataError, match=r"'image' takes tensors of shape \[batch, 3, 16, 16\] of floats, got torch.float32 of shape \(2, 3, 8, 8\)"):
         model.impute({"image": torch.zeros(2, 3, 8, 8)})
     with pytest.raises(DataError, match="of floats, got torch.uint8"):
@@ -609,6 +610,34 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     assert "-n must be at least 1, got 0" in capsys.readouterr().err
     assert main(["impute", "--model", str(model_dir), "--text", "a red star", "--out", str(tmp_path / "x.txt")]) == 2
     assert ".txt is not an image format" in capsys.readouterr().err and not (tmp_path / "x.txt").exists()
+
+
+def test_a_pretrained_caption_encoder_reads_words_no_caption_held(tmp_path):
+    """The default caption modality: MiniLM's WordPiece tokenizer and frozen token states;
+    the decoder writes only the tokens of the training captions. A caption of unknown
+    words imputes an image; the model saves and loads without MiniLM's weights."""
+    from PIL import Image
+
+    from mmgen.multimodal.training import build_model
+
+    dataset = ShapesDataset("train", n=64, size=16, caption_variants=4)
+    model = build_model(dataset, image_size=16, image_channels=(8, 16), latent_dim=8, text_hidden=16)
+    text = model.codecs["text"]
+    assert text.encoder_kind == "minilm" and text.tokenizer.vocab_size == text.vocab_size == 30522
+    written = set(text.decoder_vocabulary)
+    assert written == {i for c in dataset.captions() for i in text.tokenizer(c, truncation=True, max_length=32)["input_ids"]} | {0}
+    out = model.impute({"text": ["zorbly flimflam quuxes, blorft!"]}, targets=["image", "text"], n=2)
+    assert all(isinstance(image, Image.Image) and image.size == (16, 16) for image in out["image"])
+    assert all(isinstance(caption, str) for caption in out["text"])
+    decoded = model.impute({"text": ["zorbly flimflam quuxes, blorft!"]}, targets=["text"], output_type="pt")["text"]
+    assert decoded.shape[1] == len(written) and set(text.fill_in(decoded).flatten().tolist()) <= written
+    # Different words give different experts (the states are read, not a constant).
+    experts = model.experts(model.observe({"text": ["a crimson circle", "a tiny cobalt star at the bottom"]}))
+    assert not torch.allclose(experts.mean[model.names.index("text"), 0], experts.mean[model.names.index("text"), 1])
+    model.save_pretrained(tmp_path)
+    assert sum(f.stat().st_size for f in tmp_path.rglob("*.safetensors")) < 5e6  # no MiniLM weights inside
+    again = MultimodalVAE.from_pretrained(tmp_path)
+    torch.testing.assert_close(again.encode({"text": ["a crimson circle"]}), model.encode({"text": ["a crimson circle"]}))
 
 
 def test_a_run_resumes_only_with_the_model_it_started_with(tmp_path, capsys):

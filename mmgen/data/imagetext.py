@@ -38,11 +38,12 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from mmgen.data.captions import caption_variants as variants_of
 from mmgen.data.seeding import derive_seed
 from mmgen.data.transforms import pil_to_tensor, resize_and_crop, to_rgb
 from mmgen.errors import ConfigError, DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 METADATA_FILE = "metadata.jsonl"
 ON_ERROR_CHOICES = ("raise", "skip")
 # Keys every item has; an extra column with one of these names would silently overwrite it.
@@ -77,9 +78,13 @@ class ImageTextDataset(Dataset):
         random_crop: bool = False,
         seed: int = 0,
         skipped: Sequence[tuple[str, str]] = (),
+        caption_variants: int = 0,
     ) -> None:
         if not isinstance(size, int) or size < 1:
             raise ConfigError(f"size must be a positive int, got {size!r}")
+        if caption_variants < 0:
+            raise ConfigError(f"caption_variants must be 0 (captions as given) or more, got {caption_variants}")
+        self.caption_variants = caption_variants
         self._records = records
         self.size = size
         self.random_flip = random_flip
@@ -99,6 +104,7 @@ class ImageTextDataset(Dataset):
         seed: int = 0,
         verify_images: bool = True,
         allow_missing: bool = False,
+        caption_variants: int = 0,
     ) -> ImageTextDataset:
         """A folder with a top-level metadata.jsonl (HF imagefolder), else image + .txt pairs.
 
@@ -127,7 +133,8 @@ class ImageTextDataset(Dataset):
             empty=f"no images found (expected a {METADATA_FILE}, or images such as foo.png with captions in foo.txt)",
         )
         return cls(
-            records, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items
+            records, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items,
+            caption_variants=caption_variants,
         )
 
     @classmethod
@@ -143,6 +150,7 @@ class ImageTextDataset(Dataset):
         seed: int = 0,
         verify_images: bool = True,
         allow_missing: bool = False,
+        caption_variants: int = 0,
     ) -> ImageTextDataset:
         """A `datasets.Dataset` (one split) or any object with len() and dict rows by index.
 
@@ -172,13 +180,18 @@ class ImageTextDataset(Dataset):
             record = rows.read(row)
             if not (record.captions or allow_missing):
                 problems.add(record.label, f"missing or empty caption in column {text_column!r}")
+            elif _invalid_text(record.captions):
+                problems.add(record.label, _invalid_text(record.captions))
             elif record.image is None and not allow_missing:
                 problems.add(record.label, f"missing image in column {image_column!r}")
             elif not verify_images or _readable(record, problems):
                 kept.append(row)
         rows.rows = kept
         _report(problems, usable=len(kept), source="the dataset", empty="the dataset is empty")
-        return cls(rows, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items)
+        return cls(
+            rows, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items,
+            caption_variants=caption_variants,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Items (caption choice, crop, flip) depend on the epoch: call this once per epoch."""
@@ -188,8 +201,12 @@ class ImageTextDataset(Dataset):
         return len(self._records)
 
     def item_captions(self, index: int) -> tuple[str, ...]:
-        """The captions item `index` draws from, without loading its image."""
-        return self._records[index].captions
+        """The captions item `index` draws from, without loading its image: its own, or with
+        `caption_variants` K, K variants of each (`mmgen.data.captions.caption_variants`)."""
+        captions = self._records[index].captions
+        if self.caption_variants > 1:
+            captions = tuple(v for caption in captions for v in variants_of(caption, self.caption_variants, self.seed))
+        return captions
 
     def captions(self) -> list[str]:
         """Every caption an item can draw (for precomputing text encodings), without images."""
@@ -204,11 +221,12 @@ class ImageTextDataset(Dataset):
         record = self._records[index]
         # One generator per item, consumed in a fixed order, so workers and resumes agree.
         rng = random.Random(derive_seed(self.seed, self.epoch, index))
-        text = rng.choice(record.captions) if record.captions else None
+        captions = self.item_captions(index)
+        text = rng.choice(captions) if captions else None
         if record.image is None:
             return {"pixel_values": None, "text": text, **record.extra}
         try:
-            image = _read_image(record.image)
+            image = read_image(record.image)
         except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
             raise DataError(f"{record.label}: {_unreadable(exc)}") from exc
         image = resize_and_crop(image, self.size, rng, self.random_crop)
@@ -256,7 +274,7 @@ def _readable(record: _Record, problems: _Problems) -> bool:
     if record.image is None:  # missing, and allowed to be
         return True
     try:
-        _read_image(record.image)
+        read_image(record.image)
     except Exception as exc:  # see __getitem__
         problems.add(record.label, _unreadable(exc))
         return False
@@ -267,7 +285,7 @@ def _unreadable(exc: Exception) -> str:
     return f"cannot read image ({type(exc).__name__}: {exc})"
 
 
-def _read_image(cell: Any) -> Image.Image:
+def read_image(cell: Any) -> Image.Image:
     """Decode an image cell to RGB. exif_transpose (which applies a camera's Orientation tag)
     returns a new, fully decoded image: corrupt and truncated data fail here, and the result
     stays valid after the file is closed."""
@@ -307,12 +325,23 @@ def _outside_or_missing(root: Path, path: Path) -> str | None:
     Resolving first means a symlink pointing out of the folder is caught too."""
     try:
         resolved = path.resolve()
-    except (OSError, RuntimeError) as exc:  # symlink loops
-        return f"cannot resolve path ({exc})"
-    if not resolved.is_relative_to(root):
-        return f"resolves outside the dataset folder {root}"
-    if not resolved.is_file():
-        return "file not found"
+        if not resolved.is_relative_to(root):
+            return f"resolves outside the dataset folder {root}"
+        if not resolved.is_file():
+            return "file not found"
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, names too long, NUL bytes
+        return f"not a usable path ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _invalid_text(captions: tuple[str, ...]) -> str | None:
+    """Why a caption cannot be used as text, or None: lone surrogates (a JSON "\\udcff", or
+    bytes that were not UTF-8) pass as Python strings but no tokenizer can encode them."""
+    for caption in captions:
+        try:
+            caption.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"caption {caption[:40]!r} is not valid Unicode text (a lone surrogate at character {exc.start})"
     return None
 
 
@@ -332,11 +361,18 @@ def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             problems.add(f"{metadata} line {number}", f"not valid JSON ({exc})")
             continue
+        except RecursionError:
+            problems.add(f"{metadata} line {number}", "not valid JSON (nested too deeply to read)")
+            continue
         if not isinstance(row, dict):
             problems.add(f"{metadata} line {number}", f"expected a JSON object, got {type(row).__name__}")
             continue
         file_name, captions = row.get("file_name"), _captions(row.get("text"))
         if file_name is None and allow_missing:
+            invalid = _invalid_text(captions)
+            if invalid:
+                problems.add(f"{metadata} line {number}", invalid)
+                continue
             entries.append((f"{metadata} line {number}", None, captions, row))
             continue
         if not isinstance(file_name, str) or not file_name.strip():
@@ -352,6 +388,10 @@ def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False)
             continue
         if not captions and not allow_missing:
             problems.add(str(path), f"missing or empty 'text' ({where})")
+            continue
+        invalid = _invalid_text(captions)
+        if invalid:
+            problems.add(str(path), f"{invalid} ({where})")
             continue
         entries.append((str(path), path, captions, row))
     extra = _extra_columns((key for *_, row in entries for key in row), ("file_name", "text"), str(metadata))
@@ -371,9 +411,15 @@ def _scan_pairs(root: Path, problems: _Problems, allow_missing: bool = False) ->
             if Path(name).suffix.lower() == ".txt":
                 caption_names.setdefault(Path(name).stem, name)
         for name in sorted(files):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            suffix = Path(name).suffix.lower()
+            if name.startswith(".") or suffix == ".txt":
                 continue
             image = Path(directory, name)
+            if suffix not in IMAGE_EXTENSIONS:
+                if Path(name).stem in caption_names:  # captioned, so meant as data: say why it is left out
+                    problems.add(str(image), f"{suffix or 'no extension'} is not an image format mmgen reads "
+                                             f"({', '.join(IMAGE_EXTENSIONS)})")
+                continue
             caption_file = image.with_name(caption_names.get(image.stem, image.stem + ".txt"))
             reason = _outside_or_missing(root, image)
             if reason:
@@ -394,6 +440,10 @@ def _scan_pairs(root: Path, problems: _Problems, allow_missing: bool = False) ->
             captions = _captions(text.splitlines())
             if not captions:
                 problems.add(str(image), f"caption file {caption_file.name} is empty")
+                continue
+            invalid = _invalid_text(captions)
+            if invalid:
+                problems.add(str(image), invalid)
                 continue
             records.append(_Record(str(image), image, captions, {}))
     return records

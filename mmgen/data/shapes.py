@@ -20,7 +20,6 @@ import math
 import operator
 import os
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,17 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from mmgen.data.seeding import derive_seed
+from mmgen.data.shapes_text import (  # noqa: F401 (the captions' vocabulary is part of Shapes' API)
+    CAPTION_TEMPLATES,
+    HELDOUT_SYNONYMS,
+    HELDOUT_TEMPLATES,
+    SYNONYMS,
+    TRAINING_SYNONYMS,
+    format_caption,
+    heldout_caption,
+    parse_caption,
+    training_caption,
+)
 from mmgen.data.transforms import make_grid, pil_to_tensor
 from mmgen.errors import ConfigError
 
@@ -66,8 +76,10 @@ COMPOSITIONAL_PAIRS = frozenset(
     }
 )
 
-SPLITS = ("train", "val", "test", "compositional")
-DEFAULT_SPLIT_SIZES = {"train": 50_000, "val": 2_000, "test": 2_000, "compositional": 2_000}
+# `heldout-phrasing` draws its samples as `test` does, and words its captions with the
+# held-out templates and synonyms of shapes_text, which no training caption uses.
+SPLITS = ("train", "val", "test", "compositional", "heldout-phrasing")
+DEFAULT_SPLIT_SIZES = {"train": 50_000, "val": 2_000, "test": 2_000, "compositional": 2_000, "heldout-phrasing": 2_000}
 
 MIN_IMAGE_SIZE = 16
 SUPERSAMPLE = 4
@@ -77,39 +89,6 @@ OFFSET_JITTER = 0.04  # centre jitter on each axis, as a fraction of the side
 GRID = (1 / 6, 1 / 2, 5 / 6)
 STAR_INNER_RADIUS = 0.45
 CROSS_ARM_WIDTH = 0.4
-
-# Caption vocabulary: attribute -> value -> the phrases that may name it.
-SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
-    "shape": {shape: (shape,) for shape in SHAPES},
-    "color": {color: (color,) for color in COLORS},
-    "size": {"small": ("small", "little", "tiny"), "large": ("large", "big")},
-    "position": {
-        "top left": ("top left", "upper left", "top-left"),
-        "top": ("top", "upper middle"),
-        "top right": ("top right", "upper right", "top-right"),
-        "left": ("left", "left side"),
-        "center": ("center", "middle"),
-        "right": ("right", "right side"),
-        "bottom left": ("bottom left", "lower left", "bottom-left"),
-        "bottom": ("bottom", "lower middle"),
-        "bottom right": ("bottom right", "lower right", "bottom-right"),
-    },
-}
-
-# {where} is a prepositional phrase ("in the top left"), {place} the bare position phrase.
-CAPTION_TEMPLATES = (
-    "a {size} {color} {shape} {where}",
-    "{size} {color} {shape}, {place}",
-    "there is a {size} {color} {shape} {where} of the image",
-    "{where} is a {size} {color} {shape}",
-    "an image of a {size} {color} {shape} {where}",
-    "{size} {color} {shape} {where}",
-    "a {color} {shape} that is {size}, {where}",
-)
-
-# Edges and sides take "at"/"on"; corners, the middle and everything else take "in".
-_PREPOSITIONS = {"top": "at", "bottom": "at", "left": "on", "right": "on", "left side": "on", "right side": "on"}
-
 
 @dataclass(frozen=True)
 class ShapesSample:
@@ -173,60 +152,17 @@ def make_sample(split: str, index: int, seed: int = 0) -> ShapesSample:
     radius_jitter = rng.uniform(*RADIUS_JITTER)
     offset_x = rng.uniform(-OFFSET_JITTER, OFFSET_JITTER)
     offset_y = rng.uniform(-OFFSET_JITTER, OFFSET_JITTER)
-    caption = format_caption(
-        rng.choice(CAPTION_TEMPLATES),
-        shape=shape,
-        color=color,
-        size=rng.choice(SYNONYMS["size"][size]),
-        position=rng.choice(SYNONYMS["position"][position]),
-    )
+    if split == "heldout-phrasing":
+        caption = heldout_caption({"shape": shape, "color": color, "size": size, "position": position}, rng)
+    else:
+        caption = format_caption(
+            rng.choice(CAPTION_TEMPLATES),
+            shape=shape,
+            color=color,
+            size=rng.choice(SYNONYMS["size"][size]),
+            position=rng.choice(SYNONYMS["position"][position]),
+        )
     return ShapesSample(shape, color, size, position, caption, radius_jitter, offset_x, offset_y)
-
-
-# --- captions ---------------------------------------------------------------------------
-
-
-def format_caption(template: str, *, shape: str, color: str, size: str, position: str) -> str:
-    """Fill a caption template with the chosen phrases (synonyms, not class names)."""
-    where = f"{_PREPOSITIONS.get(position, 'in')} the {position}"
-    text = template.format(shape=shape, color=color, size=size, place=position, where=where)
-    return re.sub(r"\ba (?=[aeiou])", "an ", text)  # "an orange ...", not "a orange ..."
-
-
-def _words(text: str) -> tuple[str, ...]:
-    """Lower-case words; punctuation, hyphens and runs of whitespace all separate words."""
-    return tuple(re.findall(r"[a-z]+", text.lower()))
-
-
-_PHRASES = {
-    _words(phrase): (name, value)
-    for name, table in SYNONYMS.items()
-    for value, phrases in table.items()
-    for phrase in phrases
-}
-_LONGEST_PHRASE = max(len(words) for words in _PHRASES)
-
-
-def parse_caption(text: str) -> dict[str, str]:
-    """The four attributes a caption names. Matching takes the longest phrase at each word,
-    so "top left" is one position, not "top" and "left"."""
-    words = _words(text)
-    found: dict[str, set[str]] = {name: set() for name in ATTRIBUTES}
-    i = 0
-    while i < len(words):
-        for length in range(min(_LONGEST_PHRASE, len(words) - i), 0, -1):
-            match = _PHRASES.get(words[i : i + length])
-            if match is not None:
-                found[match[0]].add(match[1])
-                i += length
-                break
-        else:
-            i += 1
-    problems = [f"no {name}" for name, values in found.items() if not values]
-    problems += [f"ambiguous {name} ({', '.join(sorted(v))})" for name, v in found.items() if len(v) > 1]
-    if problems:
-        raise ValueError(f"caption {text!r} does not determine its attributes: {'; '.join(problems)}")
-    return {name: values.pop() for name, values in found.items()}
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -299,18 +235,34 @@ def shapes_grid(n: int = 16, size: int = 64, split: str = "train", seed: int = 0
 
 
 class ShapesDataset(torch.utils.data.Dataset):
-    """A Shapes split rendered on the fly; the same (split, seed) gives the same data anywhere."""
+    """A Shapes split rendered on the fly; the same (split, seed) gives the same data anywhere.
 
-    def __init__(self, split: str = "train", n: int | None = None, size: int = 64, seed: int = 0):
+    With `caption_variants` K > 0, every image is captioned by one of K augmented captions
+    of its attributes (`training_caption`: other frames, synonyms, partial captions, case,
+    typos), drawn per epoch. The K captions belong to the attribute combination, not the
+    image, so a frozen text encoder encodes at most K per combination (its outputs are
+    cached) while every image still sees K phrasings over the epochs."""
+
+    def __init__(
+        self, split: str = "train", n: int | None = None, size: int = 64, seed: int = 0, caption_variants: int = 0
+    ):
         _check_split(split)
         _check_image_size(size)
         n = DEFAULT_SPLIT_SIZES[split] if n is None else n
         if n < 0:
             raise ConfigError(f"a Shapes split cannot have {n} samples")
+        if caption_variants < 0:
+            raise ConfigError(f"caption_variants must be 0 (the split's own captions) or more, got {caption_variants}")
         self.split, self.n, self.size, self.seed = split, n, size, seed
+        self.caption_variants = caption_variants
+        self.epoch = 0
+        self._pools: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def sample(self, i: int) -> ShapesSample:
         i = operator.index(i)
@@ -321,13 +273,21 @@ class ShapesDataset(torch.utils.data.Dataset):
     def image(self, i: int) -> Image.Image:
         return render(self.sample(i), self.size)
 
+    def _caption_pool(self, sample: ShapesSample) -> tuple[str, ...]:
+        key = tuple(sample.attributes().values())
+        if key not in self._pools:
+            rng = random.Random(derive_seed("shapes-captions", self.seed, *key))
+            self._pools[key] = tuple(dict.fromkeys(training_caption(sample.attributes(), rng) for _ in range(self.caption_variants)))
+        return self._pools[key]
+
     def item_captions(self, index: int) -> tuple[str, ...]:
-        """Sample `index`'s caption, without rendering it."""
-        return (self.sample(index).caption,)
+        """The captions sample `index` may carry, without rendering it."""
+        sample = self.sample(index)
+        return self._caption_pool(sample) if self.caption_variants else (sample.caption,)
 
     def captions(self) -> list[str]:
         """Every caption of the split (for precomputing text encodings), without rendering."""
-        return [self.sample(i).caption for i in range(self.n)]
+        return list(dict.fromkeys(caption for i in range(self.n) for caption in self.item_captions(i)))
 
     def item_metadata(self, index: int) -> dict[str, str]:
         """Sample `index`'s columns besides image and caption (its attributes), without rendering."""
@@ -335,8 +295,11 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, object]:
         sample = self.sample(i)
+        caption = sample.caption
+        if self.caption_variants:
+            caption = random.Random(derive_seed("shapes-caption", self.seed, self.epoch, i)).choice(self._caption_pool(sample))
         pixel_values = pil_to_tensor(render(sample, self.size))
-        return {"pixel_values": pixel_values, "text": sample.caption, **sample.attributes()}
+        return {"pixel_values": pixel_values, "text": caption, **sample.attributes()}
 
 
 def export_shapes(

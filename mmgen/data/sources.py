@@ -31,16 +31,22 @@ def open_dataset(
     image_column: str = "image",
     text_column: str = "text",
     allow_missing: bool = False,
+    caption_variants: int = 0,
 ) -> Dataset:
     """Open `source` (see the module docstring) as an image-text dataset of `size` px images.
     `n` limits Shapes to its first n samples; other sources are used whole. `allow_missing`
-    keeps entries without a caption or an image (None there; see ImageTextDataset)."""
+    keeps entries without a caption or an image (None there; see ImageTextDataset).
+    `caption_variants` K > 0 gives each image K augmented captions for training (Shapes:
+    its phrasing grammar; other data: case, punctuation, lead-ins, typos)."""
     if source == "shapes" or source.startswith("shapes:"):
         split = source.partition(":")[2] or "train"
         if split not in SPLITS:
             raise DataError(f"unknown Shapes split {split!r}; choose from {', '.join(SPLITS)}")
-        return ShapesDataset(split=split, n=n, size=size, seed=seed)
-    options = dict(size=size, random_flip=random_flip, on_error=on_error, seed=seed, allow_missing=allow_missing)
+        return ShapesDataset(split=split, n=n, size=size, seed=seed, caption_variants=caption_variants)
+    options = dict(
+        size=size, random_flip=random_flip, on_error=on_error, seed=seed, allow_missing=allow_missing,
+        caption_variants=caption_variants,
+    )
     if source.startswith("hf:"):
         name, _, split = source[3:].partition(":")
         try:

@@ -13,14 +13,15 @@ from PIL import Image
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Return an RGB image; transparency is flattened onto `background` rather than dropped,
     since dropping alpha exposes whatever colour the transparent pixels happen to hold."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit and float images: scale to 8 bits first (convert("RGB") would clip at 255).
         array = np.asarray(image, dtype=np.float64)
         low, high = (0.0, 65535.0) if image.mode.startswith("I;16") else (array.min(), max(array.max(), array.min() + 1e-12))
         image = Image.fromarray(np.round((array - low) / (high - low) * 255).clip(0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    # "transparency" in info: a palette or a colour key (PNG tRNS) marks transparent pixels.
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         flat = Image.new("RGB", rgba.size, background)
         flat.paste(rgba, mask=rgba.getchannel("A"))

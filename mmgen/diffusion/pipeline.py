@@ -14,8 +14,9 @@ from pathlib import Path
 
 from transformers import logging as transformers_logging
 
-from mmgen.checkpoints import SHAPES_LDM, pipeline_class_name
+from mmgen.checkpoints import SHAPES_LDM, loading, pipeline_class_name
 from mmgen.errors import CheckpointError, ConfigError
+from mmgen.text.encoder import check_texts, quiet_loading
 
 # Importing diffusers' pipelines makes transformers warn that torchvision is missing
 # (for image processors mmgen never uses); keep that out of users' terminals.
@@ -65,7 +66,9 @@ class TextToImagePipeline(StableDiffusionPipeline):
             raise CheckpointError(f"{path}: a {class_name} checkpoint, not a text-to-image pipeline")
         kwargs.setdefault("safety_checker", None)
         kwargs.setdefault("requires_safety_checker", False)
-        pipe = super().from_pretrained(path, **kwargs)
+        kwargs.setdefault("use_safetensors", True)
+        with quiet_loading(), loading(path):
+            pipe = super().from_pretrained(path, **kwargs)
         if scheduler:
             pipe.use_scheduler(scheduler)
         return pipe
@@ -90,4 +93,6 @@ class TextToImagePipeline(StableDiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if prompts is not None and len(prompts) == 0:
             raise ConfigError("no prompts given")
+        if prompts is not None:
+            check_texts(prompts)
         return super().check_inputs(prompt, *args, **kwargs)

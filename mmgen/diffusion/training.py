@@ -9,7 +9,7 @@ import torch
 from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler
 
-from mmgen.checkpoints import require_checkpoint_class
+from mmgen.checkpoints import load_pretrained, require_checkpoint_class
 from mmgen.data import open_dataset
 from mmgen.data.frozen import dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
@@ -68,6 +68,7 @@ def train_ldm(
     snr_gamma: float | None = None,
     caption_dropout: float = 0.1,
     random_flip: bool = False,
+    caption_variants: int = 0,
     gradient_checkpointing: bool = False,
     xformers: bool = False,
     validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
@@ -77,7 +78,8 @@ def train_ldm(
 
     Attention runs on PyTorch's scaled-dot-product kernels; `xformers` switches the UNet to
     xformers' memory-efficient attention (CUDA only), `gradient_checkpointing` trades
-    compute for memory at large resolutions."""
+    compute for memory at large resolutions. `caption_variants` K > 0 trains on K augmented
+    captions per image (see `open_dataset`); a frozen encoder encodes each once."""
     if xformers:
         check_xformers()
     if not (Path(autoencoder) / "config.json").is_file():
@@ -85,8 +87,8 @@ def train_ldm(
     require_checkpoint_class(autoencoder, "AutoencoderKL", "mmgen train autoencoder")
     torch.manual_seed(config.seed)
     state = PartialState()
-    vae = AutoencoderKL.from_pretrained(autoencoder).to(state.device).eval().requires_grad_(False)
-    dataset = open_dataset(data, size=image_size or vae.config.sample_size, seed=config.seed)
+    vae = load_pretrained(AutoencoderKL, autoencoder).to(state.device).eval().requires_grad_(False)
+    dataset = open_dataset(data, size=image_size or vae.config.sample_size, seed=config.seed, caption_variants=caption_variants)
     captions, distinct = dataset_captions(dataset)
     encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
 
@@ -128,7 +130,8 @@ def train_ldm(
         save_validation_grid(images, output_dir, step)
 
     def export(model: LatentDiffusionObjective, folder: Path) -> None:
-        pipeline(model).save_pretrained(folder)
+        with encoder.saved_as_half(folder):  # a frozen pretrained encoder is stored in float16
+            pipeline(model).save_pretrained(folder)
 
     train_data = cached_latent_dataset(latents, captions, seed=config.seed)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()

@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
-from mmgen.checkpoints import pipeline_class_name
+from mmgen.checkpoints import loading, pipeline_class_name
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
 from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.errors import CheckpointError, ConfigError
 from mmgen.text import UNCONDITIONAL_PROMPT, TextEncoder
+from mmgen.text.encoder import quiet_loading
 
 
 class DiscreteVAEPipeline(DiffusionPipeline):
@@ -37,7 +38,9 @@ class DiscreteVAEPipeline(DiffusionPipeline):
         class_name = pipeline_class_name(path, "discrete-VAE pipeline")
         if class_name != cls.__name__:
             raise CheckpointError(f"{path}: a {class_name} checkpoint, not a discrete-VAE pipeline")
-        return super().from_pretrained(path, **kwargs)
+        kwargs.setdefault("use_safetensors", True)
+        with quiet_loading(), loading(path):
+            return super().from_pretrained(path, **kwargs)
 
     @torch.no_grad()
     def __call__(
@@ -62,7 +65,7 @@ class DiscreteVAEPipeline(DiffusionPipeline):
             raise ConfigError("no prompts given")
         if output_type not in ("pil", "pt"):
             raise ConfigError(f"output_type must be 'pil' or 'pt', not {output_type!r}")
-        encoder = TextEncoder(self.tokenizer, self.text_encoder)
+        encoder = TextEncoder(self.tokenizer, self.text_encoder, trainable=None)  # never freeze one in training
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         states = encoder(prompts).hidden_states
         unconditional = encoder([UNCONDITIONAL_PROMPT]).hidden_states if guidance_scale != 1.0 else None

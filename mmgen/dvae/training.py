@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from mmgen.checkpoints import require_checkpoint_class
+from mmgen.checkpoints import load_pretrained, require_checkpoint_class
 from mmgen.data import open_dataset
 from mmgen.data.frozen import CachedViewsDataset, dataset_captions
 from mmgen.data.shapes import VALIDATION_PROMPTS
@@ -83,21 +83,22 @@ def train_dvae_prior(
     dropout: float = 0.0,
     caption_dropout: float = 0.1,
     random_flip: bool = False,
+    caption_variants: int = 0,
     validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
 ) -> TrainingResult:
     """Stage two: the transformer prior over the frozen discrete VAE's cached image tokens,
     conditioned on a text encoder given like latent diffusion's (`minilm`, `clip`, or a
     folder such as a latent-diffusion pipeline, to share its encoder). Every checkpoint's
-    `model/` is a `DiscreteVAEPipeline`."""
+    `model/` is a `DiscreteVAEPipeline`. `caption_variants` as for `train_ldm`."""
     if not (Path(dvae) / "config.json").is_file():
         raise CheckpointError(f"{dvae}: no discrete VAE there (train one with `mmgen train dvae`)")
     require_checkpoint_class(dvae, "DiscreteVAE", "mmgen train dvae")
     torch.manual_seed(config.seed)
     state = PartialState()
-    vae = DiscreteVAE.from_pretrained(dvae).to(state.device).eval().requires_grad_(False)
+    vae = load_pretrained(DiscreteVAE, dvae).to(state.device).eval().requires_grad_(False)
     if image_size not in (None, vae.config.image_size):
         raise ConfigError(f"--image-size {image_size}: the prior's token grid is the discrete VAE's, of {vae.config.image_size} px images")
-    dataset = open_dataset(data, size=vae.config.image_size, seed=config.seed)
+    dataset = open_dataset(data, size=vae.config.image_size, seed=config.seed, caption_variants=caption_variants)
     captions, distinct = dataset_captions(dataset)
     encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
 
@@ -124,7 +125,8 @@ def train_dvae_prior(
         save_validation_grid(images, output_dir, step)
 
     def export(model: DiscreteVAEPriorObjective, folder: Path) -> None:
-        pipeline(model).save_pretrained(folder)
+        with encoder.saved_as_half(folder):  # a frozen pretrained encoder is stored in float16
+            pipeline(model).save_pretrained(folder)
 
     train_data = CachedViewsDataset(tokens, captions, seed=config.seed)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()

@@ -16,11 +16,12 @@ import torch
 from PIL import Image, ImageDraw
 from torch.nn import functional as F
 
-from mmgen.checkpoints import checkpoint_class
+from mmgen.checkpoints import checkpoint_class, load_pretrained
 from mmgen.data.seeding import derive_seed
 from mmgen.data.shapes import OFFSET_JITTER, RADIUS_JITTER, ShapesDataset, ShapesSample, parse_caption, render
 from mmgen.data.transforms import make_grid, pil_to_tensor, tensor_to_pil
 from mmgen.errors import CheckpointError, ConfigError
+from mmgen.eval.prompts import freeform_prompts
 from mmgen.eval.judge import ATTRIBUTE_NAMES, ShapesJudge, judge_accuracy, load_judge, real_images
 from mmgen.eval.metrics import (
     GenerateFn,
@@ -28,6 +29,7 @@ from mmgen.eval.metrics import (
     ReconstructFn,
     coherence,
     diversity,
+    text_coherence,
     feature_fid,
     generate_images,
     judge_features,
@@ -94,7 +96,7 @@ def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float, sche
     """A diffusers AutoencoderKL folder: encode to the latent mean, decode."""
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(path).to(inference_device()).eval()
+    vae = load_pretrained(AutoencoderKL, path).to(inference_device()).eval()
 
     @torch.no_grad()
     def reconstruct(images: torch.Tensor) -> torch.Tensor:
@@ -107,7 +109,7 @@ def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: 
     """A discrete VAE folder: the most likely tokens, decoded."""
     from mmgen.dvae import DiscreteVAE
 
-    vae = DiscreteVAE.from_pretrained(path).to(inference_device()).eval()
+    vae = load_pretrained(DiscreteVAE, path).to(inference_device()).eval()
 
     @torch.no_grad()
     def reconstruct(images: torch.Tensor) -> torch.Tensor:
@@ -199,7 +201,16 @@ def _real_renderings(prompts: list[str], size: int, stream: str) -> torch.Tensor
     return torch.stack(images)
 
 
-def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str]]]:
+# Where text conditioning is measured: `test` and `compositional` (the training captions'
+# phrasing; compositional holds out pairs), `heldout-phrasing` (sentence shapes and
+# synonyms no training caption uses) and `freeform` (prompts as people type them, scored
+# on the attributes each determines).
+PROMPT_SPLITS = ("test", "compositional", "heldout-phrasing", "freeform")
+
+
+def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str | None]]]:
+    if split == "freeform":
+        return freeform_prompts(n)
     dataset = ShapesDataset(split, n=n)
     samples = [dataset.sample(i) for i in range(n)]
     return [s.caption for s in samples], {name: [getattr(s, name) for s in samples] for name in ATTRIBUTE_NAMES}
@@ -208,13 +219,13 @@ def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str]]]
 def evaluate_text_to_image(
     generate: GenerateFn, judge: ShapesJudge, n: int, seed: int = 0, batch_size: int = 32, image_size: int = 64
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
-    """Adherence on `test` and `compositional` prompts, FID against real `test` images on
-    judge features (with the real-vs-real floor: the same prompts drawn again), and
-    diversity for one prompt."""
+    """Adherence on the PROMPT_SPLITS' prompts, FID against real `test` images on judge
+    features (with the real-vs-real floor: the same prompts drawn again), and diversity
+    for one prompt."""
     results: dict[str, Any] = {}
     generated: dict[str, torch.Tensor] = {}
     prompts: dict[str, list[str]] = {}
-    for split in ("test", "compositional"):
+    for split in PROMPT_SPLITS:
         prompts[split], attributes = _split_prompts(split, n)
         generated[split] = _at_size(generate_images(generate, prompts[split], seed, batch_size), image_size)
         results[f"adherence/{split}"] = judge_accuracy(judge, generated[split], attributes)
@@ -252,12 +263,17 @@ def evaluate_reconstruction(
 def evaluate_imputation(
     impute: ImputeFn, judge: ShapesJudge, n: int, seed: int = 0, batch_size: int = 128, image_size: int = 64
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
-    """Coherence on `test` and `compositional` for every subset of observed modalities."""
+    """Coherence on `test` and `compositional` for every subset of observed modalities, and
+    from captions alone on `heldout-phrasing` and `freeform` (text -> image, attributes)."""
     results: dict[str, Any] = {}
     for split in ("test", "compositional"):
         images, attributes = real_images(split, n, image_size)
         captions, _ = _split_prompts(split, n)
         results[f"coherence/{split}"] = coherence(impute, judge, images, captions, attributes, seed, batch_size)
+    for split in ("heldout-phrasing", "freeform"):
+        captions, attributes = _split_prompts(split, n)
+        results[f"coherence/{split}"] = text_coherence(impute, judge, captions, attributes, seed, batch_size)
+    captions, _ = _split_prompts("test", n)
     captions = captions[:16]
     generator = torch.Generator().manual_seed(seed)
     imputed = impute({"text": captions}, ["image"], generator)["image"]

@@ -17,7 +17,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn import functional as F
 
-from mmgen.checkpoints import SHAPES_JUDGE
+from mmgen.checkpoints import SHAPES_JUDGE, load_pretrained
 from mmgen.data.shapes import ATTRIBUTES
 from mmgen.errors import CheckpointError, DataError
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
@@ -93,17 +93,25 @@ def load_judge(path: str | Path = SHAPES_JUDGE) -> ShapesJudge:
         raise CheckpointError(f"{path}: no Shapes judge there (train one with `mmgen train judge`, pass --judge)")
     if json.loads((path / "config.json").read_text()).get("_class_name") != ShapesJudge.__name__:
         raise CheckpointError(f"{path}: not a Shapes judge checkpoint")
-    judge = ShapesJudge.from_pretrained(str(path))
+    judge = load_pretrained(ShapesJudge, path)
     judge.eval()
     return judge
 
 
-def attribute_accuracy(predicted: dict[str, list], attributes: dict[str, list[str]]) -> dict[str, float]:
+def attribute_accuracy(predicted: dict[str, list], attributes: dict[str, list[str | None]]) -> dict[str, float]:
     """Per-attribute accuracy of `predicted` against `attributes`, and `all`: the share
-    with all four right."""
-    correct = {name: [p == t for p, t in zip(predicted[name], attributes[name])] for name in ATTRIBUTE_NAMES}
-    result = {name: sum(hits) / len(hits) for name, hits in correct.items()}
-    result["all"] = sum(all(hits) for hits in zip(*correct.values())) / len(correct[ATTRIBUTE_NAMES[0]])
+    with every attribute right. A None target is an attribute the prompt leaves open
+    (a partial prompt): it is not scored, and `all` asks only for the determined ones."""
+    correct = {
+        name: [None if t is None else p == t for p, t in zip(predicted[name], attributes[name])] for name in ATTRIBUTE_NAMES
+    }
+    result = {}
+    for name, hits in correct.items():
+        scored = [hit for hit in hits if hit is not None]
+        if scored:
+            result[name] = sum(scored) / len(scored)
+    rows = list(zip(*correct.values()))
+    result["all"] = sum(all(hit is not False for hit in row) for row in rows) / len(rows)
     return result
 
 

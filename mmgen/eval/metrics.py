@@ -150,6 +150,28 @@ def coherence(
     return results
 
 
+def text_coherence(
+    impute: ImputeFn,
+    judge: ShapesJudge,
+    captions: list[str],
+    attributes: dict[str, list[str | None]],
+    seed: int = 0,
+    batch_size: int = 128,
+) -> dict[str, Any]:
+    """Images and attributes imputed from captions alone, scored on the attributes each
+    caption determines (None: left open): {"text->image": ..., "text->attributes": ...}."""
+    generator = torch.Generator().manual_seed(seed)
+    outputs: dict[str, list] = {"image": [], "attributes": []}
+    for _, batch in _batched(captions, batch_size):
+        imputed = impute({"text": batch}, ["image", "attributes"], generator)
+        for m in outputs:
+            outputs[m].append(imputed[m])
+    return {
+        "text->image": judge_accuracy(judge, _concatenate("image", outputs["image"]), attributes),
+        "text->attributes": attribute_accuracy(_concatenate("attributes", outputs["attributes"]), attributes),
+    }
+
+
 def _slice(values: Any, start: int, stop: int) -> Any:
     if isinstance(values, dict):
         return {k: v[start:stop] for k, v in values.items()}

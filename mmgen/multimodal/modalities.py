@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from mmgen.data.transforms import pil_to_tensor, tensor_to_pil
 from mmgen.errors import ConfigError, DataError
 from mmgen.text import TextEncoder, text_encoder_config
+from mmgen.text.encoder import check_texts
 
 
 class GaussianHead(nn.Module):
@@ -225,11 +226,22 @@ class ImageModality(Modality):
 
 
 class TextModality(Modality):
-    """Captions as token sequences of the shared caption tokenizer (mmgen.text), padded to
-    `max_length`: a 1-D conv encoder over token embeddings. The decoder is autoregressive
-    (default: a GRU started from the latent, which also enters every step; greedy decoding)
-    or parallel (logits at every position at once, from the latent alone). Categorical
-    likelihood over all positions (padding included, so the length is generated too).
+    """Captions as token sequences of the model's tokenizer, padded to `max_length`.
+
+    Encoder (`encoder`): "learned", a 1-D conv over token embeddings trained with the model;
+    or "minilm", the frozen pretrained all-MiniLM-L6-v2's token states (from the installed
+    package, not saved with the model; computed once per distinct caption and kept in
+    memory) projected per token, then mean- and max-pooled. The pretrained encoder reads
+    words the training captions never held ("crimson"); the model's tokenizer must then be
+    MiniLM's WordPiece tokenizer, which spells any English word.
+
+    Decoder (`decoder`): autoregressive (default: a GRU started from the latent, which also
+    enters every step; greedy decoding) or parallel (logits at every position at once, from
+    the latent alone), over `decoder_vocabulary`: the token ids it can write (default: the
+    whole vocabulary). A model trained on captions can only learn to write their tokens, so
+    training passes those; a 30,522-token softmax at every position would cost more than the
+    rest of the model. Categorical likelihood over all positions (padding included, so the
+    length is generated too).
 
     A parallel decoder cannot choose between phrasings the latent does not pin down ("a
     big red star at the top" / "large red star, upper middle"): its per-position argmax
@@ -240,57 +252,106 @@ class TextModality(Modality):
 
     def __init__(
         self, name: str, latent_dim: int, vocab_size: int, max_length: int = 24, hidden: int = 128,
-        column: str = "text", decoder: str = "autoregressive",
+        column: str = "text", decoder: str = "autoregressive", encoder: str = "learned",
+        decoder_vocabulary: list[int] | None = None,
     ):
         super().__init__(name, latent_dim)
         if decoder not in ("autoregressive", "parallel"):
             raise ConfigError(f"text decoder must be 'autoregressive' or 'parallel', not {decoder!r}")
+        if encoder not in ("learned", "minilm"):
+            raise ConfigError(f"text encoder must be 'learned' or 'minilm', not {encoder!r}")
+        written = list(range(vocab_size)) if decoder_vocabulary is None else sorted(set(decoder_vocabulary) | {0})
+        if written[-1] >= vocab_size or written[0] < 0:
+            raise ConfigError(f"decoder_vocabulary of modality {name!r} holds ids outside [0, {vocab_size})")
         self.vocab_size, self.max_length, self.hidden, self.column = vocab_size, max_length, hidden, column
-        self.decoder_kind = decoder
+        self.decoder_kind, self.encoder_kind = decoder, encoder
+        self.decoder_vocabulary = None if decoder_vocabulary is None else written
         self.tokenizer = None  # set by the model (it is saved beside the weights)
-        self.embedding = nn.Embedding(vocab_size, hidden)
-        self.encoder_body = nn.Sequential(
-            nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(), nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(),
-            nn.Flatten(),
-        )
-        self.encoder_head = GaussianHead(hidden * max_length, latent_dim)
+        # Token id -> the decoder's index of it (ids it cannot write map to 0, padding: none
+        # occurs in the captions it trained on), and back.
+        self.register_buffer("written_ids", torch.tensor(written), persistent=False)
+        to_written = torch.zeros(vocab_size, dtype=torch.long)
+        to_written[self.written_ids] = torch.arange(len(written))
+        self.register_buffer("to_written", to_written, persistent=False)
+        if encoder == "minilm":
+            self._text_encoder: list[TextEncoder] = []  # loaded at first use, kept out of the module tree
+            self._states: dict[bytes, torch.Tensor] = {}
+            features = text_encoder_config("minilm").hidden_size
+            self.token_projection = nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            self.encoder_body = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU())
+            self.encoder_head = GaussianHead(hidden, latent_dim)
+        else:
+            self.embedding = nn.Embedding(vocab_size, hidden)
+            self.encoder_body = nn.Sequential(
+                nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(), nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(),
+                nn.Flatten(),
+            )
+            self.encoder_head = GaussianHead(hidden * max_length, latent_dim)
+        outputs = len(written)
         if decoder == "parallel":
             self.decoder = nn.Sequential(
                 nn.Linear(latent_dim, hidden * max_length), nn.SiLU(), nn.Unflatten(1, (hidden, max_length)),
-                nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(), nn.Conv1d(hidden, vocab_size, 1),
+                nn.Conv1d(hidden, hidden, 3, padding=1), nn.SiLU(), nn.Conv1d(hidden, outputs, 1),
             )
         else:
             self.decoder = nn.ModuleDict({
                 "latent": nn.Linear(latent_dim, 2 * hidden),  # -> the GRU's first state and every step's input
-                "embedding": nn.Embedding(vocab_size, hidden),
+                "embedding": nn.Embedding(outputs, hidden),
                 "gru": nn.GRU(hidden, hidden, batch_first=True),
-                "output": nn.Linear(hidden, vocab_size),
+                "output": nn.Linear(hidden, outputs),
             })
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "vocab_size": self.vocab_size, "max_length": self.max_length, "hidden": self.hidden,
+        spec = {"kind": self.kind, "vocab_size": self.vocab_size, "max_length": self.max_length, "hidden": self.hidden,
                 "column": self.column, "decoder": self.decoder_kind}
+        if self.encoder_kind != "learned":
+            spec["encoder"] = self.encoder_kind
+        if self.decoder_vocabulary is not None:
+            spec["decoder_vocabulary"] = self.decoder_vocabulary
+        return spec
 
     @property
     def dimension(self) -> int:
         return self.max_length
 
     def features(self, values: torch.Tensor) -> torch.Tensor:
-        return self.encoder_body(self.embedding(values).transpose(1, 2))
+        if self.encoder_kind == "learned":
+            return self.encoder_body(self.embedding(values).transpose(1, 2))
+        mask = (values != 0).unsqueeze(-1)
+        tokens = self.token_projection(self._pretrained_states(values).to(self.token_projection[0].weight))
+        mean = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1)
+        largest = tokens.masked_fill(~mask, torch.finfo(tokens.dtype).min).amax(1)
+        largest = torch.where(mask.any(1), largest, torch.zeros_like(largest))  # a missing caption: all padding
+        return self.encoder_body(torch.cat([mean, largest], dim=1))
+
+    def _pretrained_states(self, values: torch.Tensor) -> torch.Tensor:
+        """The frozen MiniLM's token states [B, L, D] of token ids [B, L], each distinct row
+        encoded once (float16 in memory: a training run's captions fit in well under a GB)."""
+        keys = [row.tobytes() for row in values.cpu().numpy()]
+        new = {key: index for index, key in enumerate(keys) if key not in self._states}
+        if new:
+            if not self._text_encoder:
+                self._text_encoder.append(TextEncoder.minilm(max_length=self.max_length).to(values.device))
+            model = self._text_encoder[0].model
+            rows = values[list(new.values())].to(model.device)
+            with torch.no_grad():
+                states = model(input_ids=rows, attention_mask=(rows != 0).long()).last_hidden_state
+            self._states.update(zip(new, states.half().cpu()))
+        return torch.stack([self._states[key] for key in keys]).to(values.device)
 
     def _steps(self, latent: torch.Tensor, previous: torch.Tensor, state: torch.Tensor | None = None):
-        """Logits [B, T, V] for the tokens after `previous` [B, T], and the GRU state."""
+        """Logits [B, T, V] for the tokens after `previous` [B, T] (decoder indices), and the GRU state."""
         start, step_input = torch.tanh(self.decoder["latent"](latent)).chunk(2, dim=-1)
         inputs = self.decoder["embedding"](previous) + step_input[:, None]
         output, state = self.decoder["gru"](inputs, start[None].contiguous() if state is None else state)
         return self.decoder["output"](output), state
 
-    def _shifted(self, values: torch.Tensor) -> torch.Tensor:
-        # Token 0 (padding) stands for "nothing yet" before the first position.
-        return torch.cat([torch.zeros_like(values[:, :1]), values[:, :-1]], dim=1)
+    def _shifted(self, written: torch.Tensor) -> torch.Tensor:
+        # Index 0 (padding) stands for "nothing yet" before the first position.
+        return torch.cat([torch.zeros_like(written[:, :1]), written[:, :-1]], dim=1)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Logits [B, V, L]: the parallel decoder's, or those of greedy decoding."""
+        """Logits [B, V, L] over the decoder vocabulary: the parallel decoder's, or those of greedy decoding."""
         if self.decoder_kind == "parallel":
             return self.decoder(latent)
         token = torch.zeros(len(latent), 1, dtype=torch.long, device=latent.device)
@@ -304,11 +365,11 @@ class TextModality(Modality):
     def reconstruction_log_likelihood(self, latent: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         if self.decoder_kind == "parallel":
             return super().reconstruction_log_likelihood(latent, values)
-        logits, _ = self._steps(latent, self._shifted(values))
+        logits, _ = self._steps(latent, self._shifted(self.to_written[values]))
         return self.log_likelihood(logits.transpose(1, 2), values)
 
     def log_likelihood(self, decoded: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        return -F.cross_entropy(decoded, values, reduction="none").sum(1)
+        return -F.cross_entropy(decoded, self.to_written[values], reduction="none").sum(1)
 
     def read(self, batch: dict[str, Any]) -> Any:
         return batch.get(self.name, batch.get(self.column))
@@ -324,25 +385,24 @@ class TextModality(Modality):
             return self.checked(value[None])[0]
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"modality {self.name!r} takes non-empty captions, got {_describe(value)}")
+        check_texts([value])
         ids = self.tokenizer(value, padding="max_length", truncation=True, max_length=self.max_length)["input_ids"]
         truncated = ids[-1] != self.tokenizer.pad_token_id and len(self.tokenizer(value, verbose=False)["input_ids"]) > len(ids)
         if truncated:  # one message for every caption, so that Python shows it once, not once per sample
             warnings.warn(f"modality {self.name!r}: captions longer than {self.max_length} tokens are truncated",
                           stacklevel=2)
-        if not set(ids) - set(self.tokenizer.all_special_ids):
-            raise DataError(f"caption {value!r}: none of its words is known to modality {self.name!r}'s tokenizer")
         return torch.tensor(ids)
 
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.max_length, dtype=torch.long)
 
     def fill_in(self, decoded: torch.Tensor) -> torch.Tensor:
-        return decoded.argmax(1)  # the decoded (greedy) tokens
+        return self.written_ids[decoded.argmax(1)]  # the decoded (greedy) tokens
 
     def from_decoded(self, decoded: torch.Tensor) -> list[str]:
-        texts = self.tokenizer.batch_decode(decoded.argmax(1), skip_special_tokens=True)
-        # The caption tokenizer splits punctuation into words of its own; join it back.
-        return [re.sub(r" ([,.;:!?])", r"\1", re.sub(r" ?- ?", "-", text)) for text in texts]
+        texts = self.tokenizer.batch_decode(self.fill_in(decoded), skip_special_tokens=True)
+        # Tokenizers split punctuation into words of their own; join it back.
+        return [re.sub(r" ([,.;:!?'])", r"\1", re.sub(r" ?- ?", "-", text)).strip() for text in texts]
 
 
 class CategoricalModality(Modality):

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import torch
 from diffusers import ConfigMixin, ModelMixin
 
-from mmgen.checkpoints import checkpoint_class
+from mmgen.checkpoints import checkpoint_class, loading, require_safetensors
 from mmgen.errors import CheckpointError, ConfigError, DataError
 from mmgen.multimodal.modalities import TextModality, build_modality
 
@@ -84,11 +84,13 @@ class ModalityModel(ModelMixin, ConfigMixin):
         if class_name != cls.__name__:
             hint = f" (load it with mmgen.{class_name})" if class_name in ("MultimodalVAE", "ConditionalVAE") else ""
             raise CheckpointError(f"{folder}: a {class_name} checkpoint, not a {cls.__name__}{hint}")
-        model = super().from_pretrained(path, **kwargs)
-        if (folder / TOKENIZER_FOLDER).is_dir():
-            from transformers import AutoTokenizer
+        require_safetensors(folder)
+        from transformers import AutoTokenizer
 
-            model.set_tokenizer(AutoTokenizer.from_pretrained(folder / TOKENIZER_FOLDER))
+        with loading(folder):
+            model = super().from_pretrained(path, use_safetensors=True, **kwargs)
+            if (folder / TOKENIZER_FOLDER).is_dir():
+                model.set_tokenizer(AutoTokenizer.from_pretrained(folder / TOKENIZER_FOLDER))
         return model
 
     @contextmanager

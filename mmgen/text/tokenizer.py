@@ -10,23 +10,28 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>"
-# CLIP's end-of-word marker: lets decode() put spaces back between words.
-END_OF_WORD = "</w>"
 
 
 def train_caption_tokenizer(
     captions: Iterable[str], vocab_size: int = 2048, max_length: int = 77
 ) -> PreTrainedTokenizerFast:
-    """Train a lower-cased BPE tokenizer (CLIP-style, with start/end tokens) on `captions`.
+    """Train a lower-cased byte-level BPE tokenizer (as CLIP's and GPT-2's, with start and
+    end tokens) on `captions`.
 
-    Ids 0-3 are pad, unk, start and end, so a `CLIPTextConfig` can name them.
+    Byte-level: every one of the 256 bytes is in the vocabulary, so any text encodes,
+    words the captions never held as byte pieces, and no token is ever unknown (a
+    character-level BPE trained on Shapes' captions alone could not spell v, k, x, z or j,
+    and turned unseen words into unknown tokens). Ids 0-3 are pad, unk (kept so that a
+    `CLIPTextConfig` can name it; never produced), start and end.
     """
-    tokenizer = Tokenizer(models.BPE(unk_token=UNK, end_of_word_suffix=END_OF_WORD))
+    tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.decoder = decoders.BPEDecoder(suffix=END_OF_WORD)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    # Every word carries its leading space ("Ġa"), the first one too; decoding drops that one.
+    tokenizer.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS], end_of_word_suffix=END_OF_WORD, show_progress=False
+        vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(captions, trainer=trainer)
     tokenizer = _renumbered(tokenizer)
@@ -40,6 +45,7 @@ def train_caption_tokenizer(
         bos_token=BOS,
         eos_token=EOS,
         model_max_length=max_length,
+        clean_up_tokenization_spaces=False,
     )
 
 

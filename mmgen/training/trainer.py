@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from accelerate.utils import load as accelerate_load
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -40,7 +44,7 @@ from tqdm.auto import tqdm
 from mmgen.data.collate import collate_examples
 from mmgen.data.seeding import derive_seed
 from mmgen.data.transforms import make_grid
-from mmgen.errors import ConfigError
+from mmgen.errors import CheckpointError, ConfigError, MMGenError
 from mmgen.training import checkpoint
 from mmgen.training.config import TrainingConfig
 from mmgen.training.cpu_memory import keep_freed_memory
@@ -50,6 +54,10 @@ from mmgen.training.sampler import ResumableShardedSampler
 # objective with EMA weights swapped in (when EMA is on).
 ValidateFn = Callable[[nn.Module, int, Path], None]
 ExportFn = Callable[[nn.Module, Path], None]
+
+
+class TrainingDiverged(MMGenError):
+    """The loss became nan or infinite: the run stops without writing a checkpoint of it."""
 
 
 @dataclass
@@ -76,8 +84,7 @@ class Trainer:
         self.validate_fn = validate_fn
         self.export_fn = export_fn
         self.output_dir = Path(config.output_dir)
-        if self.output_dir.exists() and not self.output_dir.is_dir():
-            raise ConfigError(f"output_dir {self.output_dir}: a file, not a folder")
+        check_writable(self.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
@@ -188,7 +195,12 @@ class Trainer:
                 loss_value = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
                 micro_losses = []
                 if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss became {loss_value} at step {step}")
+                    kept = checkpoint.list_checkpoints(self.checkpoint_dir)
+                    raise TrainingDiverged(
+                        f"the loss became {loss_value} at step {step}: training diverged; try a smaller --learning-rate "
+                        f"(now {config.learning_rate:g}) or --max-grad-norm; "
+                        + (f"{kept[-1].name} is the last checkpoint kept" if kept else "no checkpoint was written")
+                    )
                 result.losses.append(loss_value)
                 toc = time.perf_counter()
                 images_per_second = images_per_step / max(toc - tic, 1e-9)
@@ -213,25 +225,52 @@ class Trainer:
         return result
 
     def _save(self, step: int, ema: EMAModel | None) -> Path:
-        """Write a checkpoint atomically. Every process must call this: each saves its RNG state."""
+        """Write a checkpoint atomically. Every process must call this: each saves its RNG
+        state. If any process cannot write (a full disk, say), the partial checkpoint is
+        removed on every process and the run stops with a CheckpointError that names the
+        checkpoints kept."""
         accelerator = self.accelerator
         temporary = checkpoint.temporary_path(self.checkpoint_dir, step)
-        accelerator.save_state(str(temporary))
-        accelerator.wait_for_everyone()
+        error = self._attempt(lambda: accelerator.save_state(str(temporary)))
+        if error is None and accelerator.is_main_process:
+            error = self._attempt(lambda: self._write_main_process_files(temporary, step, ema))
+        failures = accelerator.gather(torch.tensor([error is not None], device=accelerator.device)).sum().item()
         final = self.checkpoint_dir / checkpoint.checkpoint_name(step)
+        if failures:
+            if accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)
+            accelerator.wait_for_everyone()
+            kept = ", ".join(p.name for p in checkpoint.list_checkpoints(self.checkpoint_dir)) or "none"
+            reason = f" ({type(error).__name__}: {error})" if error is not None else " on another process"
+            raise CheckpointError(
+                f"could not write {final.name} in {self.checkpoint_dir}{reason}; it was removed, the checkpoints kept "
+                f"are: {kept}; fix the cause (e.g. free disk space) and continue with --resume latest"
+            )
         if accelerator.is_main_process:
-            state: dict[str, Any] = {"step": step, "data_order": self._data_order, "model_configs": self._model_configs}
-            if ema is not None:
-                ema_state = ema.state_dict()
-                shadow = ema_state.pop("shadow_params")
-                save_file({f"{i}": p.contiguous() for i, p in enumerate(shadow)}, temporary / "ema.safetensors")
-                state["ema"] = ema_state
-            (temporary / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
-            if self.export_fn:
-                self._with_ema_weights(ema, lambda model: self.export_fn(model, temporary / "model"))
             checkpoint.finalize(temporary, step, self.config.keep_last)
         accelerator.wait_for_everyone()
         return final
+
+    def _write_main_process_files(self, temporary: Path, step: int, ema: EMAModel | None) -> None:
+        state: dict[str, Any] = {"step": step, "data_order": self._data_order, "model_configs": self._model_configs}
+        if ema is not None:
+            ema_state = ema.state_dict()
+            shadow = ema_state.pop("shadow_params")
+            save_file({f"{i}": p.contiguous() for i, p in enumerate(shadow)}, temporary / "ema.safetensors")
+            state["ema"] = ema_state
+        (temporary / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+        if self.export_fn:
+            self._with_ema_weights(ema, lambda model: self.export_fn(model, temporary / "model"))
+
+    @staticmethod
+    def _attempt(action: Callable[[], Any]) -> Exception | None:
+        """Run `action`; the error that writing a file may raise (OSError, safetensors' and
+        torch's own), or None."""
+        try:
+            action()
+        except (OSError, RuntimeError, SafetensorError) as error:
+            return error
+        return None
 
     def _resume(self, ema: EMAModel | None, data_order: dict[str, int]) -> tuple[int, Path | None]:
         """Restore the newest (or the named) checkpoint: (its step, its path)."""
@@ -259,14 +298,35 @@ class Trainer:
                 f"{path} holds a model with other settings ({described}); resume with the original settings, "
                 "or start a new run in another --output-dir"
             )
+        self._check_random_states(path)
         self.accelerator.load_state(str(path))
         if ema is not None:
             if "ema" not in state:
                 raise ConfigError(f"{path} was saved without EMA weights; resume with ema_decay=None")
-            shadow = load_file(path / "ema.safetensors", device=str(self.accelerator.device))
+            # Read on the CPU and moved: safetensors names devices its own way (it rejects "cpu:0").
+            shadow = {name: tensor.to(self.accelerator.device) for name, tensor in load_file(path / "ema.safetensors").items()}
             ema.load_state_dict({**state["ema"], "shadow_params": [shadow[f"{i}"] for i in range(len(shadow))]})
         self.accelerator.print(f"resumed from {path} at step {state['step']}")
         return state["step"], path
+
+    def _check_random_states(self, path: Path) -> None:
+        """A CheckpointError on every process unless each can read its RNG state: Accelerate
+        would note a missing or refused one at info level and go on, and the resumed run
+        would silently differ from an uninterrupted one."""
+        accelerator = self.accelerator
+        name = f"random_states_{accelerator.process_index}.pkl"
+        try:
+            accelerate_load(path / name)  # as Accelerate reads it
+            error = None
+        except Exception as exception:  # missing, cut short, or refused by weights_only unpickling
+            error = f"{type(exception).__name__}: {(str(exception).strip().splitlines() or [''])[0][:120]}"
+        failures = accelerator.gather(torch.tensor([error is not None], device=accelerator.device)).sum().item()
+        if failures:
+            where = f"{name} ({error})" if error else "another process's random state"
+            raise CheckpointError(
+                f"{path}: cannot restore {where}, so the run would not continue exactly; resume from another "
+                "checkpoint, or start a new run in another --output-dir"
+            )
 
     def _with_ema_weights(self, ema: EMAModel | None, action: Callable[[nn.Module], None]) -> None:
         """Run `action` on the unwrapped objective in eval mode with EMA weights swapped in,
@@ -285,6 +345,20 @@ class Trainer:
             model.train()
             if ema is not None:
                 ema.restore(parameters)
+
+
+def check_writable(output_dir: Path) -> None:
+    """A ConfigError now, before any work, if `output_dir` is not a folder mmgen can write
+    in (a file, a read-only filesystem, no permission)."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir}: a file, not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"output_dir {output_dir}: cannot write there ({error.strerror or error})") from None
 
 
 def save_validation_grid(images: list, output_dir: Path, step: int) -> Path:
