@@ -125,7 +125,7 @@ def _prompt_encoder(kind: str):
     if kind == "minilm":
         return TextEncoder.minilm(max_length=77)
     tokenizer = train_caption_tokenizer(ShapesDataset("train", n=2000).captions(), max_length=24)
-    return TextEncoder.clip(tokenizer, hidden_size=128, num_layers=2)
+    return TextEncoder.clip(tokenizer, hidden_size=128, num_layers=2, trainable=False)  # as sampling uses it
 
 
 def _shapes_ldm_parts(batch_size: int, encoder_kind: str = "minilm"):

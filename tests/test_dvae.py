@@ -54,6 +54,7 @@ def test_tokens_round_trip_through_the_codebook():
 
 
 def test_low_temperature_codes_approach_the_argmax():
+    torch.manual_seed(1)  # weights and images: not whatever state earlier tests left (near-ties flip at 1e-4)
     vae = DiscreteVAE(**TINY_DVAE).eval()
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     torch.manual_seed(0)

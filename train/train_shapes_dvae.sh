@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-$HOME/mmgen-runs/shapes-dvae}
-PRIOR_STEPS=${2:-5500}
+PRIOR_STEPS=${2:-4500}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
 
 # Stage 1: discrete VAE, 64 x 64 x 3 -> 8 x 8 tokens of 512 codes.
