@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import load as accelerate_load
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from accelerate.utils import load as accelerate_load
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
