@@ -309,8 +309,9 @@ def test_two_processes_killed_and_resumed_with_ema_end_as_an_uninterrupted_run(t
         assert process.poll() is None, process.stdout.read()[-3000:]
         assert time.time() < deadline
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher, and the ranks if they share its session
     process.wait()
+    _kill_processes_naming(out)  # torchrun may start the ranks in sessions of their own
     assert not (out / "checkpoints" / checkpoint_name(12)).exists()
     resumed = launch(out, "--resume", "latest")
     output = resumed.communicate(timeout=240)[0]
@@ -320,6 +321,14 @@ def test_two_processes_killed_and_resumed_with_ema_end_as_an_uninterrupted_run(t
     for rank in (0, 1):
         _assert_same_weights(load_file(out / f"final-rank{rank}.safetensors"),
                              load_file(tmp_path / "straight" / f"final-rank{rank}.safetensors"))
+
+
+def _kill_processes_naming(path: Path) -> None:
+    import psutil
+
+    for running in psutil.process_iter(["cmdline"]):
+        if str(path) in " ".join(running.info["cmdline"] or []):
+            running.kill()
 
 
 def _damage(folder: Path, how: str) -> None:
