@@ -129,3 +129,17 @@ def sampling_row(name: str, sample: Callable[[], object], batch_size: int, repea
         "timing": asdict(timing),
         **details,
     }
+
+
+def allow_multivae_import() -> None:
+    """Let multivae import on a CPU build of torch: PyPI's torchvision is a CUDA build that
+    fails at import unless its `nms`/`qnms` op schemas exist; multivae imports torchvision
+    but uses none of its ops."""
+    if torch.version.cuda is None and not _TORCHVISION_OPS:
+        library = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_OPS.append(library)  # the ops live as long as this library object
+
+
+_TORCHVISION_OPS: list = []

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness import timed_adamw_steps
+from harness import allow_multivae_import, timed_adamw_steps
 
 # mmgen's Shapes model (`build_model`'s arguments; the attributes' width is
 # CategoricalModality's default, which build_model does not expose), re-declared below.
@@ -172,12 +172,7 @@ def race_multivae(
     data: dict[str, torch.Tensor], epochs: int, vocab_size: int, classes: list[int], weights: dict[str, float],
     beta: float, device: str = "cpu", compile_mode: str | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    if torch.version.cuda is None:
-        # PyPI's torchvision 0.28.0 is a CUDA build that fails at import on a CPU torch
-        # unless these op schemas exist; multivae imports it but uses none of its ops.
-        library = torch.library.Library("torchvision", "DEF")
-        for op in ("nms", "qnms"):
-            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    allow_multivae_import()
     from importlib.metadata import version
 
     from multivae.data.datasets.base import MultimodalBaseDataset

@@ -22,6 +22,11 @@ _EXPORTS = {
     "DiscreteVAEPipeline": "mmgen.dvae",
     "MultimodalVAE": "mmgen.multimodal",
     "ConditionalVAE": "mmgen.multimodal",
+    "MultimodalELBO": "mmgen.multimodal",
+    "ConditionalELBO": "mmgen.multimodal",
+    "train_multimodal_vae": "mmgen.multimodal",
+    "ImageClassifier": "mmgen.eval.classifier",
+    "coherence_on_data": "mmgen.eval.coherence",
 }
 
 __all__ = sorted(_EXPORTS)

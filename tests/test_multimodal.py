@@ -48,6 +48,22 @@ def test_nothing_present_gives_the_prior_and_extreme_variances_stay_finite():
     assert prior_mean.item() == 0.0 and prior_logvar.item() == 0.0
 
 
+def test_the_closed_form_subset_kls_equal_each_subsets_product_of_experts():
+    from mmgen.multimodal.aggregation import subset_kls_to_prior
+    from mmgen.multimodal.modality_model import gaussian_kl_to_standard
+
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.randn(3, 4, 6, generator=generator)
+    logvar = (torch.randn(3, 4, 6, generator=generator) * 10).clamp(-30, 30)  # the experts' range
+    present = torch.tensor([[True, True, False, False], [True, False, True, False], [True, True, True, False]])
+    subsets = nonempty_subsets(3)
+    closed = subset_kls_to_prior(mean, logvar, present, subsets)
+    for index, subset in enumerate(subsets):
+        expected = gaussian_kl_to_standard(*product_of_experts(mean, logvar, subset[:, None] & present))
+        assert torch.allclose(closed[:, index], expected, rtol=1e-4, atol=1e-4)
+    assert (closed[3] == 0).all()  # nothing present: the prior itself
+
+
 def test_subsets_and_which_lie_inside_each_samples_modalities():
     subsets = nonempty_subsets(3)
     assert subsets.shape == (7, 3) and subsets.sum(1).tolist() == [1, 1, 1, 2, 2, 2, 3]
@@ -92,7 +108,7 @@ def tiny_model(aggregation: str, tokenizer, **options) -> MultimodalVAE:
     torch.manual_seed(0)
     model = MultimodalVAE(
         modalities={
-            "image": {"kind": "image", "size": 16, "channels": [8, 16]},
+            "image": {"kind": "image", "size": 16, "widths": [8, 16], "column": "pixel_values"},
             "text": {"kind": "text", "vocab_size": len(tokenizer), "max_length": 16, "hidden": 16},
             "attributes": {"kind": "categorical", "classes": {k: list(v) for k, v in ATTRIBUTES.items()}, "hidden": 32},
         },
@@ -348,7 +364,7 @@ def test_gibbs_rounds_fill_in_what_is_missing_and_draw_from_the_product_of_all_e
         "image": [None, None, shapes_batch["pixel_values"][2]],
     }
     observed = model.observe(inputs)
-    first = model.latents(observed, mean=True)[0]
+    first = model.latents(observed, mean=True, joint=True)[0]  # given="product", the default for mopoe
     # the unknown attributes filled in, the latent drawn from the given experts
     labels = attributes.fill_in(attributes.decode(first))
     completed = torch.where(observed.values["attributes"] == 0, labels, observed.values["attributes"])
@@ -370,6 +386,8 @@ def test_gibbs_rounds_fill_in_what_is_missing_and_draw_from_the_product_of_all_e
         expected = model.decode(latent)
         for name in out:
             torch.testing.assert_close(out[name], expected[name])
+    mixture = model.impute(inputs, mean=True, gibbs_steps=0, output_type="pt", given="mixture")
+    torch.testing.assert_close(mixture["image"], model.decode(model.latents(observed, mean=True)[0])["image"])
     # by default 2 rounds for products of experts, none for a mixture
     for aggregation, rounds in (("mopoe", 2), ("moe", 0)):
         model = tiny_model(aggregation, tokenizer).eval()
@@ -549,12 +567,12 @@ def test_bad_inputs_are_named(tokenizer):
     assert len(model.impute({"text": ["💥 💥"]}, targets=["attributes"])["attributes"]) == 1  # no word known: still a caption
     with pytest.raises(ConfigError, match="not valid UTF-8"):
         model.impute({"text": ["a red \udcff star"]})
-    with pytest.raises(DataError, match=r"'image' takes tensors of shape \[batch, 3, 16, 16\] of floats, got torch.float32 of shape \(2, 3, 8, 8\)"):
-        model.impute({"image": torch.zeros(2, 3, 8, 8)})
-    with pytest.raises(DataError, match="of floats, got torch.uint8"):
-        model.impute({"image": torch.zeros(2, 3, 16, 16, dtype=torch.uint8)})
-    with pytest.raises(DataError, match="PIL, or float tensors"):
-        model.impute({"image": [torch.zeros(3, 16, 16, dtype=torch.uint8)]})
+    with pytest.raises(DataError, match=r"'image' takes uint8 or float image tensors \[C, H, W\] with C = 1 or 3, got torch.float32 of shape \(5, 16, 16\)"):
+        model.impute({"image": torch.zeros(2, 5, 16, 16)})
+    with pytest.raises(DataError, match=r"'image' takes a batch of images \[batch, channels, height, width\], got a tensor of shape \(3, 16, 16\)"):
+        model.impute({"image": torch.zeros(3, 16, 16)})
+    with pytest.raises(DataError, match="'image' takes images: PIL, uint8 tensors"):
+        model.impute({"image": ["a picture"]})
     with pytest.raises(DataError, match=r"token ids must lie in \[0, "):
         model.impute({"text": torch.full((1, 16), 10_000)})
     with pytest.raises(DataError, match="attribute indices must lie in 0 .unknown."):
@@ -576,7 +594,7 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
 
     run = tmp_path / "run"
     assert main([
-        "train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "8",
+        "train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-widths", "8,16", "--latent-dim", "8",
         "--text-hidden", "16", "--likelihood-weights", "text=2,attributes=3", "--missing-fraction", "0.5",
         "--private-dims", "image=2",
         "--max-steps", "4", "--batch-size", "8", "--checkpoint-every", "4", "--validate-every", "4",
@@ -621,7 +639,7 @@ def test_a_pretrained_caption_encoder_reads_words_no_caption_held(tmp_path):
     from mmgen.multimodal.training import build_model
 
     dataset = ShapesDataset("train", n=64, size=16, caption_variants=4)
-    model = build_model(dataset, image_size=16, image_channels=(8, 16), latent_dim=8, text_hidden=16)
+    model = build_model(dataset, image_size=16, image_widths=(8, 16), latent_dim=8, text_hidden=16)
     text = model.codecs["text"]
     assert text.encoder_kind == "minilm" and text.tokenizer.vocab_size == text.vocab_size == 30522
     written = set(text.decoder_vocabulary)
@@ -644,7 +662,7 @@ def test_a_run_resumes_only_with_the_model_it_started_with(tmp_path, capsys):
     from mmgen.cli import main
 
     def train(aggregation, steps):
-        return main(["train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16",
+        return main(["train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-widths", "8,16",
                      "--latent-dim", "4", "--text-hidden", "16", "--aggregation", aggregation, "--max-steps", str(steps),
                      "--batch-size", "4", "--checkpoint-every", "2", "--output-dir", str(tmp_path), "--report-to", "none",
                      "--resume", "latest"])
@@ -675,7 +693,7 @@ def test_cli_trains_on_a_user_folder_whose_metadata_columns_become_modalities(tm
     (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     run = tmp_path / "run"
     assert main([
-        "train", "mvae", "--data", str(folder), "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "4",
+        "train", "mvae", "--data", str(folder), "--image-size", "16", "--image-widths", "8,16", "--latent-dim", "4",
         "--text-hidden", "16", "--missing-fraction", "0.5", "--max-steps", "2", "--batch-size", "4",
         "--checkpoint-every", "2", "--validate-every", "2", "--output-dir", str(run), "--report-to", "none",
     ]) == 0
@@ -704,7 +722,7 @@ def test_conditional_vae_trains_reloads_and_generates_given_attributes(tmp_path,
     run = tmp_path / "run"
     assert main([
         "train", "mvae", "--aggregation", "cvae", "--target", "image", "--conditions", "attributes",
-        "--data", "shapes:val", "--image-size", "16", "--image-channels", "8,16", "--latent-dim", "4",
+        "--data", "shapes:val", "--image-size", "16", "--image-widths", "8,16", "--latent-dim", "4",
         "--max-steps", "30", "--batch-size", "16", "--learning-rate", "3e-3", "--checkpoint-every", "30",
         "--validate-every", "30", "--output-dir", str(run), "--report-to", "none", "--ema-decay", "none",
         "--attribute-hide-probability", "0.5",
@@ -737,7 +755,7 @@ def test_conditional_vae_generates_given_a_frozen_text_encoders_embedding(tmp_pa
     from mmgen.multimodal import ConditionalELBO, ConditionalVAE, MultimodalVAE
 
     torch.manual_seed(0)
-    modalities = {"image": {"kind": "image", "size": 8, "channels": [8]},
+    modalities = {"image": {"kind": "image", "size": 8, "widths": [8], "column": "pixel_values"},
                   "caption": {"kind": "text_embedding", "encoder": "minilm", "max_length": 16}}
     model = ConditionalVAE(modalities, target="image", latent_dim=2)
     captions = ["a red square", "a blue square"] * 4
@@ -771,7 +789,7 @@ def test_the_conditional_elbo_averages_over_the_samples_that_have_the_target(mon
 
     monkeypatch.setattr(objective_module, "reparameterize", lambda mean, logvar: mean)
     torch.manual_seed(0)
-    model = ConditionalVAE({"image": {"kind": "image", "size": 8, "channels": [8]}, "x": {"kind": "real", "dim": 2}})
+    model = ConditionalVAE({"image": {"kind": "image", "size": 8, "widths": [8], "column": "pixel_values"}, "x": {"kind": "real", "dim": 2}})
     images, x = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 2)
     objective = ConditionalELBO(model)
     mixed = objective({"image": [images[0], None, images[2], None], "x": x})
@@ -797,13 +815,13 @@ def test_mmgen_eval_measures_coherence_of_a_multimodal_vae(tmp_path, tokenizer):
     assert all(0.0 <= score["all"] <= 1.0 for score in subsets.values())
     assert set(results["coherence/compositional"]["by_subset_size"]) == {"1", "2"}
     # a model of other data is named, not a traceback from deep inside the metric
-    MultimodalVAE({"image": {"kind": "image", "size": 16, "channels": [8, 16]},
+    MultimodalVAE({"image": {"kind": "image", "size": 16, "widths": [8, 16], "column": "pixel_values"},
                    "mood": {"kind": "categorical", "classes": {"mood": ["calm", "busy"]}}}).save_pretrained(tmp_path / "other")
     assert main(["eval", "--task", "impute", "--model", str(tmp_path / "other"), "--n", "8", "--out", str(out)]) == 2
 
 
 def test_metadata_columns_become_modalities_and_numbers_are_read():
-    from mmgen.multimodal.training import metadata_modalities
+    from mmgen.multimodal.spec import complete_spec, infer_spec
 
     class Rows:
         rows = [{"mood": "calm", "weight": 2.5, "pose": [0.1, 0.2], "count": 3},
@@ -812,12 +830,21 @@ def test_metadata_columns_become_modalities_and_numbers_are_read():
         def __len__(self):
             return len(self.rows)
 
+        def has_images(self):
+            return False
+
+        def item_captions(self, index):
+            return ()
+
         def item_metadata(self, index):
             return self.rows[index]
 
-    specs = metadata_modalities(Rows())
-    assert specs["attributes"] == {"kind": "categorical", "classes": {"mood": ["calm"]}}
+    inferred = infer_spec(Rows())
+    assert inferred["attributes"] == {"kind": "categorical", "columns": ["mood"]} and "image" not in inferred
+    specs, weights, tokenizer = complete_spec(inferred, Rows())
+    assert specs["attributes"] == {"kind": "categorical", "classes": {"mood": ["calm"]}, "hide_probability": 0.25}
     assert specs["weight"]["dim"] == 1 and specs["count"]["dim"] == 1 and specs["pose"]["dim"] == 2
+    assert weights == {} and tokenizer is None  # no captions: no text modality
     model = MultimodalVAE(specs, latent_dim=4, aggregation="poe")
     observed = model.observe({"weight": [2.5, None], "pose": [[0.1, 0.2], [0.3, 0.4]], "mood": ["calm", None]})
     assert observed.values["weight"].tolist() == [[2.5], [0.0]]
@@ -829,7 +856,7 @@ def test_metadata_columns_become_modalities_and_numbers_are_read():
     assert observed.values["count"].tolist() == [[3.0], [4.0]] and observed.values["weight"].tolist() == [[2.5], [1.0]]
     assert torch.isfinite(MultimodalELBO(model)(batch)["loss"])
     with pytest.raises(DataError, match=r"metadata column 'flag' holds true/false values"):
-        metadata_modalities(type("Flags", (Rows,), {"rows": [{"flag": True}, {"flag": False}]})())
+        infer_spec(type("Flags", (Rows,), {"rows": [{"flag": True}, {"flag": False}]})())
 
 
 def test_a_malformed_likelihood_weight_is_a_usage_error(capsys):
@@ -846,7 +873,7 @@ def test_shipped_mopoe_reads_images_and_draws_captions():
     from mmgen.eval.metrics import attribute_accuracy, caption_accuracy
 
     model = MultimodalVAE.from_pretrained(SHAPES_MOPOE)
-    images, attributes = real_images("test", 32)
+    images, attributes = real_images("test", 128)
     generator = torch.Generator().manual_seed(0)
     from_image = model.impute({"image": images}, ["text", "attributes"], generator=generator)
     read = {name: [row[name] for row in from_image["attributes"]] for name in attributes}
@@ -854,7 +881,7 @@ def test_shipped_mopoe_reads_images_and_draws_captions():
     assert caption_accuracy(from_image["text"], attributes)["all"] >= 0.95  # measured 99.8%
     captions = model.impute({"image": images}, ["text"], mean=True)["text"]
     drawn = model.impute({"text": captions}, ["image"], generator=generator, output_type="pt")["image"]
-    assert judge_accuracy(load_judge(), drawn.clamp(-1, 1), attributes)["all"] >= 0.8  # 100% here; 92.4% from real captions on 1,000, 67.1% with one draw
+    assert judge_accuracy(load_judge(), drawn.clamp(-1, 1), attributes)["all"] >= 0.8  # 91-92% on 256 with seeds 0 and 1; 67.1% with one draw
 
     # given one attribute, the pseudo-Gibbs step makes the image and the filled-in attributes agree
     given = [{"color": color} for color in attributes["color"]]

@@ -4,7 +4,10 @@
 
 * Hugging Face *imagefolder*: a top-level ``metadata.jsonl`` whose lines look like
   ``{"file_name": "sub/a.png", "text": "a caption", "score": 0.9}``; ``file_name`` is
-  relative to the folder and every other key becomes an extra field of the item.
+  relative to the folder and every other key becomes an extra field of the item. A column
+  whose values are all image paths (``"image_side": "side/a.png"``) is a further *image
+  column*: its files are checked like ``file_name``'s, and with ``image_sizes`` naming it
+  the item holds the image as a tensor of that size (else its path, as written).
 * DALLE-pytorch pairs (used when there is no ``metadata.jsonl``): ``foo.png`` next to
   ``foo.txt`` (or ``foo.TXT``), found recursively; each non-empty line of the .txt is one
   caption, and one of them is drawn per item.
@@ -30,10 +33,11 @@ import os
 import random
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -60,6 +64,8 @@ class _Record:
     image: Any  # a Path, PIL image, {"bytes", "path"} dict or path string; None if missing
     captions: tuple[str, ...]  # () if missing
     extra: dict[str, Any]
+    # Further image columns of metadata.jsonl (column -> the resolved file, None if missing).
+    images: dict[str, Path | None] = field(default_factory=dict)
 
 
 class ImageTextDataset(Dataset):
@@ -79,6 +85,7 @@ class ImageTextDataset(Dataset):
         seed: int = 0,
         skipped: Sequence[tuple[str, str]] = (),
         caption_variants: int = 0,
+        image_sizes: Mapping[str, int] | None = None,
     ) -> None:
         if not isinstance(size, int) or size < 1:
             raise ConfigError(f"size must be a positive int, got {size!r}")
@@ -87,6 +94,8 @@ class ImageTextDataset(Dataset):
         self.caption_variants = caption_variants
         self._records = records
         self.size = size
+        self.image_columns = list(records[0].images) if records else []
+        self.set_image_sizes(image_sizes or {})
         self.random_flip = random_flip
         self.random_crop = random_crop
         self.seed = seed
@@ -105,6 +114,7 @@ class ImageTextDataset(Dataset):
         verify_images: bool = True,
         allow_missing: bool = False,
         caption_variants: int = 0,
+        image_sizes: Mapping[str, int] | None = None,
     ) -> ImageTextDataset:
         """A folder with a top-level metadata.jsonl (HF imagefolder), else image + .txt pairs.
 
@@ -134,7 +144,7 @@ class ImageTextDataset(Dataset):
         )
         return cls(
             records, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items,
-            caption_variants=caption_variants,
+            caption_variants=caption_variants, image_sizes=image_sizes,
         )
 
     @classmethod
@@ -213,8 +223,43 @@ class ImageTextDataset(Dataset):
         return [caption for i in range(len(self)) for caption in self.item_captions(i)]
 
     def item_metadata(self, index: int) -> dict[str, Any]:
-        """Item `index`'s extra metadata columns, without loading its image."""
-        return dict(self._records[index].extra)
+        """Item `index`'s extra metadata columns other than image columns, without loading
+        its images."""
+        record = self._records[index]
+        return {column: value for column, value in record.extra.items() if column not in record.images}
+
+    def has_images(self, column: str = "pixel_values") -> bool:
+        """Whether any item has an image in `column` (pixel_values: the main image)."""
+        return any(self._image_of(record, column) is not None for record in self._records)
+
+    def item_has_image(self, index: int, column: str = "pixel_values") -> bool:
+        """Whether item `index` has an image in `column`, without loading it."""
+        return self._image_of(self._records[index], column) is not None
+
+    def native_image_size(self, column: str = "pixel_values") -> int:
+        """The shorter side of the first image in `column` as stored (pixel_values: the main
+        image; else an image column)."""
+        image = next((image for r in self._records if (image := self._image_of(r, column)) is not None), None)
+        if image is None:
+            raise DataError(f"the image column {column!r} holds no image")
+        return min(read_image(image).size)
+
+    def set_image_sizes(self, sizes: Mapping[str, int]) -> None:
+        """Give items' images at these sizes from now on: column -> px, pixel_values for the
+        main image; other image columns are left as their paths."""
+        sizes = dict(sizes)
+        unknown = set(sizes) - {"pixel_values", *self.image_columns}
+        if unknown:
+            raise DataError(
+                f"the data has no image column {sorted(unknown)[0]!r} "
+                f"(its image columns: file_name{''.join(', ' + c for c in self.image_columns)})"
+            )
+        self.size = sizes.pop("pixel_values", self.size)
+        self.image_sizes = sizes
+
+    @staticmethod
+    def _image_of(record: _Record, column: str) -> Any:
+        return record.image if column == "pixel_values" else record.images.get(column)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self))[index]  # IndexError when out of range; negative -> positive, for the seed
@@ -223,16 +268,24 @@ class ImageTextDataset(Dataset):
         rng = random.Random(derive_seed(self.seed, self.epoch, index))
         captions = self.item_captions(index)
         text = rng.choice(captions) if captions else None
-        if record.image is None:
-            return {"pixel_values": None, "text": text, **record.extra}
+        item = {"pixel_values": self._tensor(record.image, record.label, self.size, rng), "text": text, **record.extra}
+        for column, path in record.images.items():
+            if column in self.image_sizes:
+                item[column] = self._tensor(path, f"{record.label} ({column} {path})", self.image_sizes[column], rng)
+        if self.random_flip and rng.random() < 0.5:  # all of an item's images, or none
+            for column in ("pixel_values", *self.image_sizes):
+                if item[column] is not None:
+                    item[column] = item[column].flip(-1)
+        return item
+
+    def _tensor(self, image: Any, label: str, size: int, rng: random.Random) -> torch.Tensor | None:
+        if image is None:
+            return None
         try:
-            image = read_image(record.image)
+            image = read_image(image)
         except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-            raise DataError(f"{record.label}: {_unreadable(exc)}") from exc
-        image = resize_and_crop(image, self.size, rng, self.random_crop)
-        if self.random_flip and rng.random() < 0.5:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return {"pixel_values": pil_to_tensor(image), "text": text, **record.extra}
+            raise DataError(f"{label}: {_unreadable(exc)}") from exc
+        return pil_to_tensor(resize_and_crop(image, size, rng, self.random_crop))
 
 
 class _Problems:
@@ -271,13 +324,14 @@ def _progress(items: Iterable, total: int) -> Iterable:
 
 
 def _readable(record: _Record, problems: _Problems) -> bool:
-    if record.image is None:  # missing, and allowed to be
-        return True
-    try:
-        read_image(record.image)
-    except Exception as exc:  # see __getitem__
-        problems.add(record.label, _unreadable(exc))
-        return False
+    for image in (record.image, *record.images.values()):
+        if image is None:  # missing, and allowed to be
+            continue
+        try:
+            read_image(image)
+        except Exception as exc:  # see __getitem__
+            problems.add(record.label if image is record.image else str(image), _unreadable(exc))
+            return False
     return True
 
 
@@ -395,7 +449,34 @@ def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False)
             continue
         entries.append((str(path), path, captions, row))
     extra = _extra_columns((key for *_, row in entries for key in row), ("file_name", "text"), str(metadata))
-    return [_Record(label, path, captions, {c: row.get(c) for c in extra}) for label, path, captions, row in entries]
+    image_columns = [column for column in extra if _holds_image_paths([row.get(column) for *_, row in entries])]
+    records = []
+    for label, path, captions, row in entries:
+        images = {column: _image_cell(root, row.get(column), column, label, problems) for column in image_columns}
+        if all(images[column] is not False for column in image_columns):
+            records.append(_Record(label, path, captions, {c: row.get(c) for c in extra}, images))
+    return records
+
+
+def _holds_image_paths(values: list[Any]) -> bool:
+    """Whether a metadata column is an image column: its values are image paths (or null)."""
+    given = [value for value in values if value is not None]
+    return bool(given) and all(isinstance(v, str) and Path(v).suffix.lower() in IMAGE_EXTENSIONS for v in given)
+
+
+def _image_cell(root: Path, value: str | None, column: str, label: str, problems: _Problems) -> Path | None | bool:
+    """An image column's cell as the file it names (None where missing), or False after
+    reporting why it cannot be read."""
+    if value is None:
+        return None
+    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute():
+        problems.add(label, f"{column} {value!r} must be relative to the dataset folder")
+        return False
+    reason = _outside_or_missing(root, root / value)
+    if reason:
+        problems.add(label, f"{column} {value!r}: {reason}")
+        return False
+    return root / value
 
 
 def _scan_pairs(root: Path, problems: _Problems, allow_missing: bool = False) -> list[_Record]:

@@ -40,7 +40,7 @@ from mmgen.data.shapes_text import (  # noqa: F401 (the captions' vocabulary is 
     training_caption,
 )
 from mmgen.data.transforms import make_grid, pil_to_tensor
-from mmgen.errors import ConfigError
+from mmgen.errors import ConfigError, DataError
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLORS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "white")
@@ -288,6 +288,19 @@ class ShapesDataset(torch.utils.data.Dataset):
     def captions(self) -> list[str]:
         """Every caption of the split (for precomputing text encodings), without rendering."""
         return list(dict.fromkeys(caption for i in range(self.n) for caption in self.item_captions(i)))
+
+    def native_image_size(self, column: str = "pixel_values") -> int:
+        """The size Shapes is rendered at (it has one image column, pixel_values)."""
+        return self.size
+
+    def set_image_sizes(self, sizes: dict[str, int]) -> None:
+        """Render at sizes["pixel_values"] from now on (Shapes has no other image column)."""
+        unknown = set(sizes) - {"pixel_values"}
+        if unknown:
+            raise DataError(f"Shapes has no image column {sorted(unknown)[0]!r}; its one image is pixel_values")
+        if "pixel_values" in sizes:
+            _check_image_size(sizes["pixel_values"])
+            self.size = sizes["pixel_values"]
 
     def item_metadata(self, index: int) -> dict[str, str]:
         """Sample `index`'s columns besides image and caption (its attributes), without rendering."""

@@ -32,21 +32,27 @@ def open_dataset(
     text_column: str = "text",
     allow_missing: bool = False,
     caption_variants: int = 0,
+    image_sizes: dict[str, int] | None = None,
 ) -> Dataset:
     """Open `source` (see the module docstring) as an image-text dataset of `size` px images.
     `n` limits Shapes to its first n samples; other sources are used whole. `allow_missing`
     keeps entries without a caption or an image (None there; see ImageTextDataset).
     `caption_variants` K > 0 gives each image K augmented captions for training (Shapes:
-    its phrasing grammar; other data: case, punctuation, lead-ins, typos)."""
+    its phrasing grammar; other data: case, punctuation, lead-ins, typos). `image_sizes`
+    loads a folder's further image columns (see ImageTextDataset) as images of those sizes."""
     if source == "shapes" or source.startswith("shapes:"):
         split = source.partition(":")[2] or "train"
         if split not in SPLITS:
             raise DataError(f"unknown Shapes split {split!r}; choose from {', '.join(SPLITS)}")
+        if image_sizes:
+            raise DataError(f"{source}: Shapes has one image; image columns come from folders with a metadata.jsonl")
         return ShapesDataset(split=split, n=n, size=size, seed=seed, caption_variants=caption_variants)
     options = dict(
         size=size, random_flip=random_flip, on_error=on_error, seed=seed, allow_missing=allow_missing,
         caption_variants=caption_variants,
     )
+    if image_sizes and not (Path(source) / "metadata.jsonl").is_file():
+        raise DataError(f"{source}: image columns come from folders with a metadata.jsonl")
     if source.startswith("hf:"):
         name, _, split = source[3:].partition(":")
         try:
@@ -65,7 +71,7 @@ def open_dataset(
         return ImageTextDataset.from_hf(
             _datasets().load_from_disk(str(path)), image_column=image_column, text_column=text_column, **options
         )
-    return ImageTextDataset.from_folder(path, **options)
+    return ImageTextDataset.from_folder(path, image_sizes=image_sizes, **options)
 
 
 def _datasets():

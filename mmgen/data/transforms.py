@@ -48,23 +48,31 @@ def resize_and_crop(
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float tensor [3, H, W] in [-1, 1]."""
+    """RGB (or greyscale "L") PIL image -> float tensor [3 (or 1), H, W] in [-1, 1]."""
     array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[..., None]
     return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0)
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """Tensor [B, 3, H, W] (or [3, H, W]) in [-1, 1] -> list of RGB PIL images."""
+    """Tensor [B, 3, H, W] (or [3, H, W]) in [-1, 1] -> list of RGB PIL images (of
+    greyscale "L" images for one channel)."""
     if images.ndim == 3:
         images = images.unsqueeze(0)
     array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(a) for a in array.permute(0, 2, 3, 1).cpu().numpy()]
+    array = array.permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 
 def make_grid(images: list[Image.Image], columns: int | None = None, padding: int = 2) -> Image.Image:
-    """Tile equally sized images into one grid image (row-major)."""
+    """Tile images into one grid image (row-major); square images of several sizes are
+    shown at the largest (nearest-neighbour, so that small images stay crisp)."""
     if not images:
         raise ValueError("make_grid needs at least one image")
+    if len({image.size for image in images}) > 1:
+        side = max(max(image.size) for image in images)
+        images = [image.resize((side, side), Image.Resampling.NEAREST) for image in images]
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     width, height = images[0].size

@@ -8,8 +8,9 @@ from mmgen.errors import CheckpointError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
+from mmgen.multimodal.training import train_multimodal_vae
 
-__all__ = ["ConditionalELBO", "ConditionalVAE", "MultimodalELBO", "MultimodalVAE", "load_model"]
+__all__ = ["ConditionalELBO", "ConditionalVAE", "MultimodalELBO", "MultimodalVAE", "load_model", "train_multimodal_vae"]
 
 
 def load_model(path: str | Path) -> MultimodalVAE | ConditionalVAE:

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from mmgen.data.transforms import pil_to_tensor, tensor_to_pil
+from mmgen.data.transforms import pil_to_tensor, resize_and_crop, tensor_to_pil, to_rgb
 from mmgen.errors import ConfigError, DataError
 from mmgen.text import TextEncoder, text_encoder_config
 from mmgen.text.encoder import check_texts
@@ -149,50 +149,99 @@ class Modality(nn.Module):
         raise NotImplementedError
 
 
+def conv_sizes(size: int, levels: int) -> list[int]:
+    """Spatial sizes of an image of `size` px through `levels` stride-2 convolutions
+    (kernel 4, padding 1: each takes s to floor(s / 2))."""
+    sizes = [size]
+    for _ in range(levels):
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
+def default_widths(size: int) -> tuple[int, ...]:
+    """Conv widths for `size` px: halve while the map stays at least 3 x 3 (64 px: 4 levels
+    to 4 x 4; 28 px: 3 levels to 3 x 3), 32 channels doubling per level up to 128. A small
+    final map keeps the linear layers to and from the latent small."""
+    levels = 0
+    while size // 2 ** (levels + 1) >= 3:
+        levels += 1
+    return tuple(min(32 * 2**level, 128) for level in range(max(levels, 1)))
+
+
 class ImageModality(Modality):
-    """Square RGB images in [-1, 1]: strided convs down to 4 x 4, a linear head; the decoder
-    mirrors it with transposed convs and a linear output (a sigmoid output under a Gaussian
-    likelihood has been seen to collapse to the mean image, MultiVae's included).
-    Likelihood: Gaussian (default) or Laplace with a fixed scale, summed over pixels. On
-    Shapes (a small shape on a black background) the Laplace's L1 error collapsed to its
-    median, an all-black image, within 1,000 steps, and the image expert carried nothing."""
+    """Images of `channels` (3: RGB, 1: greyscale) of any square size in [-1, 1]: strided
+    convs (`widths`, one per level; default from the size, see `default_widths`), a linear
+    head; the decoder mirrors it with transposed convs, whose output padding restores odd
+    sizes (28 -> 14 -> 7 -> 14 -> 28; 97 -> ... -> 6 -> ... -> 97), and a linear output (a
+    sigmoid output under a Gaussian likelihood has been seen to collapse to the mean image,
+    MultiVae's included). Likelihood: Gaussian (default) or Laplace with a fixed scale,
+    summed over pixels. On Shapes (a small shape on a black background) the Laplace's L1
+    error collapsed to its median, an all-black image, within 1,000 steps, and the image
+    expert carried nothing.
+
+    Values: PIL images (resized and centre-cropped), uint8 tensors [C, H, W] (0..255) or
+    float tensors [C, H, W] in [-1, 1]; tensors of another size are resized as PIL images
+    are, and RGB given to a greyscale modality (or the reverse) is converted."""
 
     kind = "image"
 
     def __init__(
-        self, name: str, latent_dim: int, size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 128),
-        likelihood: str = "gaussian", scale: float = 0.1, column: str = "pixel_values",
+        self, name: str, latent_dim: int, size: int = 64, channels: int = 3, widths: tuple[int, ...] | None = None,
+        likelihood: str = "gaussian", scale: float = 0.1, column: str | None = None,
+        decoder_widths: tuple[int, ...] | None = None,
     ):
         super().__init__(name, latent_dim)
         if likelihood not in ("laplace", "gaussian"):
             raise ConfigError(f"image likelihood must be 'laplace' or 'gaussian', not {likelihood!r}")
-        if size != 4 * 2 ** len(channels):
-            raise ConfigError(f"image size {size} needs {int(math.log2(size / 4))} conv levels, got {len(channels)}")
-        self.size, self.channels, self.likelihood, self.scale, self.column = size, tuple(channels), likelihood, scale, column
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise ConfigError(f"modality {name!r}: image size must be a whole number of pixels >= 2, not {size!r}")
+        if channels not in (1, 3):
+            raise ConfigError(f"modality {name!r}: images have 1 (greyscale) or 3 (RGB) channels, not {channels!r}")
+        widths = default_widths(size) if widths is None else tuple(widths)
+        most = int(math.log2(size))
+        if not 1 <= len(widths) <= most:
+            raise ConfigError(
+                f"modality {name!r}: {size} px images take 1 to {most} conv levels (each halves the size), "
+                f"got {len(widths)} widths"
+            )
+        # The transposed convs' widths, deepest first: by default the encoder's mirrored.
+        decoder_widths = (*widths[-2::-1], widths[0]) if decoder_widths is None else tuple(decoder_widths)
+        if len(decoder_widths) != len(widths):
+            raise ConfigError(f"modality {name!r}: {len(widths)} encoder levels need as many decoder_widths, "
+                              f"got {len(decoder_widths)}")
+        self.size, self.channels, self.widths, self.decoder_widths = size, channels, widths, decoder_widths
+        self.likelihood, self.scale, self.column = likelihood, scale, column or name
+        sizes = conv_sizes(size, len(widths))
         layers: list[nn.Module] = []
-        previous = 3
-        for width in channels:
+        previous = channels
+        for width in widths:
             layers += [nn.Conv2d(previous, width, 4, stride=2, padding=1), nn.SiLU()]
             previous = width
+        cells = sizes[-1] ** 2
         self.encoder_body = nn.Sequential(*layers, nn.Flatten())
-        self.encoder_head = GaussianHead(previous * 16, latent_dim)
-        decoder: list[nn.Module] = [nn.Linear(latent_dim, previous * 16), nn.SiLU(), nn.Unflatten(1, (previous, 4, 4))]
-        for width in reversed((*channels[:-1], channels[0])):
-            decoder += [nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1), nn.SiLU()]
+        self.encoder_head = GaussianHead(previous * cells, latent_dim)
+        decoder: list[nn.Module] = [
+            nn.Linear(latent_dim, previous * cells), nn.SiLU(), nn.Unflatten(1, (previous, sizes[-1], sizes[-1]))
+        ]
+        for level, width in zip(reversed(range(len(widths))), decoder_widths):
+            # A transposed conv doubles the size; one more pixel where the encoder floored an odd size.
+            extra = sizes[level] - 2 * sizes[level + 1]
+            decoder += [nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1, output_padding=extra), nn.SiLU()]
             previous = width
-        self.decoder = nn.Sequential(*decoder, nn.Conv2d(previous, 3, 3, padding=1))
+        self.decoder = nn.Sequential(*decoder, nn.Conv2d(previous, channels, 3, padding=1))
         # Convolution weights in channels-last layout, which oneDNN's CPU kernels prefer: a
         # MoPoE training step of batch 64 on 64 px took 0.37 s instead of 0.52 s. (Weights
         # loaded by from_pretrained come back contiguous; that costs inference little.)
         self.to(memory_format=torch.channels_last)
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "size": self.size, "channels": list(self.channels), "likelihood": self.likelihood,
-                "scale": self.scale, "column": self.column}
+        return {"kind": self.kind, "size": self.size, "channels": self.channels, "widths": list(self.widths),
+                "decoder_widths": list(self.decoder_widths), "likelihood": self.likelihood, "scale": self.scale,
+                "column": self.column}
 
     @property
     def dimension(self) -> int:
-        return 3 * self.size**2
+        return self.channels * self.size**2
 
     def features(self, values: torch.Tensor) -> torch.Tensor:
         return self.encoder_body(values)
@@ -206,20 +255,41 @@ class ImageModality(Modality):
     def read(self, batch: dict[str, Any]) -> Any:
         return batch.get(self.name, batch.get(self.column))
 
-    def to_tensor(self, value: Any) -> torch.Tensor:
-        if isinstance(value, Image.Image):
-            from mmgen.data.transforms import resize_and_crop, to_rgb
+    def checked(self, values: torch.Tensor) -> torch.Tensor:
+        if values.dim() == 4 and tuple(values.shape[1:]) == (self.channels, self.size, self.size) and values.is_floating_point():
+            return values
+        if values.dim() != 4:
+            raise DataError(f"modality {self.name!r} takes a batch of images [batch, channels, height, width], "
+                            f"got a tensor of shape {tuple(values.shape)}")
+        return torch.stack([self.to_tensor(value) for value in values])
 
-            value = pil_to_tensor(resize_and_crop(to_rgb(value), self.size))
-        if not isinstance(value, torch.Tensor) or value.shape != (3, self.size, self.size) or not value.is_floating_point():
+    def to_tensor(self, value: Any) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            value = self._tensor_image(value)
+            if isinstance(value, torch.Tensor):
+                return value
+        if not isinstance(value, Image.Image):
             raise DataError(
-                f"modality {self.name!r} takes {self.size} x {self.size} RGB images (PIL, or float tensors in [-1, 1]), "
+                f"modality {self.name!r} takes images: PIL, uint8 tensors [C, H, W] or float tensors in [-1, 1], "
                 f"got {_describe(value)}"
             )
-        return value
+        image = resize_and_crop(to_rgb(value), self.size)
+        return pil_to_tensor(image.convert("L") if self.channels == 1 else image)
+
+    def _tensor_image(self, value: torch.Tensor) -> torch.Tensor | Image.Image:
+        """A tensor image as this modality's tensor if it already is one, else as PIL."""
+        if value.dim() != 3 or value.shape[0] not in (1, 3) or not (value.is_floating_point() or value.dtype == torch.uint8):
+            raise DataError(f"modality {self.name!r} takes uint8 or float image tensors [C, H, W] with C = 1 or 3, "
+                            f"got {value.dtype} of shape {tuple(value.shape)}")
+        if value.is_floating_point() and tuple(value.shape) == (self.channels, self.size, self.size):
+            return value
+        if value.is_floating_point():
+            value = ((value.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        array = value.permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(array[..., 0] if value.shape[0] == 1 else array)
 
     def empty(self) -> torch.Tensor:
-        return torch.zeros(3, self.size, self.size)
+        return torch.zeros(self.channels, self.size, self.size)
 
     def from_decoded(self, decoded: torch.Tensor) -> list[Image.Image]:
         return tensor_to_pil(decoded.float().clamp(-1, 1))
@@ -651,8 +721,9 @@ def build_modality(name: str, spec: dict[str, Any], latent_dim: int) -> Modality
     kind = options.pop("kind", None)
     if kind not in KINDS:
         raise ConfigError(f"modality {name!r}: unknown kind {kind!r}; choose from {', '.join(KINDS)}")
-    if "channels" in options:
-        options["channels"] = tuple(options["channels"])
+    for key in ("widths", "decoder_widths"):
+        if key in options:
+            options[key] = tuple(options[key])
     return KINDS[kind](name, latent_dim, **options)
 
 

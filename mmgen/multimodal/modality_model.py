@@ -58,6 +58,13 @@ class ModalityModel(ModelMixin, ConfigMixin):
         self.codecs = torch.nn.ModuleDict(
             {name: build_modality(name, modalities[name], latent_dim + private_dims.get(name, 0)) for name in sorted(modalities)}
         )
+        readers: dict[str, str] = {}
+        for name in self.names:
+            for key in dict.fromkeys((name, *self.columns(name))):
+                if key in readers:
+                    raise ConfigError(f"modalities {readers[key]!r} and {name!r} both read the column {key!r}; "
+                                      "give each its own column")
+                readers[key] = name
 
     # ----- tokenizer (saved beside the weights for text modalities) -----
 

@@ -203,9 +203,10 @@ class MultimodalVAE(ModalityModel):
 
     def refined_latents(
         self, observed: Observed, n: int, steps: int, generator: torch.Generator | None = None, mean: bool = False,
-        targets: list[str] | None = None,
+        targets: list[str] | None = None, product: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """n latents per sample as `latents` draws them, then `steps` rounds of pseudo-Gibbs
+        """n latents per sample as `latents` draws them (from the product of the given experts
+        if `product`), then `steps` rounds of pseudo-Gibbs
         sampling (Rezende et al. 2014). Each round, for the samples concerned: the unknown
         entries of partly given modalities (some attributes) are drawn from what the current
         latent decodes (their mode if `mean`) and the latent drawn again from the given
@@ -230,7 +231,7 @@ class MultimodalVAE(ModalityModel):
             {name: value.repeat_interleave(n, dim=0) for name, value in observed.values.items()},
             observed.present.repeat_interleave(n, dim=1),
         )
-        latent, private = self.latents(given, generator=generator, mean=mean)
+        latent, private = self.latents(given, generator=generator, mean=mean, joint=product)
         unknown, missing = {}, {}
         filled = given.present.clone()
         for index, (name, codec) in enumerate(self.codecs.items()):
@@ -279,16 +280,26 @@ class MultimodalVAE(ModalityModel):
     def impute(
         self, inputs: dict[str, Any], targets: str | list[str] | None = None, n: int = 1,
         generator: torch.Generator | None = None, mean: bool = False, output_type: str = "values",
-        gibbs_steps: int | None = None,
+        gibbs_steps: int | None = None, given: str | None = None,
     ) -> dict[str, list[Any] | torch.Tensor]:
         """Fill in `targets` (default: every modality some sample lacks, wholly or in part)
         from whatever `inputs` give, n draws per sample (sample-major); a sample that gives a
         target gets it decoded again. `inputs` maps modality names (or dataset columns) to
         per-sample values, None where missing (a lone value is one sample). Returns user
         values (PIL images, captions, attribute dicts, the given labels kept, lists) or,
-        with output_type="pt", the decoders' tensors. The draw is refined by `gibbs_steps` rounds of pseudo-Gibbs
-        sampling over the targets (see `refined_latents`; 0: one draw from the aggregated
-        posterior; None: `default_gibbs_steps`)."""
+        with output_type="pt", the decoders' tensors. Images may be given as PIL images, uint8 or
+        float tensors of any size (resized as `ImageModality` says).
+
+        `given` says how the modalities a sample gives make its posterior: "product", the
+        product of exactly their experts (with the prior), the posterior MVAE trains and the
+        largest of MoPoE's mixture components, which conditions on all of them, as MultiVae's
+        `predict` and the MoPoE paper's conditional generation do; or "mixture", the model's
+        aggregated posterior over them (MoPoE: one random subset of them per draw; MMVAE:
+        one of them), which also conditions on fewer than were given. Default: "product"
+        for poe and mopoe, "mixture" for moe, whose experts are trained only as a mixture.
+        The draw is then refined by `gibbs_steps` rounds of pseudo-Gibbs sampling over the
+        targets (see `refined_latents`; 0: one draw from the posterior; None:
+        `default_gibbs_steps`)."""
         targets = [targets] if isinstance(targets, str) else targets
         if targets is not None and not targets:
             raise ConfigError("targets is empty: name the modalities to fill in, or None for those missing")
@@ -300,6 +311,11 @@ class MultimodalVAE(ModalityModel):
         gibbs_steps = self.default_gibbs_steps if gibbs_steps is None else gibbs_steps
         if gibbs_steps < 0:
             raise ConfigError(f"gibbs_steps must be 0 or more, not {gibbs_steps}")
+        given = given or ("mixture" if self.config.aggregation == "moe" else "product")
+        if given not in ("product", "mixture"):
+            raise ConfigError(f"given must be 'product' or 'mixture', not {given!r}")
+        if given == "product" and self.config.aggregation == "moe":
+            raise ConfigError("given='product': a mixture of experts (moe) is trained as a mixture only; use 'mixture'")
         self.check_draws(n)
         inputs = self.user_batch(inputs)
         with self.evaluating():
@@ -308,7 +324,7 @@ class MultimodalVAE(ModalityModel):
             if not targets:
                 raise ConfigError("nothing to fill in: every sample gives every modality (name targets= to draw "
                                   "some again, or call reconstruct)")
-            latent, private = self.refined_latents(observed, n, gibbs_steps, generator, mean, targets)
+            latent, private = self.refined_latents(observed, n, gibbs_steps, generator, mean, targets, given == "product")
             decoded = self.decode(latent, targets, private)
         if output_type == "pt":
             return decoded
@@ -337,7 +353,7 @@ class MultimodalVAE(ModalityModel):
             raise ConfigError(f"gibbs_steps must be 0 or more, not {steps}")
         with self.evaluating():
             nothing = self.observe({self.names[0]: [None] * n})  # n samples, nothing given: the prior
-            latent, private = self.refined_latents(nothing, 1, steps, generator)
+            latent, private = self.refined_latents(nothing, 1, steps, generator, product=self.config.aggregation != "moe")
             decoded = self.decode(latent, private=private, generator=generator)
         if output_type == "pt":
             return decoded

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmgen.multimodal.aggregation import subset_kls_to_prior
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.modality_model import Observed, gaussian_kl_to_standard, gaussian_log_density
 from mmgen.multimodal.multimodal_vae import MultimodalVAE, Posterior
@@ -44,32 +45,40 @@ class MultimodalELBO(nn.Module):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         observed = self.model.observe(batch)
         posterior = self.model.experts(observed)
-        elbo, reconstruction, divergence = {"poe": self._mvae, "moe": self._mmvae, "mopoe": self._mopoe}[
+        elbo, reconstruction, divergence, per_modality = {"poe": self._mvae, "moe": self._mmvae, "mopoe": self._mopoe}[
             self.model.config.aggregation
         ](observed, posterior)
+        # Each modality's own log-likelihood (unweighted, over the samples that have it), so
+        # that one can tell which modality is learning.
+        present = observed.present.sum(1).clamp_min(1)
         return {
             "loss": -elbo.mean(),
             "log_likelihood": reconstruction.mean().detach(),
             "kl": divergence.mean().detach(),
+            **{f"log_likelihood/{name}": (per_modality[name].sum() / present[index]).detach()
+               for index, name in enumerate(self.model.names)},
         }
 
     def log_likelihoods(
         self, latent: torch.Tensor, observed: Observed, counted: torch.Tensor, private: dict[str, torch.Tensor],
         every_decoder: bool = True,
-    ) -> torch.Tensor:
-        """Weighted log-likelihood of each modality where `counted` [M, B], summed: [B], from
-        the shared `latent` and the `private` latents.
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted sum of the modalities' log-likelihoods where `counted` [M, B]: [B],
+        from the shared `latent` and the `private` latents; and each modality's own
+        (unweighted, zero where not counted): name -> [B].
         With `every_decoder`, decoders run even when no sample counts for them, so that all
         parameters get a (zero) gradient, as DistributedDataParallel requires; a loss with
         several terms needs that of one term only and lets the others skip them."""
         total = torch.zeros(observed.size, device=latent.device)
+        each = {}
         for index, (name, modality) in enumerate(self.model.codecs.items()):
             if not (every_decoder or counted[index].any()):
+                each[name] = torch.zeros_like(total)
                 continue
             decoder_input = self.model.decoder_input(name, latent, private)
-            value = modality.reconstruction_log_likelihood(decoder_input, observed.values[name])
-            total = total + self.model.weights[name] * value * counted[index]
-        return total
+            each[name] = modality.reconstruction_log_likelihood(decoder_input, observed.values[name]) * counted[index]
+            total = total + self.model.weights[name] * each[name]
+        return total, each
 
     def _private(self, posterior: Posterior, conditioned: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The private latents of a term conditioned on `conditioned` [M, B] present
@@ -87,9 +96,9 @@ class MultimodalELBO(nn.Module):
         counted = masks.T & observed.present
         mean, logvar = self.model.component_gaussian(posterior, masks)
         private, private_divergence = self._private(posterior, counted)
-        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, counted, private, every_decoder)
+        reconstruction, each = self.log_likelihoods(reparameterize(mean, logvar), observed, counted, private, every_decoder)
         divergence = gaussian_kl_to_standard(mean, logvar) * counted.any(0) + private_divergence
-        return reconstruction - self.beta * divergence, reconstruction, divergence
+        return reconstruction - self.beta * divergence, reconstruction, divergence, each
 
     def _mvae(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
         count, size = len(self.model.names), observed.size
@@ -98,12 +107,14 @@ class MultimodalELBO(nn.Module):
         subsets += [torch.rand(size, count, device=observed.present.device) < 0.5 for _ in range(self.model.config.random_subsets)]
         # The joint term runs every decoder; the others skip those no sample of theirs counts.
         terms = [self._subset_elbo(observed, posterior, masks, every_decoder=i == 0) for i, masks in enumerate(subsets)]
-        return tuple(torch.stack(parts).sum(0) for parts in zip(*terms))
+        elbo, reconstruction, divergence = (torch.stack(parts).sum(0) for parts in list(zip(*terms))[:3])
+        return elbo, reconstruction, divergence, terms[0][3]  # each modality's from the joint posterior
 
     def _mmvae(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
         present = observed.present
         experts = present.sum(0).clamp_min(1)
         elbo = reconstruction = divergence = torch.zeros(observed.size, device=present.device)
+        each = {name: torch.zeros_like(elbo) for name in self.model.names}
         for m in range(len(self.model.names)):
             if not present[m].any():
                 continue
@@ -116,30 +127,24 @@ class MultimodalELBO(nn.Module):
             expert_only = torch.zeros_like(present)
             expert_only[m] = present[m]
             private, private_divergence = self._private(posterior, expert_only)
-            term_reconstruction = self.log_likelihoods(latent, observed, present, private)
+            term_reconstruction, term_each = self.log_likelihoods(latent, observed, present, private)
             term_divergence = log_mixture - log_prior + private_divergence
             weight = present[m] / experts  # the average over each sample's present experts
             elbo = elbo + weight * (term_reconstruction - self.beta * term_divergence)
             reconstruction = reconstruction + weight * term_reconstruction
             divergence = divergence + weight * term_divergence
-        return elbo, reconstruction, divergence
+            each = {name: each[name] + weight * value for name, value in term_each.items()}
+        return elbo, reconstruction, divergence, each
 
     def _mopoe(self, observed: Observed, posterior: Posterior) -> tuple[torch.Tensor, ...]:
         masks, valid = self.model.components(observed.present)
         chosen = self.model.draw_components(observed.present)
         mean, logvar = self.model.component_gaussian(posterior, chosen)
         private, private_divergence = self._private(posterior, chosen.T & observed.present)
-        reconstruction = self.log_likelihoods(reparameterize(mean, logvar), observed, observed.present, private)
-        # Every component's KL in one product over the batch tiled once per component
-        # (row c * B + b: sample b, component c): a few kernels, not a few per component.
-        size, count = observed.size, len(masks)
-        tiled = Posterior(
-            posterior.mean.repeat(1, count, 1), posterior.logvar.repeat(1, count, 1), posterior.present.repeat(1, count)
-        )
-        divergences = gaussian_kl_to_standard(*self.model.component_gaussian(tiled, masks.repeat_interleave(size, 0)))
-        divergences = divergences.view(count, size).T
+        reconstruction, each = self.log_likelihoods(reparameterize(mean, logvar), observed, observed.present, private)
+        divergences = subset_kls_to_prior(posterior.mean, posterior.logvar, posterior.present, masks)
         divergence = (divergences * valid).sum(1) / valid.sum(1).clamp_min(1) + private_divergence
-        return reconstruction - self.beta * divergence, reconstruction, divergence
+        return reconstruction - self.beta * divergence, reconstruction, divergence, each
 
 
 class ConditionalELBO(nn.Module):

@@ -27,6 +27,9 @@ def _setting(default: Any = dataclasses.MISSING, help: str = "") -> Any:
 class TrainingConfig:
     output_dir: str = _setting(help="run folder: checkpoints/, logs/, samples/")
     max_steps: int = _setting(1000, "optimizer steps to train for")
+    epochs: int | None = _setting(
+        None, "train for this many passes over the data instead (sets max_steps from the data's size and the batch)"
+    )
     batch_size: int = _setting(
         32, "examples per process per micro-batch; the effective batch is this x processes x accumulation"
     )
@@ -65,6 +68,8 @@ class TrainingConfig:
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1 (or none to train for max_steps), got {self.epochs}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.compile not in (None, *COMPILE_MODES):
@@ -85,6 +90,14 @@ class TrainingConfig:
         trackers = [t.value for t in LoggerType]
         if self.report_to not in (None, "none", *trackers):
             raise ConfigError(f"unknown report_to {self.report_to!r}; choose none or one of {', '.join(trackers)}")
+
+    def steps_for_epochs(self, dataset_size: int, num_processes: int) -> int:
+        """Optimizer steps in `epochs` passes over `dataset_size` samples (the last partial
+        batch of each pass is dropped); `max_steps` without `epochs`."""
+        if self.epochs is None:
+            return self.max_steps
+        batches = dataset_size // num_processes // self.batch_size
+        return max(1, self.epochs * batches // self.gradient_accumulation_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

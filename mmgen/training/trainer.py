@@ -18,6 +18,8 @@ and fault it in again.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import shutil
@@ -95,7 +97,11 @@ class Trainer:
         )
 
     def train(self) -> TrainingResult:
-        config, accelerator = self.config, self.accelerator
+        accelerator = self.accelerator
+        if self.config.epochs is not None:
+            steps = self.config.steps_for_epochs(len(self.train_dataset), accelerator.num_processes)
+            self.config = dataclasses.replace(self.config, max_steps=steps)
+        config = self.config
         set_seed(config.seed)
         if accelerator.device.type == "cpu":
             keep_freed_memory()
@@ -361,12 +367,12 @@ def check_writable(output_dir: Path) -> None:
         raise ConfigError(f"output_dir {output_dir}: cannot write there ({error.strerror or error})") from None
 
 
-def save_validation_grid(images: list, output_dir: Path, step: int) -> Path:
-    """Write a validation's images as `output_dir/samples/step-NNNNNNN.png`, in two rows
-    when there are more than four."""
+def save_validation_grid(images: list, output_dir: Path, step: int, columns: int | None = None) -> Path:
+    """Write a validation's images as `output_dir/samples/step-NNNNNNN.png`, `columns` to a
+    row (default: in two rows when there are more than four)."""
     path = Path(output_dir) / "samples" / f"step-{step:07d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images, columns=len(images) // 2 if len(images) > 4 else None).save(path)
+    make_grid(images, columns=columns or (len(images) // 2 if len(images) > 4 else None)).save(path)
     return path
 
 

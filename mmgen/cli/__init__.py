@@ -1,41 +1,24 @@
 """The `mmgen` command line.
 
-Each command group is a function that adds its parser; model families add their own
-`train` recipes and the `sample`, `impute` and `eval` commands alongside. User errors
+Each command group is a function that adds its parser; a model family's commands may
+live in a module of their own (`mmgen.cli.multimodal`: `train mvae`, `train classifier`,
+`impute`, `data polymnist`, `data modalities`), sharing `mmgen.cli.common`. User errors
 (bad paths, bad data, bad settings) print one line and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
-import typing
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
+from mmgen.cli import multimodal
+from mmgen.cli.common import (
+    HelpFormatter, add_command, add_training_arguments, check_draws, check_guidance_scale, image_output, int_list,
+    report_training, training_config_from_args, writable_folder,
+)
 from mmgen.errors import MMGenError
-
-Handler = Callable[[argparse.Namespace], None]
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default (argparse's own formatter skips options without help)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        help = action.help or ""
-        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
-        if action.option_strings and shown and "%(default)" not in help:
-            help += " (default: %(default)s)"
-        return help
-
-
-def _add_command(subparsers, name: str, handler: Handler, help: str, description: str | None = None):
-    parser = subparsers.add_parser(name, help=help, description=description or help, formatter_class=_HelpFormatter)
-    parser.set_defaults(handler=handler)
-    return parser
 
 
 # -- mmgen data --------------------------------------------------------------------------
@@ -48,13 +31,21 @@ def _data_shapes(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'metadata.jsonl'}")
 
 
+def _data_emoji(args: argparse.Namespace) -> None:
+    from mmgen.data.emoji import build_emoji
+
+    writable_folder(Path(args.out), f"--out {args.out}")
+    out = build_emoji(args.package, args.out)
+    print(f"wrote {out / 'train'} and {out / 'heldout'}")
+
+
 def _data_preview(args: argparse.Namespace) -> None:
     from mmgen.data import open_dataset
     from mmgen.data.transforms import make_grid, tensor_to_pil
 
     if args.n < 1:
         raise MMGenError(f"--n must be at least 1, got {args.n}")
-    out = _image_output(args.out)
+    out = image_output(args.out)
     dataset = open_dataset(args.source, size=args.size, n=args.n, seed=args.seed, on_error=args.on_error)
     examples = [dataset[i] for i in range(min(args.n, len(dataset)))]
     images = [tensor_to_pil(example["pixel_values"])[0] for example in examples]
@@ -92,12 +83,12 @@ def _data_encode_text(args: argparse.Namespace) -> None:
 
 
 def _add_data_commands(subparsers) -> None:
-    group = subparsers.add_parser("data", help="write, preview and check datasets", formatter_class=_HelpFormatter)
+    group = subparsers.add_parser("data", help="write, preview and check datasets", formatter_class=HelpFormatter)
     commands = group.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
     from mmgen.data.shapes import SPLITS
 
-    shapes = _add_command(
+    shapes = add_command(
         commands, "shapes", _data_shapes, "write Shapes as an image folder with metadata.jsonl",
     )
     shapes.add_argument("--out", required=True, help="folder to write into")
@@ -106,8 +97,18 @@ def _add_data_commands(subparsers) -> None:
     shapes.add_argument("--size", type=int, default=64, help="image side in pixels (>= 16)")
     shapes.add_argument("--seed", type=int, default=0, help="dataset seed: the same seed gives the same samples")
 
+    emoji = add_command(
+        commands, "emoji", _data_emoji, "build real emoji image folders from npm emoji-datasource packages",
+        "Build the emoji of `npm pack emoji-datasource-google` (and of other vendors' packages) into OUT/train "
+        "and OUT/heldout (5% of the names, fixed): rows with text = the Unicode name, category, subcategory "
+        "and short_name; the first package's 64 px glyph is file_name, each further package's the image column "
+        "image_<vendor>.",
+    )
+    emoji.add_argument("--package", nargs="+", required=True, help="npm tarballs (or unpacked folders), first the main one")
+    emoji.add_argument("--out", required=True, help="folder to write into")
+
     source_help = "shapes[:SPLIT], an image folder (metadata.jsonl or image+txt pairs), a saved HF dataset, or hf:NAME[:SPLIT]"
-    preview = _add_command(commands, "preview", _data_preview, "render a grid of a dataset's images and print their captions")
+    preview = add_command(commands, "preview", _data_preview, "render a grid of a dataset's images and print their captions")
     preview.add_argument("source", help=source_help)
     preview.add_argument("--out", default="preview.png", help="PNG to write")
     preview.add_argument("--n", type=int, default=16, help="number of examples")
@@ -115,13 +116,13 @@ def _add_data_commands(subparsers) -> None:
     preview.add_argument("--seed", type=int, default=0, help="seed of Shapes and of random captions")
     preview.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="what to do with bad entries")
 
-    check = _add_command(
+    check = add_command(
         commands, "check", _data_check, "check every entry of a dataset and list the unusable ones (exit 1 if any)"
     )
     check.add_argument("source", help=source_help)
     check.add_argument("--size", type=int, default=64, help="image side in pixels")
 
-    encode = _add_command(
+    encode = add_command(
         commands, "encode-text", _data_encode_text,
         "encode a dataset's captions once with a frozen text encoder and cache them on disk",
         "Encode every caption of a dataset with a frozen text encoder and store the results in the "
@@ -132,50 +133,7 @@ def _add_data_commands(subparsers) -> None:
     encode.add_argument("--text-encoder", default="minilm", help="`minilm`, or a folder with tokenizer/ and text_encoder/")
     encode.add_argument("--n", type=int, default=None, help="Shapes only: the first n samples")
     encode.add_argument("--cache-dir", default=None, help="cache root (default: $MMGEN_CACHE or ~/.cache/mmgen)")
-
-
-# -- mmgen train -------------------------------------------------------------------------
-
-
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every `TrainingConfig` field as a `--flag`, with its default; recipes call this."""
-    from mmgen.training import TrainingConfig
-
-    hints = typing.get_type_hints(TrainingConfig)
-    group = parser.add_argument_group("training loop")
-    for field in dataclasses.fields(TrainingConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.default is dataclasses.MISSING:
-            group.add_argument(flag, required=True, dest=field.name, help=field.metadata["help"])
-            continue
-        group.add_argument(
-            flag, type=_parser_for(hints[field.name]), default=field.default, dest=field.name, help=field.metadata["help"]
-        )
-
-
-def training_config_from_args(args: argparse.Namespace):
-    """The loop settings of a `train` command; its --output-dir checked now, before a
-    recipe loads data or encodes captions for minutes."""
-    from mmgen.training import TrainingConfig
-    from mmgen.training.trainer import check_writable
-
-    config = TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
-    check_writable(Path(config.output_dir))
-    return config
-
-
-def _parser_for(hint) -> Callable[[str], object]:
-    """argparse type for `int`, `float`, `str` and their `X | None` forms ("none" -> None)."""
-    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
-    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-
-    def parse(text: str):
-        if optional and text.lower() == "none":
-            return None
-        return base(text)
-
-    parse.__name__ = base.__name__  # argparse names the type in its error messages
-    return parse
+    multimodal.add_data_commands(commands, source_help)
 
 
 def _train_judge(args: argparse.Namespace) -> None:
@@ -186,7 +144,7 @@ def _train_judge(args: argparse.Namespace) -> None:
         channels=args.channels, feature_dim=args.feature_dim, compositional_samples=args.compositional_samples,
         validation_size=args.validation_size,
     )
-    _report_training(result, "judge")
+    report_training(result, "judge")
 
 
 def _train_autoencoder(args: argparse.Namespace) -> None:
@@ -197,7 +155,7 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
         block_out_channels=args.block_out_channels, latent_channels=args.latent_channels,
         kl_weight=args.kl_weight, reconstruction_loss=args.reconstruction_loss, random_flip=args.random_flip,
     )
-    _report_training(result, "autoencoder")
+    report_training(result, "autoencoder")
 
 
 def _train_ldm(args: argparse.Namespace) -> None:
@@ -212,7 +170,7 @@ def _train_ldm(args: argparse.Namespace) -> None:
         random_flip=args.random_flip, caption_variants=args.caption_variants,
         gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
     )
-    _report_training(result, "pipeline")
+    report_training(result, "pipeline")
 
 
 def _train_dvae(args: argparse.Namespace) -> None:
@@ -226,7 +184,7 @@ def _train_dvae(args: argparse.Namespace) -> None:
         kl_ramp_steps=args.kl_ramp_steps, kl_weight_end=args.kl_weight_end, kl_decay_steps=args.kl_decay_steps,
         straight_through=args.straight_through, random_flip=args.random_flip,
     )
-    _report_training(result, "discrete VAE")
+    report_training(result, "discrete VAE")
 
 
 def _train_dvae_prior(args: argparse.Namespace) -> None:
@@ -239,104 +197,7 @@ def _train_dvae_prior(args: argparse.Namespace) -> None:
         num_heads=args.num_heads, dropout=args.dropout, caption_dropout=args.caption_dropout,
         random_flip=args.random_flip, caption_variants=args.caption_variants,
     )
-    _report_training(result, "pipeline")
-
-
-def _train_mvae(args: argparse.Namespace) -> None:
-    from mmgen.multimodal.training import train_multimodal_vae
-
-    result = train_multimodal_vae(
-        training_config_from_args(args), data=args.data, aggregation=args.aggregation, beta=args.beta,
-        missing_fraction=args.missing_fraction, latent_dim=args.latent_dim, image_size=args.image_size,
-        image_channels=args.image_channels, image_likelihood=args.image_likelihood, image_scale=args.image_scale,
-        text_max_length=args.max_length, text_hidden=args.text_hidden, text_decoder=args.text_decoder,
-        text_encoder=args.text_encoder, caption_variants=args.caption_variants,
-        likelihood_weights=args.likelihood_weights, private_dims=args.private_dims,
-        target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
-        attribute_hide_probability=args.attribute_hide_probability,
-    )
-    _report_training(result, "conditional VAE" if args.aggregation == "cvae" else "multimodal VAE")
-
-
-def _report_training(result, what: str) -> None:
-    if result.last_checkpoint is None:
-        print(f"nothing to do: the run is at step {result.step}")
-    else:
-        print(f"at step {result.step}; {what} saved in {result.last_checkpoint / 'model'}")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(","))
-
-
-def _image_output(out: str) -> Path:
-    """--out, checked before anything is generated: an extension PIL writes, its folder made."""
-    from PIL import Image
-
-    path = Path(out)
-    if path.is_dir():
-        raise MMGenError(f"--out {out}: a folder; name an image file in it")
-    if path.suffix.lower() not in Image.registered_extensions():
-        problem = f"{path.suffix} is not an image format" if path.suffix else "no file extension"
-        raise MMGenError(f"--out {out}: {problem}; use .png or .jpg")
-    _writable_folder(path.parent, f"--out {out}")
-    return path
-
-
-def _writable_folder(folder: Path, option: str) -> None:
-    """Make `folder` and prove a file can be written there, before any work that would be lost."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise MMGenError(f"{option}: cannot write there ({error.strerror or error})") from error
-
-
-MOST_IMAGES = 10_000  # per call: one grid of them must still fit in memory and in a PNG
-
-
-def _draws(n: int, prompts: int = 1) -> None:
-    if n < 1:
-        raise MMGenError(f"-n must be at least 1, got {n}")
-    if n * prompts > MOST_IMAGES:
-        raise MMGenError(f"{prompts} prompt(s) x -n {n} = {n * prompts} images; at most {MOST_IMAGES} per call")
-
-
-def _guidance_scale(value: float | None) -> None:
-    import math
-
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise MMGenError(f"--guidance-scale must be a finite number >= 0, got {value}")
-
-
-def _assignments(pairs: list[str], option: str) -> dict[str, str]:
-    """["name=value", ...] -> {name: value}."""
-    parsed = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name or not value:
-            raise MMGenError(f"{option}: expected NAME=VALUE, got {pair!r}")
-        if name in parsed:
-            raise MMGenError(f"{option}: {name} is given twice ({parsed[name]!r} and {value!r})")
-        parsed[name] = value
-    return parsed
-
-
-def _weights(text: str) -> dict[str, float]:
-    try:
-        return {name: float(value) for name, value in _assignments(text.split(","), "--likelihood-weights").items()}
-    except (MMGenError, ValueError) as error:
-        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER,...: {error}") from error
-
-
-def _sizes(text: str) -> dict[str, int]:
-    try:
-        return {name: int(value) for name, value in _assignments(text.split(","), "--private-dims").items()}
-    except (MMGenError, ValueError) as error:
-        raise argparse.ArgumentTypeError(f"expected NAME=WHOLE_NUMBER,...: {error}") from error
+    report_training(result, "pipeline")
 
 
 def _add_text_encoder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,17 +223,17 @@ def _add_train_commands(subparsers) -> None:
         description="Train a model. Every recipe runs single-process or under "
         "`accelerate launch --multi_gpu --num_processes N -m mmgen.cli train ...`, "
         "checkpoints every --checkpoint-every steps and continues with --resume latest.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     recipes = group.add_subparsers(dest="train_command", required=True, metavar="RECIPE")
 
-    judge = _add_command(
+    judge = add_command(
         recipes, "judge", _train_judge,
         "the Shapes judge: a CNN that reads shape, color, size and position (for evaluation)",
     )
     judge.add_argument("--data", default="shapes", help="training data with the four Shapes attribute columns")
     judge.add_argument("--image-size", type=int, default=64, help="image side in pixels")
-    judge.add_argument("--channels", type=_int_list, default=(16, 32, 64, 128), help="conv widths, comma-separated")
+    judge.add_argument("--channels", type=int_list, default=(16, 32, 64, 128), help="conv widths, comma-separated")
     judge.add_argument("--feature-dim", type=int, default=256, help="width of the penultimate (FID) features")
     judge.add_argument(
         "--compositional-samples", type=int, default=10_000,
@@ -382,14 +243,14 @@ def _add_train_commands(subparsers) -> None:
     add_training_arguments(judge)
 
     data_help = "shapes[:SPLIT], an image folder, a saved HF dataset, or hf:NAME[:SPLIT]"
-    autoencoder = _add_command(
+    autoencoder = add_command(
         recipes, "autoencoder", _train_autoencoder,
         "latent diffusion, stage 1: a diffusers AutoencoderKL, from scratch",
     )
     autoencoder.add_argument("--data", default="shapes", help=data_help)
     autoencoder.add_argument("--image-size", type=int, default=64, help="image side in pixels")
     autoencoder.add_argument(
-        "--block-out-channels", type=_int_list, default=(32, 64, 128, 128),
+        "--block-out-channels", type=int_list, default=(32, 64, 128, 128),
         help="encoder widths; the image shrinks 2x per block after the first",
     )
     autoencoder.add_argument("--latent-channels", type=int, default=4, help="channels of the latent")
@@ -401,7 +262,7 @@ def _add_train_commands(subparsers) -> None:
     autoencoder.add_argument("--random-flip", action="store_true", help="mirror training images at random")
     add_training_arguments(autoencoder)
 
-    ldm = _add_command(
+    ldm = add_command(
         recipes, "ldm", _train_ldm,
         "latent diffusion, stage 2: a text-conditioned UNet on cached latents; every checkpoint is a pipeline",
     )
@@ -409,7 +270,7 @@ def _add_train_commands(subparsers) -> None:
     ldm.add_argument("--data", default="shapes", help=data_help)
     ldm.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the autoencoder's)")
     _add_text_encoder_arguments(ldm)
-    ldm.add_argument("--block-out-channels", type=_int_list, default=(64, 128), help="UNet widths per resolution")
+    ldm.add_argument("--block-out-channels", type=int_list, default=(64, 128), help="UNet widths per resolution")
     ldm.add_argument("--layers-per-block", type=int, default=1, help="UNet resnet layers per block")
     ldm.add_argument("--attention-head-dim", type=int, default=8, help="UNet attention head width")
     ldm.add_argument("--prediction-type", default="epsilon", choices=("epsilon", "v_prediction"), help="UNet target")
@@ -423,7 +284,7 @@ def _add_train_commands(subparsers) -> None:
     )
     add_training_arguments(ldm)
 
-    dvae = _add_command(
+    dvae = add_command(
         recipes, "dvae", _train_dvae,
         "discrete-VAE baseline, stage 1: a Gumbel-softmax discrete VAE (images <-> tokens)",
     )
@@ -450,7 +311,7 @@ def _add_train_commands(subparsers) -> None:
     dvae.add_argument("--random-flip", action="store_true", help="mirror training images at random")
     add_training_arguments(dvae)
 
-    prior = _add_command(
+    prior = add_command(
         recipes, "dvae-prior", _train_dvae_prior,
         "discrete-VAE baseline, stage 2: a transformer over cached image tokens; every checkpoint is a pipeline",
     )
@@ -465,66 +326,7 @@ def _add_train_commands(subparsers) -> None:
     prior.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
     prior.add_argument("--random-flip", action="store_true", help="cache mirrored tokens too and pick one at random")
     add_training_arguments(prior)
-
-    mvae = _add_command(
-        recipes, "mvae", _train_mvae,
-        "multimodal VAE over image, caption and metadata columns (MVAE, MMVAE, MoPoE or a conditional VAE)",
-        "Train a multimodal VAE whose modalities are read off the data: the image, the caption, "
-        "columns of labels (one categorical 'attributes' modality; Shapes: shape, color, size, "
-        "position) and numeric columns (a real-valued modality each). Any may be missing per sample.",
-    )
-    mvae.add_argument("--data", default="shapes", help=data_help)
-    mvae.add_argument(
-        "--aggregation", default="mopoe", choices=("poe", "moe", "mopoe", "cvae"),
-        help="joint posterior: product (MVAE), mixture (MMVAE) or mixture of products (MoPoE) of experts; "
-        "or cvae: a conditional VAE of --target given --conditions",
-    )
-    mvae.add_argument("--target", default="image", help="cvae: the modality it generates")
-    mvae.add_argument("--conditions", nargs="+", default=None, help="cvae: the modalities it conditions on (default: all others)")
-    mvae.add_argument(
-        "--text-embedding", default=None,
-        help="cvae: offer the captions as read by this frozen shared text encoder (minilm or a pipeline folder) "
-        "as the modality text_embedding, e.g. --conditions text_embedding",
-    )
-    mvae.add_argument("--latent-dim", type=int, default=32, help="size of the shared latent")
-    mvae.add_argument(
-        "--private-dims", type=_sizes, default=None,
-        help="multimodal VAEs: private latents (MMVAE+) of these sizes for these modalities, e.g. image=8",
-    )
-    mvae.add_argument("--image-size", type=int, default=64, help="image side in pixels (4 x 2^levels)")
-    mvae.add_argument("--image-channels", type=_int_list, default=(32, 64, 128, 128), help="conv widths, one per level")
-    mvae.add_argument(
-        "--image-likelihood", default="gaussian", choices=("gaussian", "laplace"),
-        help="pixel likelihood (Laplace's median decodes mostly-background images as plain background)",
-    )
-    mvae.add_argument("--image-scale", type=float, default=0.1, help="fixed scale of the pixel likelihood ([-1, 1] pixels)")
-    mvae.add_argument("--max-length", type=int, default=32, help="caption tokens (longer ones are truncated)")
-    mvae.add_argument(
-        "--text-encoder", default="minilm", choices=("minilm", "learned"),
-        help="what reads captions: the frozen pretrained MiniLM's token states (knows words the captions never held), "
-        "or an encoder trained with the model over a byte-level BPE tokenizer of the captions",
-    )
-    mvae.add_argument(
-        "--caption-variants", type=int, default=0,
-        help="train on this many augmented captions per sample (see `mmgen train ldm --help`); 0: as given",
-    )
-    mvae.add_argument("--text-hidden", type=int, default=128, help="width of the caption encoder and decoder")
-    mvae.add_argument(
-        "--text-decoder", default="autoregressive", choices=("autoregressive", "parallel"),
-        help="caption decoder: a GRU over the tokens, or every position at once from the latent",
-    )
-    mvae.add_argument(
-        "--likelihood-weights", type=_weights, default=None, help="per-modality log-likelihood weights, e.g. text=20,attributes=50"
-    )
-    mvae.add_argument(
-        "--attribute-hide-probability", type=float, default=0.25,
-        help="probability that training hides each given attribute (so that some attributes can be given alone)",
-    )
-    mvae.add_argument("--beta", type=float, default=1.0, help="weight of the KL terms")
-    mvae.add_argument(
-        "--missing-fraction", type=float, default=0.0, help="fraction of samples that lose one random modality"
-    )
-    add_training_arguments(mvae)
+    multimodal.add_train_commands(recipes, data_help)
 
 
 # -- mmgen sample ------------------------------------------------------------------------
@@ -552,12 +354,12 @@ def _sample(args: argparse.Namespace) -> None:
     if any(not p.strip() for p in prompts):
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
     check_texts(prompts)
-    _draws(args.n, len(prompts))
+    check_draws(args.n, len(prompts))
     if args.steps < 1:
         raise MMGenError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size < 1:
         raise MMGenError(f"--batch-size must be at least 1, got {args.batch_size}")
-    _guidance_scale(args.guidance_scale)
+    check_guidance_scale(args.guidance_scale)
     for option, value, rule, allowed in (
         ("--temperature", args.temperature, "above 0", lambda t: t > 0),
         ("--top-k", args.top_k, "at least 1", lambda k: k >= 1),
@@ -565,7 +367,7 @@ def _sample(args: argparse.Namespace) -> None:
     ):
         if value is not None and not allowed(value):
             raise MMGenError(f"{option} must be {rule}, got {value}")
-    out = _image_output(args.out)
+    out = image_output(args.out)
     pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     token_sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
@@ -591,7 +393,7 @@ def _sample(args: argparse.Namespace) -> None:
 def _add_sample_command(subparsers) -> None:
     from mmgen.checkpoints import SHAPES_LDM
 
-    command = _add_command(
+    command = add_command(
         subparsers, "sample", _sample, "generate images from text prompts",
         "Generate images from prompts with a text-to-image checkpoint and write them as one PNG "
         "grid, a row per prompt. The same --seed gives the same images.",
@@ -618,81 +420,6 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument("--out", default="samples.png", help="PNG to write")
 
 
-# -- mmgen impute ------------------------------------------------------------------------
-
-
-def _impute(args: argparse.Namespace) -> None:
-    import torch
-
-    from mmgen.data.imagetext import read_image
-    from mmgen.data.transforms import make_grid
-    from mmgen.eval.evaluate import inference_device
-    from mmgen.multimodal import ConditionalVAE, load_model
-
-    model = load_model(args.model).to(inference_device())
-    inputs: dict = {}
-    if args.image:
-        if not Path(args.image).is_file():
-            raise MMGenError(f"--image {args.image}: no such file")
-        try:
-            inputs["image"] = [read_image(args.image)]
-        except Exception as error:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError, ...)
-            raise MMGenError(f"--image {args.image}: not a readable image ({type(error).__name__}: {error})") from error
-    if args.text is not None:
-        inputs["text"] = [args.text]
-    if args.attributes:
-        inputs["attributes"] = [_assignments(args.attributes, "--attributes")]
-    for name, numbers in _assignments(args.values or [], "--values").items():
-        try:
-            inputs[name] = [[float(number) for number in numbers.split(",")]]
-        except ValueError as error:
-            raise MMGenError(f"--values {name}={numbers}: expected numbers separated by commas") from error
-    if not inputs:
-        raise MMGenError("nothing given: pass --image, --text, --attributes and/or --values")
-    if isinstance(model, ConditionalVAE):
-        targets = [model.target]
-    else:  # everything not given, and attributes always (given ones may be partial)
-        targets = [name for name in model.names if name not in inputs or name == "attributes"]
-    refinement = {} if args.gibbs_steps is None else {"gibbs_steps": args.gibbs_steps}
-    if refinement and isinstance(model, ConditionalVAE):
-        raise MMGenError("--gibbs-steps: a conditional VAE draws in one step; it refines nothing")
-    _draws(args.n)
-    out = _image_output(args.out) if "image" in targets else None
-    outputs = model.impute(inputs, targets, n=args.n, generator=torch.Generator().manual_seed(args.seed), **refinement)
-    for name, values in outputs.items():
-        if name == "image":
-            make_grid(values, columns=args.n).save(out)
-            print(f"wrote {out}: {args.n} image(s)")
-        else:
-            for value in values:
-                shown = " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
-                print(f"{name}: {shown}")
-
-
-def _add_impute_command(subparsers) -> None:
-    command = _add_command(
-        subparsers, "impute", _impute, "fill in missing modalities with a multimodal (or conditional) VAE",
-        "Give some modalities of one sample and generate the others: images go to --out as a PNG "
-        "grid, captions, attributes and numbers are printed. Given attributes may be partial "
-        "(--attributes color=red): the rest are sampled.",
-    )
-    command.add_argument("--model", required=True, help="multimodal or conditional VAE folder")
-    command.add_argument("--image", default=None, help="an image file")
-    command.add_argument("--text", default=None, help="a caption")
-    command.add_argument("--attributes", nargs="+", default=None, metavar="NAME=LABEL", help="attribute labels")
-    command.add_argument(
-        "--values", nargs="+", default=None, metavar="NAME=NUMBER[,NUMBER...]",
-        help="real-valued modalities (numeric metadata columns), e.g. --values weight=2.5",
-    )
-    command.add_argument("-n", type=int, default=4, help="draws")
-    command.add_argument(
-        "--gibbs-steps", type=int, default=None,
-        help="multimodal VAEs: rounds of pseudo-Gibbs refinement of each draw (default 2, mixtures 0; 0: one posterior draw)",
-    )
-    command.add_argument("--seed", type=int, default=0, help="sampling seed")
-    command.add_argument("--out", default="imputed.png", help="PNG for generated images")
-
-
 # -- mmgen eval --------------------------------------------------------------------------
 
 
@@ -705,8 +432,8 @@ def _eval(args: argparse.Namespace) -> None:
 
     if Path(args.out).suffix.lower() != ".json":
         raise MMGenError(f"--out {args.out}: the report is JSON; name a .json file (the grid goes beside it as .png)")
-    _writable_folder(Path(args.out).parent, f"--out {args.out}")
-    _guidance_scale(args.guidance_scale)
+    writable_folder(Path(args.out).parent, f"--out {args.out}")
+    check_guidance_scale(args.guidance_scale)
     for option, value in (("--n", args.n), ("--batch-size", args.batch_size)):
         if value < 1:
             raise MMGenError(f"{option} must be at least 1, got {value}")
@@ -714,30 +441,37 @@ def _eval(args: argparse.Namespace) -> None:
     if args.steps is not None and args.steps < fewest_steps:
         raise MMGenError(f"--steps must be at least {fewest_steps} for --task {args.task}, got {args.steps}")
     torch.manual_seed(args.seed)
-    results, settings, images, captions = evaluate.run_task(
-        args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
-        steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
-    )
+    if args.data:
+        results, settings, images, captions = multimodal.evaluate_on_data(args)
+    else:
+        results, settings, images, captions = evaluate.run_task(
+            args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
+            steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
+        )
     report = {
         "model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, **settings, "results": results
     }
     out = Path(args.out)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    grid = out.with_suffix(".png")
-    evaluate.captioned_grid(images, captions).save(grid)
     print("\n".join(evaluate.format_table(results)))
-    print(f"wrote {out} and {grid}")
+    if images:
+        grid = out.with_suffix(".png")
+        evaluate.captioned_grid(images, captions).save(grid)
+        print(f"wrote {out} and {grid}")
+    else:
+        print(f"wrote {out}")
 
 
 def _add_eval_command(subparsers) -> None:
     from mmgen.checkpoints import SHAPES_JUDGE
 
-    command = _add_command(
-        subparsers, "eval", _eval, "measure a checkpoint on Shapes with the judge",
+    command = add_command(
+        subparsers, "eval", _eval, "measure a checkpoint on Shapes with the judge, or on your data",
         "Measure a checkpoint on Shapes prompts with the Shapes judge: prompt adherence, FID on judge "
         "features (with the real-vs-real floor) and diversity for text-to-image; coherence per subset "
         "of observed modalities for imputation; PSNR/SSIM for reconstruction; a judge's own accuracy "
-        "on real images (--task judge). Writes a JSON of "
+        "on real images (--task judge). With --data, --classifier and --label: a multimodal VAE's "
+        "coherence on your data, leave-k-out for every k and joint. Writes a JSON of "
         "metrics and a PNG grid of samples next to it.",
     )
     command.add_argument("--model", required=True, help="checkpoint folder to evaluate")
@@ -759,6 +493,18 @@ def _add_eval_command(subparsers) -> None:
         help="classifier-free guidance scale (default: the pipeline's; 3 for latent diffusion, 1.5 for the discrete-VAE baseline)",
     )
     command.add_argument("--batch-size", type=int, default=32, help="samples generated at a time")
+    mine = command.add_argument_group("on your own data (multimodal VAEs' coherence; --task impute)")
+    mine.add_argument("--data", default=None, help="data to measure on (e.g. a held-out image folder) instead of Shapes")
+    mine.add_argument(
+        "--classifier", nargs="+", default=None, metavar="[NAME=]PATH",
+        help="classifiers (mmgen train classifier) that read --label in modality NAME's images; a bare PATH reads every "
+        "image modality",
+    )
+    mine.add_argument("--label", default=None, help="the data's column of labels the classifiers read")
+    mine.add_argument(
+        "--given", default=None, choices=("product", "mixture"),
+        help="posterior of the given modalities (default: product; mixture for moe); see mmgen impute --help",
+    )
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -770,14 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmgen",
         description="Generative multimodal models: data, training, sampling and evaluation.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mmgen {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(subparsers)
     _add_train_commands(subparsers)
     _add_sample_command(subparsers)
-    _add_impute_command(subparsers)
+    multimodal.add_impute_command(subparsers)
     _add_eval_command(subparsers)
     return parser
 
@@ -802,7 +548,3 @@ def main(argv: list[str] | None = None) -> int:
         print("mmgen: interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

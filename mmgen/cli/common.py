@@ -1,0 +1,156 @@
+"""What every command module of the `mmgen` command line shares: the help formatter, the
+training-loop flags, option parsers and checks of outputs made before any work."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+
+from mmgen.errors import MMGenError
+
+Handler = Callable[[argparse.Namespace], None]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (argparse's own formatter skips options without help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if action.option_strings and shown and "%(default)" not in help:
+            help += " (default: %(default)s)"
+        return help
+
+
+def add_command(subparsers, name: str, handler: Handler, help: str, description: str | None = None):
+    parser = subparsers.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every `TrainingConfig` field as a `--flag`, with its default; recipes call this."""
+    from mmgen.training import TrainingConfig
+
+    hints = typing.get_type_hints(TrainingConfig)
+    group = parser.add_argument_group("training loop")
+    for field in dataclasses.fields(TrainingConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.default is dataclasses.MISSING:
+            group.add_argument(flag, required=True, dest=field.name, help=field.metadata["help"])
+            continue
+        group.add_argument(
+            flag, type=_parser_for(hints[field.name]), default=field.default, dest=field.name, help=field.metadata["help"]
+        )
+
+
+def training_config_from_args(args: argparse.Namespace):
+    """The loop settings of a `train` command; its --output-dir checked now, before a
+    recipe loads data or encodes captions for minutes."""
+    from mmgen.training import TrainingConfig
+    from mmgen.training.trainer import check_writable
+
+    config = TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
+    check_writable(Path(config.output_dir))
+    return config
+
+
+def _parser_for(hint) -> Callable[[str], object]:
+    """argparse type for `int`, `float`, `str` and their `X | None` forms ("none" -> None)."""
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+
+    def parse(text: str):
+        if optional and text.lower() == "none":
+            return None
+        return base(text)
+
+    parse.__name__ = base.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def report_training(result, what: str) -> None:
+    if result.last_checkpoint is None:
+        print(f"nothing to do: the run is at step {result.step}")
+    else:
+        print(f"at step {result.step}; {what} saved in {result.last_checkpoint / 'model'}")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
+
+
+def image_output(out: str) -> Path:
+    """--out, checked before anything is generated: an extension PIL writes, its folder made."""
+    from PIL import Image
+
+    path = Path(out)
+    if path.is_dir():
+        raise MMGenError(f"--out {out}: a folder; name an image file in it")
+    if path.suffix.lower() not in Image.registered_extensions():
+        problem = f"{path.suffix} is not an image format" if path.suffix else "no file extension"
+        raise MMGenError(f"--out {out}: {problem}; use .png or .jpg")
+    writable_folder(path.parent, f"--out {out}")
+    return path
+
+
+def writable_folder(folder: Path, option: str) -> None:
+    """Make `folder` and prove a file can be written there, before any work that would be lost."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise MMGenError(f"{option}: cannot write there ({error.strerror or error})") from error
+
+
+MOST_IMAGES = 10_000  # per call: one grid of them must still fit in memory and in a PNG
+
+
+def check_draws(n: int, prompts: int = 1) -> None:
+    if n < 1:
+        raise MMGenError(f"-n must be at least 1, got {n}")
+    if n * prompts > MOST_IMAGES:
+        raise MMGenError(f"{prompts} prompt(s) x -n {n} = {n * prompts} images; at most {MOST_IMAGES} per call")
+
+
+def check_guidance_scale(value: float | None) -> None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise MMGenError(f"--guidance-scale must be a finite number >= 0, got {value}")
+
+
+def assignments(pairs: list[str], option: str) -> dict[str, str]:
+    """["name=value", ...] -> {name: value}."""
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise MMGenError(f"{option}: expected NAME=VALUE, got {pair!r}")
+        if name in parsed:
+            raise MMGenError(f"{option}: {name} is given twice ({parsed[name]!r} and {value!r})")
+        parsed[name] = value
+    return parsed
+
+
+def weights_option(text: str) -> dict[str, float]:
+    try:
+        return {name: float(value) for name, value in assignments(text.split(","), "--likelihood-weights").items()}
+    except (MMGenError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER,...: {error}") from error
+
+
+def sizes_option(text: str) -> dict[str, int]:
+    try:
+        return {name: int(value) for name, value in assignments(text.split(","), "--private-dims").items()}
+    except (MMGenError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"expected NAME=WHOLE_NUMBER,...: {error}") from error
+

@@ -1,0 +1,319 @@
+"""Multimodal VAEs over modalities the user declares: specs, several image columns of any
+size, imputation semantics, coherence on one's own data, PolyMNIST."""
+
+import gzip
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmgen.data import open_dataset
+from mmgen.errors import ConfigError, DataError
+from mmgen.multimodal import MultimodalELBO, MultimodalVAE
+from mmgen.multimodal.aggregation import product_of_experts
+
+
+def _image(size: int, colour: tuple[int, int, int], mark: int) -> Image.Image:
+    """A plain square with a white bar whose position says `mark`."""
+    array = np.zeros((size, size, 3), dtype=np.uint8)
+    array[:] = colour
+    array[:, mark * size // 4 : (mark + 1) * size // 4] = 255
+    return Image.fromarray(array)
+
+
+@pytest.fixture
+def three_image_folder(tmp_path: Path) -> Path:
+    """A folder whose rows hold three images of 16, 20 and 28 px, a caption, a 2-vector and
+    a label, all determined by one class 0..3."""
+    folder = tmp_path / "data"
+    for column in ("small", "mid", "large"):
+        (folder / column).mkdir(parents=True)
+    words = ["north", "east", "south", "west"]
+    rows = []
+    for i in range(32):
+        k = i % 4
+        _image(16, (200, 0, 0), k).save(folder / "small" / f"{i}.png")
+        _image(20, (0, 200, 0), k).save(folder / "mid" / f"{i}.png")
+        _image(28, (0, 0, 200), k).save(folder / "large" / f"{i}.png")
+        rows.append({"file_name": f"small/{i}.png", "image_mid": f"mid/{i}.png", "image_large": f"large/{i}.png",
+                     "text": f"a bar to the {words[k]}", "xy": [float(k), -float(k)], "label": str(k)})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+SPEC = {
+    "small": {"kind": "image", "column": "file_name"},
+    "mid": {"kind": "image", "column": "image_mid", "widths": [8, 16]},
+    "large": {"kind": "image", "column": "image_large", "widths": [8, 16], "likelihood": "laplace", "scale": 0.5},
+    "caption": {"kind": "text", "column": "text", "encoder": "learned", "hidden": 16},
+    "xy": {"kind": "real", "column": "xy", "weight": 2.0},
+}
+
+
+def test_image_modalities_of_any_size_decode_at_that_size_and_take_any_image_form():
+    for size in (16, 20, 28, 48, 97):
+        model = MultimodalVAE({"picture": {"kind": "image", "size": size}}, latent_dim=4)
+        codec = model.codecs["picture"]
+        assert codec.decode(torch.zeros(2, 4)).shape == (2, 3, size, size)
+    model = MultimodalVAE({"picture": {"kind": "image", "size": 20}, "grey": {"kind": "image", "size": 12, "channels": 1}},
+                          latent_dim=4)
+    picture = _image(40, (10, 200, 30), 1)
+    as_uint8 = torch.from_numpy(np.array(picture)).permute(2, 0, 1).contiguous()
+    from_pil = model.codecs["picture"].to_tensor(picture)
+    # a PIL image, a uint8 tensor and a float tensor of another size all become the same 20 px tensor
+    assert torch.allclose(model.codecs["picture"].to_tensor(as_uint8), from_pil)
+    assert torch.allclose(model.codecs["picture"].to_tensor(as_uint8.float() / 127.5 - 1), from_pil, atol=1 / 127)
+    assert model.codecs["grey"].to_tensor(picture).shape == (1, 12, 12)  # RGB given to a greyscale modality
+    drawn = model.impute({"picture": [picture, as_uint8]}, targets=["grey"])["grey"]
+    assert [image.size for image in drawn] == [(12, 12)] * 2 and drawn[0].mode == "L"
+    with pytest.raises(ConfigError, match=r"'picture': 20 px images take 1 to 4 conv levels .* got 5 widths"):
+        MultimodalVAE({"picture": {"kind": "image", "size": 20, "widths": [8] * 5}})
+
+
+def test_two_modalities_reading_one_column_is_an_error():
+    with pytest.raises(ConfigError, match="modalities 'back' and 'front' both read the column 'pixel_values'"):
+        MultimodalVAE({"front": {"kind": "image", "size": 8, "column": "pixel_values"},
+                       "back": {"kind": "image", "size": 8, "column": "pixel_values"}})
+    with pytest.raises(ConfigError, match="modalities 'a' and 'b' both read the column 'a'"):
+        MultimodalVAE({"a": {"kind": "real", "dim": 1}, "b": {"kind": "real", "dim": 1, "column": "a"}})
+    # image modalities default to their own names, so a value for one never conditions another
+    model = MultimodalVAE({"m0": {"kind": "image", "size": 8}, "m1": {"kind": "image", "size": 8}}, latent_dim=4)
+    assert model.observe({"m0": torch.zeros(2, 3, 8, 8)}).present.tolist() == [[True, True], [False, False]]
+    with pytest.raises(DataError, match="inputs name no modality of this model: 'pixel_values'"):
+        model.impute({"pixel_values": torch.zeros(1, 3, 8, 8)}, targets=["m1"])
+
+
+def test_given_product_draws_from_the_closed_form_product_of_exactly_the_given_experts():
+    torch.manual_seed(0)
+    spec = {name: {"kind": "real", "dim": 3} for name in ("a", "b", "c")}
+    model = MultimodalVAE(spec, latent_dim=2, aggregation="mopoe").eval()
+    inputs = {"a": torch.randn(5, 3), "b": torch.randn(5, 3)}
+    with torch.no_grad():
+        experts = {name: model.codecs[name].encode(values) for name, values in inputs.items()}
+        mean, logvar = product_of_experts(torch.stack([experts[n][0] for n in inputs]),
+                                          torch.stack([experts[n][1] for n in inputs]), torch.ones(2, 5, dtype=torch.bool))
+        expected = model.codecs["c"].decode(mean)
+    product = model.impute(inputs, targets=["c"], mean=True, gibbs_steps=0, output_type="pt", given="product")["c"]
+    assert torch.allclose(product, expected, atol=1e-5)
+    # Draws: their mean and spread are the product's (20,000 draws of one sample).
+    latents, _ = model.refined_latents(model.observe({k: v[:1] for k, v in inputs.items()}), 20_000, 0,
+                                       torch.Generator().manual_seed(1), product=True)
+    assert torch.allclose(latents.mean(0), mean[0], atol=0.03)
+    assert torch.allclose(latents.var(0), logvar[0].exp(), rtol=0.05)
+    # The mixture (the default before) averages the subsets {a}, {b}, {a, b}: another latent.
+    with torch.no_grad():
+        mixture, _ = model.latents(model.observe(inputs), mean=True)
+    assert not torch.allclose(mixture, mean, atol=1e-2)
+    with pytest.raises(ConfigError, match="given must be 'product' or 'mixture'"):
+        model.impute(inputs, targets=["c"], given="sum")
+    moe = MultimodalVAE(spec, latent_dim=2, aggregation="moe")
+    with pytest.raises(ConfigError, match="moe. is trained as a mixture only"):
+        moe.impute(inputs, targets=["c"], given="product")
+
+
+def test_a_declared_spec_trains_from_the_cli_and_every_modality_is_imputed_from_every_other(three_image_folder, tmp_path):
+    from mmgen.cli import main
+    from mmgen.multimodal import load_model
+
+    spec_file = tmp_path / "spec.yaml"
+    import yaml
+
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    run = tmp_path / "run"
+    assert main(["train", "mvae", "--data", str(three_image_folder), "--modalities", str(spec_file), "--latent-dim", "8",
+                 "--epochs", "2", "--batch-size", "8", "--learning-rate", "3e-3", "--output-dir", str(run),
+                 "--report-to", "none", "--validate-every", "8", "--checkpoint-every", "8"]) == 0
+    written = json.loads((run / "modalities.json").read_text())
+    assert {name: (s["kind"], s.get("column")) for name, s in written.items()} == {
+        "small": ("image", "pixel_values"), "mid": ("image", "image_mid"), "large": ("image", "image_large"),
+        "caption": ("text", "text"), "xy": ("real", "xy")}
+    assert [written[name]["size"] for name in ("small", "mid", "large")] == [16, 20, 28]  # the data's sizes
+    assert written["large"]["likelihood"] == "laplace" and written["xy"]["dim"] == 2
+    # drawn from the data's 4 distinct captions: a row per image modality, shown at 28 px with 2 px gaps
+    assert Image.open(run / "samples" / "step-0000008.png").size == (4 * 30 + 2, 3 * 30 + 2)
+    model = load_model(run / "checkpoints" / "checkpoint-0000008" / "model")  # --epochs 2: 2 x 32 / 8 steps
+    assert model.config.likelihood_weights == {"xy": 2.0}
+    dataset = open_dataset(str(three_image_folder), allow_missing=True)
+    dataset.set_image_sizes({"pixel_values": 16, "image_mid": 20, "image_large": 28})
+    item = dataset[5]
+    values = {"small": [item["pixel_values"]], "mid": [item["image_mid"]], "large": [item["image_large"]],
+              "caption": [item["text"]], "xy": [item["xy"]]}
+    for given in model.names:
+        others = [name for name in model.names if name != given]
+        drawn = model.impute({given: values[given]}, targets=others, n=2)
+        assert [drawn[name][0].size for name in ("small", "mid", "large") if name in drawn] == [
+            (size, size) for name, size in (("small", 16), ("mid", 20), ("large", 28)) if name in drawn]
+        assert isinstance(drawn.get("caption", ["x"])[0], str) and len(drawn.get("xy", [[0, 0]])[0]) == 2
+    # the CLI names image modalities: NAME=FILE
+    out = tmp_path / "imputed.png"
+    assert main(["impute", "--model", str(run / "checkpoints" / "checkpoint-0000008" / "model"),
+                 "--image", f"large={three_image_folder / 'large' / '5.png'}", "-n", "3", "--out", str(out)]) == 0
+    assert Image.open(out).size == (3 * 22 + 2, 2 * 22 + 2)  # mid and small, a row each, shown at 20 px
+
+
+def test_training_logs_each_modalitys_log_likelihood(three_image_folder):
+    dataset = open_dataset(str(three_image_folder), allow_missing=True)
+    from mmgen.multimodal.training import build_model
+
+    model = build_model(dataset, modalities={k: v for k, v in SPEC.items() if k != "caption"}, latent_dim=4)
+    dataset.set_image_sizes({"pixel_values": 16, "image_mid": 20, "image_large": 28})
+    from mmgen.data.collate import collate_examples
+
+    batch = collate_examples([dataset[i] for i in range(4)])
+    batch["xy"] = [None, *batch["xy"][1:]]  # one sample lacks xy
+    output = MultimodalELBO(model)(batch)
+    assert {key for key in output if key.startswith("log_likelihood/")} == {
+        "log_likelihood/small", "log_likelihood/mid", "log_likelihood/large", "log_likelihood/xy"}
+    # each is its modality's own, over the samples that have it: xy's Gaussian of scale 1 in 2-D is <= -1.84
+    assert output["log_likelihood/xy"] < -1.8 and output["log_likelihood/small"] < output["log_likelihood/xy"]
+
+
+def test_specs_are_checked_against_the_data(three_image_folder, tmp_path):
+    from mmgen.multimodal.training import build_model
+
+    dataset = open_dataset(str(three_image_folder), allow_missing=True)
+    with pytest.raises(DataError, match=r"modality 'side' reads the image column 'image_side', which the data lacks "
+                                        r"\(its image columns: file_name, image_mid, image_large\)"):
+        build_model(dataset, modalities={"side": {"kind": "image", "column": "image_side"}})
+    with pytest.raises(ConfigError, match="modality 'x': kind must be one of"):
+        build_model(dataset, modalities={"x": {"kind": "audio"}})
+    bad = tmp_path / "spec.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="spec.json: not a readable json spec"):
+        build_model(dataset, modalities=bad)
+    with pytest.raises(DataError, match="modality 'labels' reads the column 'colour', which the data lacks"):
+        build_model(dataset, modalities={"labels": {"kind": "categorical", "columns": ["colour"]}})
+    labels = build_model(dataset, modalities={"labels": {"kind": "categorical", "columns": ["label"]}}, latent_dim=4)
+    assert labels.config.modalities["labels"]["classes"] == {"label": ["0", "1", "2", "3"]}
+
+
+def test_the_inferred_spec_has_every_image_column_and_no_caption_where_there_is_none(three_image_folder, tmp_path):
+    from mmgen.cli import main
+
+    rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
+    for row in rows:
+        del row["text"]
+    (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "inferred.json"
+    assert main(["data", "modalities", str(three_image_folder), "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == {
+        "image": {"kind": "image", "column": "file_name"}, "image_mid": {"kind": "image", "column": "image_mid"},
+        "image_large": {"kind": "image", "column": "image_large"}, "xy": {"kind": "real", "column": "xy"},
+        "attributes": {"kind": "categorical", "columns": ["label"]},
+    }
+
+
+def test_coherence_on_own_data_with_a_trained_classifier(three_image_folder, tmp_path):
+    from mmgen.cli import main
+
+    classifier = tmp_path / "classifier"
+    assert main(["train", "classifier", "--data", str(three_image_folder), "--label", "label", "--image-columns",
+                 "image_large", "--epochs", "15", "--batch-size", "8", "--learning-rate", "3e-3", "--output-dir",
+                 str(classifier), "--report-to", "none", "--checkpoint-every", "60", "--validate-every", "60",
+                 "--validation-data", str(three_image_folder)]) == 0
+    assert json.loads((classifier / "validation.jsonl").read_text())["image_large"] == 1.0  # 4 bar positions: learnt
+    model = tmp_path / "mvae"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"small": SPEC["small"], "large": SPEC["large"]}))
+    assert main(["train", "mvae", "--data", str(three_image_folder), "--modalities", str(spec), "--latent-dim", "8",
+                 "--max-steps", "4", "--batch-size", "8", "--output-dir", str(model), "--report-to", "none"]) == 0
+    out = tmp_path / "coherence.json"
+    assert main(["eval", "--task", "impute", "--model", str(model / "checkpoints" / "checkpoint-0000004" / "model"),
+                 "--data", str(three_image_folder), "--classifier", f"large={classifier}/checkpoints/checkpoint-0000060/model",
+                 "--label", "label", "--n", "16", "--batch-size", "8", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert results["classifier/large"] == 1.0
+    assert set(results["coherence/subsets"]) == {"small->large"} and 0 <= results["coherence/k=1"] <= 1
+    assert "coherence/joint" not in results  # one scored modality: nothing to agree with
+
+
+def _fake_mnist(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+
+    def part(n):
+        return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)
+
+    path.write_bytes(gzip.compress(pickle.dumps((part(40), part(10), part(20)))))
+    return path
+
+
+def test_polymnist_building_is_deterministic(tmp_path):
+    from mmgen.cli import main
+    from mmgen.data.polymnist import BACKGROUNDS
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(BACKGROUNDS):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(photos / name)
+    mnist = _fake_mnist(tmp_path / "mnist.pkl.gz")
+    digests = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert main(["data", "polymnist", "--out", str(out), "--mnist", str(mnist), "--backgrounds", str(photos),
+                     "--train-size", "30"]) == 0
+        digests.append({str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted(out.rglob("*")) if p.is_file()})
+    assert digests[0] == digests[1]
+    assert len([name for name in digests[0] if name.startswith("train/m3/")]) == 30
+    assert len([name for name in digests[0] if name.startswith("test/m0/")]) == 20
+    rows = [json.loads(line) for line in (tmp_path / "a" / "train" / "metadata.jsonl").read_text().splitlines()]
+    assert set(rows[0]) == {"file_name", "m1", "m2", "m3", "m4", "digit"}
+    dataset = open_dataset(str(tmp_path / "a" / "train"), allow_missing=True)
+    assert dataset.image_columns == ["m1", "m2", "m3", "m4"] and dataset.native_image_size("m4") == 28
+    spec = json.loads((tmp_path / "a" / "modalities.json").read_text())
+    assert list(spec) == ["m0", "m1", "m2", "m3", "m4"] and spec["m0"]["column"] == "file_name"
+    assert main(["data", "polymnist", "--out", str(tmp_path / "c"), "--mnist", str(tmp_path / "nothing.whl")]) == 2
+
+
+def test_epochs_set_the_number_of_steps():
+    from mmgen.training import TrainingConfig
+
+    config = TrainingConfig(output_dir="x", epochs=3, batch_size=8, gradient_accumulation_steps=2)
+    assert config.steps_for_epochs(100, num_processes=1) == 3 * 12 // 2
+    assert TrainingConfig(output_dir="x", max_steps=7).steps_for_epochs(100, 1) == 7
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        TrainingConfig(output_dir="x", epochs=0)
+
+
+def _emoji_package(root: Path, vendor: str, emoji: list[dict]) -> Path:
+    (root / "package" / "img" / vendor / "64").mkdir(parents=True)
+    for i, entry in enumerate(emoji):
+        for drawn in [entry, *(entry.get("skin_variations") or {}).values()]:
+            if drawn[f"has_img_{vendor}"]:
+                _image(64, (i * 5 % 256, 100, 200), i % 4).save(root / "package" / "img" / vendor / "64" / drawn["image"])
+    (root / "package" / "emoji.json").write_text(json.dumps(emoji))
+    return root
+
+
+def test_emoji_packages_become_a_two_vendor_image_folder(tmp_path):
+    from mmgen.cli import main
+    from mmgen.data.emoji import held_out
+
+    emoji = [
+        {"name": "GRINNING FACE", "short_name": "grinning", "image": "1f600.png", "category": "Smileys & Emotion",
+         "subcategory": "face-smiling", "has_img_google": True, "has_img_twitter": True},
+        {"name": "WAVING HAND SIGN", "short_name": "wave", "image": "1f44b.png", "category": "People & Body",
+         "subcategory": "hand-fingers-open", "has_img_google": True, "has_img_twitter": False,
+         "skin_variations": {"1F3FB": {"image": "1f44b-1f3fb.png", "has_img_google": True, "has_img_twitter": True}}},
+    ] + [{"name": f"THING {i}", "short_name": f"thing{i}", "image": f"{i}.png", "category": "Objects",
+          "subcategory": "misc", "has_img_google": True, "has_img_twitter": True} for i in range(40)]
+    google = _emoji_package(tmp_path / "google", "google", emoji)
+    twitter = _emoji_package(tmp_path / "twitter", "twitter", emoji)
+    out = tmp_path / "emoji"
+    assert main(["data", "emoji", "--package", str(google), str(twitter), "--out", str(out)]) == 0
+    rows = {split: [json.loads(line) for line in (out / split / "metadata.jsonl").read_text().splitlines()]
+            for split in ("train", "heldout")}
+    every = rows["train"] + rows["heldout"]
+    assert len(every) == 43  # 42 emoji and one skin tone
+    by_text = {row["text"]: row for row in every}
+    assert by_text["waving hand sign"]["image_twitter"] is None  # twitter draws none
+    assert by_text["waving hand sign, light skin tone"]["image_twitter"] == "twitter/1f44b-1f3fb.png"
+    assert by_text["grinning face"]["category"] == "Smileys & Emotion" and by_text["grinning face"]["short_name"] == "grinning"
+    assert {row["text"] for row in rows["heldout"]} == {row["text"] for row in every if held_out(row["text"].split(",")[0])}
+    dataset = open_dataset(str(out / "train"), allow_missing=True)
+    assert dataset.image_columns == ["image_twitter"]
+    assert main(["data", "emoji", "--package", str(tmp_path / "nothing.tgz"), "--out", str(out)]) == 2
