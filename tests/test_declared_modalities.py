@@ -317,3 +317,12 @@ def test_emoji_packages_become_a_two_vendor_image_folder(tmp_path):
     dataset = open_dataset(str(out / "train"), allow_missing=True)
     assert dataset.image_columns == ["image_twitter"]
     assert main(["data", "emoji", "--package", str(tmp_path / "nothing.tgz"), "--out", str(out)]) == 2
+
+
+def test_a_categorical_modality_may_share_its_name_with_its_column():
+    model = MultimodalVAE({"category": {"kind": "categorical", "classes": {"category": ["Flags", "Objects"]}},
+                           "x": {"kind": "real", "dim": 1}}, latent_dim=2)
+    from_column = model.observe({"category": ["Objects", None], "x": [1.0, 2.0]})
+    from_dicts = model.observe({"category": [{"category": "Objects"}, None], "x": [1.0, 2.0]})
+    assert from_column.values["category"].tolist() == from_dicts.values["category"].tolist() == [[2], [0]]
+    assert from_column.present.tolist() == [[True, False], [True, True]]

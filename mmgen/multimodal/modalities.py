@@ -529,8 +529,14 @@ class CategoricalModality(Modality):
         return total
 
     def read(self, batch: dict[str, Any]) -> Any:
-        if self.name in batch:
-            return batch[self.name]
+        values = batch.get(self.name)
+        # Under its own name, unless that is also one of its columns holding labels
+        # (a modality "category" over the column "category").
+        whole = values is not None and (
+            self.name not in self.classes or isinstance(values, torch.Tensor) or any(isinstance(v, dict) for v in values)
+        )
+        if whole:
+            return values
         if not any(attribute in batch for attribute in self.classes):
             return None
         size = len(next(batch[a] for a in self.classes if a in batch))
