@@ -299,7 +299,6 @@ def evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]:
     from mmgen.eval.classifier import ImageClassifier
     from mmgen.eval.coherence import coherence_on_data
     from mmgen.multimodal import MultimodalVAE, load_model
-    from mmgen.multimodal.spec import image_sizes
 
     if args.task != "impute":
         raise MMGenError(f"--data: only --task impute measures on your own data so far, not {args.task}")
@@ -315,7 +314,7 @@ def evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]:
         for each in [name] if sep else images:  # a bare PATH scores every image modality
             classifiers[each] = ImageClassifier.load(path)
     dataset = open_dataset(args.data, allow_missing=True)
-    dataset.set_image_sizes(image_sizes({name: codec.spec() for name, codec in model.codecs.items()}))
+    dataset.set_image_sizes(model.image_sizes())
     results = coherence_on_data(model, dataset, classifiers, args.label, n=args.n, batch_size=args.batch_size,
                                 seed=args.seed, given=args.given, gibbs_steps=args.steps)
     settings = {"data": args.data, "label": args.label, "given": args.given or "default", "steps": args.steps}

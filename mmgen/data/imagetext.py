@@ -458,6 +458,12 @@ def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False)
     return records
 
 
+def item_key(column: str) -> str:
+    """The item key that holds `column`'s image: the folder's main image, `file_name`, is
+    carried as `pixel_values` (diffusers' name); any other image column under its own name."""
+    return "pixel_values" if column == "file_name" else column
+
+
 def _holds_image_paths(values: list[Any]) -> bool:
     """Whether a metadata column is an image column: its values are image paths (or null)."""
     given = [value for value in values if value is not None]

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from mmgen.checkpoints import load_pretrained
+from mmgen.data.imagetext import item_key
 from mmgen.errors import ConfigError, DataError
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
 
@@ -116,8 +117,7 @@ def train_classifier(
     its accuracy there per column to `validation.jsonl`."""
     from mmgen.data import open_dataset
 
-    columns = image_columns or ["pixel_values"]
-    columns = ["pixel_values" if column == "file_name" else column for column in columns]
+    columns = [item_key(column) for column in image_columns or ["file_name"]]
     dataset = open_dataset(data, size=image_size or 64, seed=config.seed, allow_missing=True)
     size = image_size or dataset.native_image_size(columns[0])
     dataset.set_image_sizes({column: size for column in ("pixel_values", *columns)})

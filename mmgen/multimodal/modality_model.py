@@ -123,6 +123,11 @@ class ModalityModel(ModelMixin, ConfigMixin):
         codec = self.codecs[name]
         return list(codec.classes) if codec.kind == "categorical" else [codec.column]
 
+    def image_sizes(self) -> dict[str, int]:
+        """The size each image modality's column is read at: column -> px (for a dataset's
+        `set_image_sizes`)."""
+        return {codec.column: codec.size for codec in self.codecs.values() if codec.kind == "image"}
+
     @staticmethod
     def check_draws(n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

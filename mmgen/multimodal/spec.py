@@ -38,6 +38,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from mmgen.data.frozen import dataset_captions
+from mmgen.data.imagetext import item_key
 from mmgen.errors import ConfigError, DataError
 from mmgen.multimodal.modalities import KINDS, default_widths
 from mmgen.text.encoder import minilm_path
@@ -153,11 +154,6 @@ def complete_spec(
     return modalities, weights, tokenizer
 
 
-def image_sizes(modalities: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """The size each image column is read at: column -> px."""
-    return {spec["column"]: spec["size"] for spec in modalities.values() if spec["kind"] == "image"}
-
-
 def _has_main_image(dataset: Dataset) -> bool:
     return dataset.has_images() if hasattr(dataset, "has_images") else True  # Shapes: always
 
@@ -185,8 +181,7 @@ def _numeric(values: list[Any]) -> int | None:
 
 
 def _image(name: str, settings: dict[str, Any], dataset: Dataset, defaults: ModalityDefaults) -> dict[str, Any]:
-    column = settings.get("column", name)
-    column = MAIN_IMAGE if column in ("file_name", MAIN_IMAGE) else column
+    column = item_key(settings.get("column", name))
     known = [MAIN_IMAGE, *getattr(dataset, "image_columns", [])]
     if column not in known:
         shown = ", ".join("file_name" if c == MAIN_IMAGE else c for c in known)

@@ -25,7 +25,7 @@ from mmgen.errors import ConfigError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
-from mmgen.multimodal.spec import ModalityDefaults, complete_spec, image_sizes, infer_spec, read_spec
+from mmgen.multimodal.spec import ModalityDefaults, complete_spec, infer_spec, read_spec
 from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def train_multimodal_vae(
         model = build_model(dataset, aggregation=aggregation, **model_options)
     elif model_options:
         raise ConfigError(f"train_multimodal_vae: {', '.join(model_options)} build a model; you gave one")
-    dataset.set_image_sizes(image_sizes({name: codec.spec() for name, codec in model.codecs.items()}))
+    dataset.set_image_sizes(model.image_sizes())
     if missing_fraction > 0 and isinstance(model, ConditionalVAE):
         raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
     train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
