@@ -27,6 +27,9 @@ _EXPORTS = {
     "train_multimodal_vae": "mmgen.multimodal",
     "ImageClassifier": "mmgen.eval.classifier",
     "coherence_on_data": "mmgen.eval.coherence",
+    "ContrastiveImageText": "mmgen.contrastive",
+    "ImageTextRetrieval": "mmgen.contrastive",
+    "train_contrastive": "mmgen.contrastive",
 }
 
 __all__ = sorted(_EXPORTS)

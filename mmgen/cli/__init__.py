@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from mmgen.cli import multimodal
+from mmgen.cli import contrastive, multimodal
 from mmgen.cli.common import (
     HelpFormatter, add_command, add_training_arguments, check_draws, check_guidance_scale, image_output, int_list,
     report_training, training_config_from_args, writable_folder,
@@ -327,6 +327,7 @@ def _add_train_commands(subparsers) -> None:
     prior.add_argument("--random-flip", action="store_true", help="cache mirrored tokens too and pick one at random")
     add_training_arguments(prior)
     multimodal.add_train_commands(recipes, data_help)
+    contrastive.add_train_commands(recipes, data_help)
 
 
 # -- mmgen sample ------------------------------------------------------------------------
@@ -442,7 +443,9 @@ def _eval(args: argparse.Namespace) -> None:
         raise MMGenError(f"--steps must be at least {fewest_steps} for --task {args.task}, got {args.steps}")
     torch.manual_seed(args.seed)
     if args.data:
-        results, settings, images, captions = multimodal.evaluate_on_data(args)
+        results, settings, images, captions = _evaluate_on_data(args)
+    elif args.task == "retrieval":
+        raise MMGenError("--task retrieval measures a contrastive model on --data FOLDER; give --data")
     else:
         results, settings, images, captions = evaluate.run_task(
             args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
@@ -462,6 +465,28 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
 
 
+def _evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]:
+    """`mmgen eval --data`: (results, settings, images, captions) as `evaluate.run_task` gives."""
+    from mmgen.eval import on_data
+
+    settings = {"data": args.data, "clip": args.clip}
+    if args.task == "judge":
+        raise MMGenError("--task judge measures the Shapes judge on Shapes; it takes no --data")
+    if args.task == "impute":
+        return multimodal.evaluate_on_data(args)
+    if args.task == "retrieval":
+        results, images, captions = on_data.evaluate_retrieval(args.model, args.data, args.n, args.seed)
+        return results, settings, images, captions
+    if args.task == "reconstruct":
+        results, images, captions = on_data.evaluate_reconstruction(args.model, args.data, args.n, args.batch_size, args.clip)
+        return results, settings, images, captions
+    results, sampling, images, captions = on_data.evaluate_text_to_image(
+        args.model, args.data, args.clip, args.n, args.seed, args.batch_size, args.steps, args.guidance_scale,
+        args.scheduler,
+    )
+    return results, {**settings, **sampling}, images, captions
+
+
 def _add_eval_command(subparsers) -> None:
     from mmgen.checkpoints import SHAPES_JUDGE
 
@@ -470,13 +495,16 @@ def _add_eval_command(subparsers) -> None:
         "Measure a checkpoint on Shapes prompts with the Shapes judge: prompt adherence, FID on judge "
         "features (with the real-vs-real floor) and diversity for text-to-image; coherence per subset "
         "of observed modalities for imputation; PSNR/SSIM for reconstruction; a judge's own accuracy "
-        "on real images (--task judge). With --data, --classifier and --label: a multimodal VAE's "
-        "coherence on your data, leave-k-out for every k and joint. Writes a JSON of "
-        "metrics and a PNG grid of samples next to it.",
+        "on real images (--task judge). With --data, on your own image-text data: PSNR/SSIM of "
+        "reconstructions; text-to-image R-precision among 100 of the data's captions, CLIP score and FID "
+        "on a contrastive model's features (--clip, from mmgen train clip), each beside the real images' "
+        "own; a contrastive model's retrieval recall (--task retrieval); a multimodal VAE's coherence "
+        "(--classifier, --label), leave-k-out for every k and joint. Writes a JSON of metrics and a PNG "
+        "grid of samples next to it.",
     )
     command.add_argument("--model", required=True, help="checkpoint folder to evaluate")
     command.add_argument(
-        "--task", required=True, choices=("text-to-image", "impute", "reconstruct", "judge"), help="what to measure"
+        "--task", required=True, choices=("text-to-image", "impute", "reconstruct", "retrieval", "judge"), help="what to measure"
     )
     command.add_argument("--n", type=int, default=500, help="prompts (or images) per split")
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -493,8 +521,12 @@ def _add_eval_command(subparsers) -> None:
         help="classifier-free guidance scale (default: the pipeline's; 3 for latent diffusion, 1.5 for the discrete-VAE baseline)",
     )
     command.add_argument("--batch-size", type=int, default=32, help="samples generated at a time")
-    mine = command.add_argument_group("on your own data (multimodal VAEs' coherence; --task impute)")
+    mine = command.add_argument_group("on your own data")
     mine.add_argument("--data", default=None, help="data to measure on (e.g. a held-out image folder) instead of Shapes")
+    mine.add_argument(
+        "--clip", default=None, metavar="PATH",
+        help="contrastive model (mmgen train clip) that judges text-to-image (and FID of reconstructions) on --data",
+    )
     mine.add_argument(
         "--classifier", nargs="+", default=None, metavar="[NAME=]PATH",
         help="classifiers (mmgen train classifier) that read --label in modality NAME's images; a bare PATH reads every "
@@ -524,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_commands(subparsers)
     _add_sample_command(subparsers)
     multimodal.add_impute_command(subparsers)
+    contrastive.add_retrieve_command(subparsers)
     _add_eval_command(subparsers)
     return parser
 

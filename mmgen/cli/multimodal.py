@@ -293,35 +293,48 @@ def _add_classifier_command(recipes) -> None:
 
 
 def evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]:
-    """`mmgen eval --task impute --data ...`: coherence of a multimodal VAE on the user's data
-    with the user's classifiers; (results, settings, images, captions) as run_task gives."""
+    """`mmgen eval --task impute --data ...`: a multimodal VAE on the user's data, its images
+    drawn from captions judged by a contrastive model (--clip), and/or its coherence read by
+    the user's classifiers (--classifier, --label); (results, settings, images, captions)
+    as run_task gives."""
     from mmgen.data import open_dataset
     from mmgen.eval.classifier import ImageClassifier
     from mmgen.eval.coherence import coherence_on_data
+    from mmgen.eval.on_data import evaluate_imputation
     from mmgen.multimodal import MultimodalVAE, load_model
 
-    if args.task != "impute":
-        raise MMGenError(f"--data: only --task impute measures on your own data so far, not {args.task}")
-    if not args.classifier or not args.label:
-        raise MMGenError("--data: give --classifier [NAME=]PATH ... and --label COLUMN to score coherence")
+    if not args.clip and not (args.classifier and args.label):
+        raise MMGenError("--data: give --clip PATH, or --classifier [NAME=]PATH ... and --label COLUMN, to score imputations")
+    if bool(args.classifier) != bool(args.label):
+        raise MMGenError("--data: --classifier and --label go together (the classifiers read the label column)")
     model = load_model(args.model)
     if not isinstance(model, MultimodalVAE):
         raise MMGenError(f"--data: {args.model} is a conditional VAE; coherence needs a multimodal VAE")
-    images = [name for name, codec in model.codecs.items() if codec.kind == "image"]
-    classifiers = {}
-    for given in args.classifier:
-        name, sep, path = given.rpartition("=")
-        for each in [name] if sep else images:  # a bare PATH scores every image modality
-            classifiers[each] = ImageClassifier.load(path)
-    dataset = open_dataset(args.data, allow_missing=True)
-    dataset.set_image_sizes(model.image_sizes())
-    results = coherence_on_data(model, dataset, classifiers, args.label, n=args.n, batch_size=args.batch_size,
-                                seed=args.seed, given=args.given, gibbs_steps=args.steps)
-    settings = {"data": args.data, "label": args.label, "given": args.given or "default", "steps": args.steps}
-    first = _first(dataset, 8)
-    shown = model.impute({images[0]: model.codecs[images[0]].read(first)}, targets=images[1:]) if len(images) > 1 else {}
-    grid = [image for name in images[1:] for image in shown[name]]
-    captions = [f"{name} from {images[0]}" for name in images[1:] for _ in shown[name]]
+    settings = {"data": args.data, "given": args.given or "default", "steps": args.steps}
+    results, grid, captions = {}, [], []
+    if args.clip:
+        results, grid, captions = evaluate_imputation(
+            model, args.data, args.clip, n=args.n, seed=args.seed, batch_size=args.batch_size, given=args.given,
+            gibbs_steps=args.steps,
+        )
+        settings["clip"] = args.clip
+    if args.classifier:
+        images = [name for name, codec in model.codecs.items() if codec.kind == "image"]
+        classifiers = {}
+        for given in args.classifier:
+            name, sep, path = given.rpartition("=")
+            for each in [name] if sep else images:  # a bare PATH scores every image modality
+                classifiers[each] = ImageClassifier.load(path)
+        dataset = open_dataset(args.data, allow_missing=True)
+        dataset.set_image_sizes(model.image_sizes())
+        results.update(coherence_on_data(model, dataset, classifiers, args.label, n=args.n, batch_size=args.batch_size,
+                                         seed=args.seed, given=args.given, gibbs_steps=args.steps))
+        settings["label"] = args.label
+        if not grid and len(images) > 1:
+            first = _first(dataset, 8)
+            shown = model.impute({images[0]: model.codecs[images[0]].read(first)}, targets=images[1:])
+            grid = [image for name in images[1:] for image in shown[name]]
+            captions = [f"{name} from {images[0]}" for name in images[1:] for _ in shown[name]]
     return results, settings, grid, captions
 
 

@@ -102,6 +102,7 @@ def _autoencoder_reconstruct(path: Path, steps: int, guidance_scale: float, sche
     def reconstruct(images: torch.Tensor) -> torch.Tensor:
         return vae.decode(vae.encode(images.to(vae.device)).latent_dist.mode()).sample.cpu()
 
+    reconstruct.image_size = vae.config.sample_size
     return reconstruct
 
 
@@ -115,6 +116,7 @@ def _dvae_reconstruct(path: Path, steps: int, guidance_scale: float, scheduler: 
     def reconstruct(images: torch.Tensor) -> torch.Tensor:
         return vae.decode_tokens(vae.tokenize(images.to(vae.device))).cpu()
 
+    reconstruct.image_size = vae.config.image_size
     return reconstruct
 
 

@@ -1,0 +1,160 @@
+"""Contrastive image-text models (mmgen train clip, retrieval) and measuring any model on the
+user's own data (mmgen eval --data)."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mmgen.cli import main
+from mmgen.contrastive import ImageTextRetrieval, recall_at_k, train_contrastive
+from mmgen.contrastive.training import ContrastiveObjective, random_shift
+from mmgen.data.shapes import export_shapes
+from mmgen.training import TrainingConfig
+
+
+@pytest.fixture(scope="module")
+def text_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMGEN_CACHE", str(tmp_path_factory.mktemp("mmgen-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """96 captioned 32 px Shapes images as an image folder."""
+    return export_shapes(tmp_path_factory.mktemp("data") / "shapes", split="val", n=96, size=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def clip_run(folder, tmp_path_factory, text_cache):
+    output = tmp_path_factory.mktemp("clip")
+    config = TrainingConfig(
+        output_dir=str(output), max_steps=100, batch_size=32, learning_rate=3e-3, ema_decay=None,
+        checkpoint_every=100, validate_every=100, report_to="none",
+    )
+    result = train_contrastive(config, str(folder), widths=(8, 16), embed_dim=32, validation_data=str(folder))
+    return result, output
+
+
+def test_contrastive_loss_falls_and_retrieval_on_training_data_beats_chance(clip_run):
+    result, output = clip_run
+    losses = torch.tensor(result.losses)
+    chance = math.log(32)  # the loss of uniform scores over a batch of 32
+    assert losses[-10:].mean() < 0.8 * chance < losses[:5].mean()
+    recall = json.loads((output / "validation.jsonl").read_text().splitlines()[-1])["train"]
+    chance_at_5 = 5 / 96
+    assert recall["image_to_text/R@5"] > 4 * chance_at_5 and recall["text_to_image/R@5"] > 4 * chance_at_5
+
+
+def test_a_saved_contrastive_model_ranks_as_before_and_does_not_copy_minilm(clip_run, folder):
+    result, _ = clip_run
+    saved = result.last_checkpoint / "model"
+    assert not (saved / "text_encoder").exists()  # MiniLM ships with mmgen: named, not stored
+    retrieval = ImageTextRetrieval.from_pretrained(saved)
+    captions = ["a large red circle in the center", "a small blue star in the top left"]
+    before = retrieval.embed_texts(captions)
+    retrieval.save_pretrained(saved.parent / "again")
+    after = ImageTextRetrieval.from_pretrained(saved.parent / "again").embed_texts(captions)
+    assert torch.allclose(before, after) and torch.allclose(before.norm(dim=1), torch.ones(2))
+
+
+def test_recall_counts_ranks_and_ignores_duplicate_captions():
+    embeds = torch.eye(4)
+    assert recall_at_k(embeds, embeds, ["a", "b", "c", "d"], ks=(1,))["image_to_text/R@1"] == 1.0
+    # Image 0 matches caption 1 better than its own, but caption 1 is the same text: not a miss.
+    images = torch.tensor([[1.0, 1.0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    assert recall_at_k(images, embeds, ["a", "a", "c", "d"], ks=(1,))["image_to_text/R@1"] == 1.0
+    assert recall_at_k(images, embeds, ["a", "b", "c", "d"], ks=(1,))["image_to_text/R@1"] == 0.75
+    assert recall_at_k(embeds, embeds.flip(0), ["a", "b", "c", "d"], ks=(1,))["image_to_text/R@1"] == 0.0
+
+
+class _FixedLogits(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+        self.logit_scale = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, images, pooled):
+        return self.logits
+
+
+def test_two_images_of_one_item_in_a_batch_are_not_each_others_negatives():
+    # Images 0 and 1 are one item's two glyphs; each scores the other's caption copy highest.
+    logits = torch.tensor([[0.0, 5.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    objective = ContrastiveObjective(_FixedLogits(logits), ["x", "y"], torch.zeros(2, 4))
+    batch = {"pixel_values": torch.zeros(3, 3, 8, 8), "text": ["x", "x", "y"], "item": torch.tensor([0, 0, 1])}
+    assert objective(batch)["accuracy"] == 1.0
+    batch["item"], batch["text"] = torch.tensor([0, 1, 2]), ["x", "y", "z"]
+    objective = ContrastiveObjective(_FixedLogits(logits), ["x", "y", "z"], torch.zeros(3, 4))
+    assert objective(batch)["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_random_shift_moves_images_without_changing_their_size():
+    images = torch.zeros(64, 1, 8, 8)
+    images[:, :, 4, 4] = 1
+    shifted = random_shift(images, 2)
+    assert shifted.shape == images.shape
+    positions = {tuple((image[0] == 1).nonzero()[0].tolist()) for image in shifted}
+    assert len(positions) > 5 and all(2 <= y <= 6 and 2 <= x <= 6 for y, x in positions)
+
+
+def _eval(tmp_path, name, *arguments):
+    out = tmp_path / f"{name}.json"
+    assert main(["eval", "--out", str(out), *arguments]) == 0
+    return json.loads(out.read_text())["results"]
+
+
+def test_eval_on_own_data_gives_reconstruct_text_to_image_impute_and_retrieval(tmp_path, folder, clip_run, capsys):
+    from mmgen.diffusion.training import train_autoencoder, train_ldm
+
+    result, _ = clip_run
+    clip = str(result.last_checkpoint / "model")
+    data = str(folder)
+    common = dict(batch_size=8, learning_rate=1e-3, report_to="none")
+    autoencoder = train_autoencoder(
+        TrainingConfig(output_dir=str(tmp_path / "ae"), max_steps=2, checkpoint_every=2, **common), data=data,
+        image_size=32, block_out_channels=(8, 16), latent_channels=4,
+    ).last_checkpoint / "model"
+    pipeline = train_ldm(
+        TrainingConfig(output_dir=str(tmp_path / "ldm"), max_steps=2, checkpoint_every=2, **common), autoencoder,
+        data=data, text_encoder="minilm", max_length=32, block_out_channels=(32, 64), attention_head_dim=8,
+    ).last_checkpoint / "model"
+    assert main(["train", "mvae", "--data", data, "--latent-dim", "8", "--max-steps", "2", "--batch-size", "8",
+                 "--output-dir", str(tmp_path / "mvae"), "--report-to", "none"]) == 0
+    mvae = tmp_path / "mvae" / "checkpoints" / "checkpoint-0000002" / "model"
+
+    reconstruct = _eval(tmp_path, "reconstruct", "--task", "reconstruct", "--model", str(autoencoder), "--data", data,
+                        "--n", "16", "--clip", clip)
+    assert reconstruct["images"] == 16 and reconstruct["psnr"] > 0 and reconstruct["fid"] >= 0
+    generated = _eval(tmp_path, "t2i", "--task", "text-to-image", "--model", str(pipeline), "--data", data,
+                      "--n", "24", "--steps", "2", "--clip", clip)
+    assert generated["prompts"] == 24 and generated["candidates"] == 24
+    assert generated["r_precision_real"] > 3 / 24  # the judge reads the real images
+    assert {"r_precision", "clip_score", "clip_score_real", "fid", "fid_real_floor"} <= set(generated)
+    imputed = _eval(tmp_path, "impute", "--task", "impute", "--model", str(mvae), "--data", data, "--n", "24",
+                    "--clip", clip)
+    assert 0 <= imputed["text->image/r_precision"] <= 1 and imputed["text->image/r_precision_real"] > 3 / 24
+    retrieval = _eval(tmp_path, "retrieval", "--task", "retrieval", "--model", clip, "--data", data, "--n", "96")
+    assert retrieval["image_to_text/R@5"] > 4 * 5 / 96
+    assert (tmp_path / "t2i.png").is_file() and (tmp_path / "impute.png").is_file()
+
+    assert main(["eval", "--task", "text-to-image", "--model", str(pipeline), "--data", data, "--out",
+                 str(tmp_path / "x.json")]) == 2
+    assert "give --clip PATH" in capsys.readouterr().err
+
+
+def test_retrieve_finds_images_for_a_text_and_captions_for_an_image(tmp_path, folder, clip_run, capsys):
+    result, _ = clip_run
+    clip = str(result.last_checkpoint / "model")
+    out = tmp_path / "found.png"
+    assert main(["retrieve", "--model", clip, "--data", str(folder), "--text", "a red circle", "-k", "3",
+                 "--out", str(out)]) == 0
+    assert out.is_file() and capsys.readouterr().out.count("item ") == 3
+    image = next(folder.glob("*.png"))
+    assert main(["retrieve", "--model", clip, "--data", str(folder), "--image", str(image), "-k", "2"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]) == 2
+    assert main(["retrieve", "--model", clip, "--data", str(folder)]) == 2
+    assert "give either --text" in capsys.readouterr().err
