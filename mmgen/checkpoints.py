@@ -95,3 +95,12 @@ def require_checkpoint_class(path: str | Path, expected: str, trained_by: str) -
     found = checkpoint_class(path)
     if found != expected:
         raise CheckpointError(f"{path}: a checkpoint of {found}, not of {expected} (`{trained_by}` trains one)")
+
+
+def load_trained(model_class, path: str | Path, what: str, trained_by: str):
+    """The `model_class` an earlier training stage saved at `path`; one-line errors name
+    what is missing and the command (`trained_by`) that makes it."""
+    if not (Path(path) / "config.json").is_file():
+        raise CheckpointError(f"{path}: no {what} there (train one with `{trained_by}`)")
+    require_checkpoint_class(path, model_class.__name__, trained_by)
+    return load_pretrained(model_class, path)

@@ -35,8 +35,15 @@ def test_data_preview_and_check_read_a_user_folder(tmp_path, capsys):
     folder = tmp_path / "data"
     assert main(["data", "shapes", "--out", str(folder), "--n", "4", "--size", "16"]) == 0
     out = tmp_path / "grid.png"
+    capsys.readouterr()
     assert main(["data", "preview", str(folder), "--n", "4", "--size", "16", "--out", str(out)]) == 0
-    assert Image.open(out).size == (2 * 16 + 3 * 2,) * 2  # 2 x 2 tiles of 16 px, 2 px padding
+    first = capsys.readouterr().out.splitlines()[:4]
+    # 2 x 2 captioned tiles (200 px wide, the 16 px image at double size above two lines of text), 2 px padding
+    assert Image.open(out).size == (2 * 200 + 3 * 2, 2 * (32 + 26) + 3 * 2)
+    assert [line.split()[0] for line in first] == ["0", "1", "2", "3"]
+    assert main(["data", "preview", "shapes", "--n", "3", "--shuffle", "--seed", "1", "--out", str(out)]) == 0
+    shown = [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()[:3]]
+    assert shown == sorted(shown) and max(shown) > 3  # drawn from the whole split, not its first three
     assert main(["data", "check", str(folder), "--size", "16"]) == 0
     assert "4 usable examples, 0 skipped" in capsys.readouterr().out
 
@@ -248,3 +255,36 @@ def test_an_image_to_impute_that_cannot_be_read_is_one_line(tmp_path, capsys, mo
     assert main(["impute", "--model", str(SHAPES_MOPOE), "--image", str(image)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--image {image}: {message}" in err
+
+
+
+def test_column_flags_read_data_whose_columns_have_other_names(tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    shapes = ShapesDataset("val", n=8, size=16)
+    rows = [shapes.sample(i) for i in range(8)]
+    from mmgen.data.shapes import render
+
+    hf = datasets.Dataset.from_dict({"img": [render(row, 16) for row in rows], "caption": [row.caption for row in rows]})
+    hf.save_to_disk(tmp_path / "hf")
+    out = tmp_path / "preview.png"
+    assert main(["data", "preview", str(tmp_path / "hf"), "--n", "2", "--size", "16", "--out", str(out)]) == 2
+    assert "column 'image' not found" in capsys.readouterr().err
+    assert main(["data", "preview", str(tmp_path / "hf"), "--image-column", "img", "--text-column", "caption",
+                 "--n", "2", "--size", "16", "--out", str(out)]) == 0
+    assert rows[0].caption in capsys.readouterr().out
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, row in enumerate(rows):
+        render(row, 16).save(folder / f"{i}.png")
+    (folder / "metadata.jsonl").write_text("".join(
+        json.dumps({"path": f"{i}.png", "caption": row.caption, "text": "not the caption"}) + "\n" for i, row in enumerate(rows)
+    ))
+    assert main(["train", "autoencoder", "--data", str(folder), "--image-column", "path", "--text-column", "caption",
+                 "--image-size", "16", "--block-out-channels", "8,16", "--max-steps", "1", "--batch-size", "4",
+                 "--output-dir", str(tmp_path / "ae"), "--report-to", "none"]) == 0
+    assert main(["data", "preview", str(folder), "--image-column", "path", "--text-column", "caption", "--n", "1",
+                 "--size", "16", "--out", str(out)]) == 0
+    assert rows[0].caption in capsys.readouterr().out  # the caption column, not the one named text
+    assert main(["data", "check", str(folder), "--size", "16"]) == 2  # without the flags: no file_name column
+    assert "missing or empty 'file_name'" in capsys.readouterr().err

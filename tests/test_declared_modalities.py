@@ -326,3 +326,20 @@ def test_a_categorical_modality_may_share_its_name_with_its_column():
     from_dicts = model.observe({"category": [{"category": "Objects"}, None], "x": [1.0, 2.0]})
     assert from_column.values["category"].tolist() == from_dicts.values["category"].tolist() == [[2], [0]]
     assert from_column.present.tolist() == [[True, False], [True, True]]
+
+
+def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_path):
+    from mmgen.cli import main
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"small": SPEC["small"], "large": SPEC["large"]}))
+    common = ["--data", str(three_image_folder), "--batch-size", "8", "--report-to", "none"]
+    assert main(["train", "mvae", "--modalities", str(spec), "--latent-dim", "8", "--max-steps", "2",
+                 "--output-dir", str(tmp_path / "base"), *common]) == 0
+    base = tmp_path / "base" / "checkpoints" / "checkpoint-0000002" / "model"
+    assert main(["train", "mvae", "--pretrained", str(base), "--max-steps", "1", "--learning-rate", "1e-6",
+                 "--output-dir", str(tmp_path / "tuned"), *common]) == 0
+    before = MultimodalVAE.from_pretrained(base).state_dict()
+    after = MultimodalVAE.from_pretrained(tmp_path / "tuned" / "checkpoints" / "checkpoint-0000001" / "model").state_dict()
+    assert before.keys() == after.keys()
+    assert max(float((after[name] - value).abs().max()) for name, value in before.items() if value.is_floating_point()) < 1e-4

@@ -324,3 +324,82 @@ def test_shipped_checkpoint_draws_what_the_prompts_say():
     ).images
     attributes = {name: [getattr(s, name) for s in samples] for name in ("shape", "color", "size", "position")}
     assert judge_accuracy(load_judge(), images * 2 - 1, attributes)["all"] >= 0.8
+
+
+def test_autoencoder_fine_tuning_starts_from_the_pipelines_autoencoder(tmp_path, pipeline_folder):
+    result = train_autoencoder(_config(tmp_path, max_steps=1, learning_rate=1e-5), data="shapes:val",
+                               pretrained=pipeline_folder)
+    base = AutoencoderKL.from_pretrained(pipeline_folder / "vae").state_dict()
+    tuned = AutoencoderKL.from_pretrained(result.last_checkpoint / "model").state_dict()
+    assert max(float((tuned[name] - value).abs().max()) for name, value in base.items()) < 1e-3
+
+
+def test_pretrained_fine_tuning_starts_from_the_given_unet(tmp_path, pipeline_folder):
+    from mmgen.diffusion.training import add_lora_adapters, pretrained_ldm_parts
+
+    base = TextToImagePipeline.from_pretrained(pipeline_folder).unet
+    _, _, unet, _ = pretrained_ldm_parts(pipeline_folder)
+    latents, states = torch.randn(2, 4, 8, 8), torch.randn(2, 16, 384)
+    with torch.no_grad():
+        expected = base(latents, 10, states).sample
+        assert torch.equal(unet(latents, 10, states).sample, expected)
+        add_lora_adapters(unet, rank=4)  # zero-initialised up-projections: the adapted UNet is the base at step 0
+        assert torch.equal(unet(latents, 10, states).sample, expected)
+    assert all(not p.requires_grad for name, p in unet.named_parameters() if "lora" not in name)
+
+    result = train_ldm(_config(tmp_path, max_steps=1, learning_rate=1e-4), pretrained=pipeline_folder, data="shapes:val")
+    tuned = TextToImagePipeline.from_pretrained(result.last_checkpoint / "model").unet.state_dict()
+    fresh = build_unet(cross_attention_dim=384, **TINY_UNET).state_dict()
+    distance = {name: (tuned[name] - value).abs().max() for name, value in base.state_dict().items()}
+    assert max(distance.values()) < 1e-2  # one small step away from the base, not a new init
+    assert max((tuned[name] - fresh[name]).abs().max() for name in distance) > 0.1
+
+
+def test_lora_weights_load_in_diffusers_and_draw_what_mmgen_sample_draws(tmp_path, pipeline_folder, capsys):
+    from mmgen.eval.evaluate import load_text_to_image_pipeline
+
+    result = train_ldm(
+        _config(tmp_path, max_steps=2, learning_rate=1e-2, validate_every=2), pretrained=pipeline_folder,
+        data="shapes:val", lora_rank=4, prompts=["a red heart", "a blue star"],
+    )
+    lora = result.last_checkpoint / "model"
+    assert [p.name for p in lora.iterdir()] == ["pytorch_lora_weights.safetensors"]
+    assert (lora / "pytorch_lora_weights.safetensors").stat().st_size < 2_000_000
+
+    def draw(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(["a red star"], num_inference_steps=3, guidance_scale=3.0, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    diffusers_pipe = StableDiffusionPipeline.from_pretrained(pipeline_folder, safety_checker=None, use_safetensors=True)
+    base = draw(diffusers_pipe)
+    diffusers_pipe.load_lora_weights(lora)
+    adapted = draw(diffusers_pipe)
+    assert np.abs(adapted - base).max() > 1e-3
+    assert np.array_equal(draw(load_text_to_image_pipeline(pipeline_folder, lora=lora)), adapted)
+
+    out = tmp_path / "lora.png"
+    assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora", str(lora), "--steps", "3",
+                 "-n", "1", "--out", str(out)]) == 0
+    assert np.array_equal(np.asarray(Image.open(out))[2:18, 2:18], (adapted[0] * 255).round().astype(np.uint8))
+    assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora", str(tmp_path)]) == 2
+    assert "no LoRA weights there" in capsys.readouterr().err
+    assert main(["sample", "a red star", "--lora", str(lora), "--out", str(out)]) == 2  # onto checkpoints/shapes-ldm
+    error = capsys.readouterr().err
+    assert "another pipeline" in error and len(error.strip().splitlines()) == 1
+
+
+def test_validation_grids_carry_their_prompts(tmp_path, autoencoder):
+    from mmgen.data.transforms import captioned_grid
+
+    prompts = ["a red heart", "a small blue star at the top"]
+    train_ldm(_config(tmp_path, max_steps=2, validate_every=2), autoencoder, data="shapes:val", image_size=16,
+              text_encoder="minilm", max_length=16, prompts=prompts, **TINY_UNET)
+    grid = Image.open(tmp_path / "samples" / "step-0000002.png")
+    blank = captioned_grid([Image.new("RGB", (16, 16))] * 2, ["", ""], columns=2)
+    assert grid.size == blank.size
+    # The strip under each image holds its prompt: dark text pixels where the blank grid is white.
+    strips = np.asarray(grid)[2 + 32 : 2 + 58], np.asarray(blank)[2 + 32 : 2 + 58]
+    assert (strips[0] < 128).sum() > 100 and (strips[1] < 128).sum() == 0
+    with pytest.raises(ConfigError, match="--lora-rank adapts a trained pipeline"):
+        train_ldm(_config(tmp_path / "x"), autoencoder, data="shapes:val", lora_rank=4)

@@ -376,3 +376,30 @@ def test_validation_does_not_freeze_a_trained_text_encoder_and_resume_is_exact(t
     encoder = {k: v for k, v in last.items() if "text_encoder" in k}
     first = load_file(tmp_path / "straight" / "checkpoints" / "checkpoint-0000002" / "model.safetensors")
     assert encoder and any(not torch.equal(first[k], v) for k, v in encoder.items())  # it went on learning
+
+
+def _largest_change(before: dict, after: dict) -> float:
+    return max(float((after[name] - value).abs().max()) for name, value in before.items() if value.is_floating_point())
+
+
+def test_fine_tuning_starts_from_the_saved_models_and_a_dvae_run_shorter_than_its_anneal_warns(
+    tmp_path, dvae_folder, prior_run
+):
+    from mmgen.dvae import DiscreteVAEPipeline
+    from mmgen.dvae.training import train_dvae, train_dvae_prior
+
+    def config(name):
+        return TrainingConfig(output_dir=str(tmp_path / name), max_steps=1, batch_size=8, learning_rate=1e-5,
+                              report_to="none")
+
+    with pytest.warns(UserWarning, match="fewer than the 4000-step temperature anneal"):
+        result = train_dvae(config("dvae"), data="shapes:val", pretrained=dvae_folder)
+    tuned = DiscreteVAE.from_pretrained(result.last_checkpoint / "model").state_dict()
+    assert _largest_change(DiscreteVAE.from_pretrained(dvae_folder).state_dict(), tuned) < 1e-3
+
+    pipeline = prior_run / "checkpoints" / "checkpoint-0000004" / "model"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMGEN_CACHE", str(tmp_path / "cache"))
+        result = train_dvae_prior(config("prior"), pretrained=pipeline, data="shapes:val")
+    base = DiscreteVAEPipeline.from_pretrained(pipeline).prior.state_dict()
+    assert _largest_change(base, DiscreteVAEPipeline.from_pretrained(result.last_checkpoint / "model").prior.state_dict()) < 1e-3

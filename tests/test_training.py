@@ -419,3 +419,13 @@ def test_a_checkpoint_that_cannot_be_written_is_removed_and_the_kept_ones_named(
 def test_an_output_dir_that_cannot_be_written_is_named_before_any_work():
     with pytest.raises(ConfigError, match=r"output_dir /proc/mmgen-run: cannot write there"):
         make_trainer("/proc/mmgen-run")
+
+
+def test_max_minutes_stops_with_a_checkpoint_that_resumes_to_the_uninterrupted_run(tmp_path):
+    straight = make_trainer(tmp_path / "straight").train()
+    # 0.05 s per micro-batch, two per step: a 0.6 s budget ends the run a few steps in.
+    stopped = make_trainer(tmp_path / "budget", step_delay=0.05, max_minutes=0.01, checkpoint_every=100).train()
+    assert 1 <= stopped.step < 12 and stopped.last_checkpoint.name == checkpoint_name(stopped.step)
+    resumed = make_trainer(tmp_path / "budget", resume="latest", checkpoint_every=100).train()
+    assert resumed.step == 12
+    assert stopped.losses + resumed.losses == straight.losses

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from mmgen.cli import contrastive, multimodal
 from mmgen.cli.common import (
-    HelpFormatter, add_command, add_training_arguments, check_draws, check_guidance_scale, image_output, int_list,
-    report_training, training_config_from_args, writable_folder,
+    HelpFormatter, add_column_arguments, add_command, add_training_arguments, add_validation_prompts_argument,
+    apply_columns, check_draws, check_guidance_scale, data_columns, image_output, int_list, report_training,
+    training_config_from_args, validation_prompts_from_args, writable_folder,
 )
 from mmgen.errors import MMGenError
 
@@ -40,18 +41,25 @@ def _data_emoji(args: argparse.Namespace) -> None:
 
 
 def _data_preview(args: argparse.Namespace) -> None:
+    import math
+    import random
+
     from mmgen.data import open_dataset
-    from mmgen.data.transforms import make_grid, tensor_to_pil
+    from mmgen.data.transforms import captioned_grid, tensor_to_pil
 
     if args.n < 1:
         raise MMGenError(f"--n must be at least 1, got {args.n}")
     out = image_output(args.out)
-    dataset = open_dataset(args.source, size=args.size, n=args.n, seed=args.seed, on_error=args.on_error)
-    examples = [dataset[i] for i in range(min(args.n, len(dataset)))]
+    limit = None if args.shuffle else args.n  # Shapes renders only the first n unless they are drawn from all
+    dataset = open_dataset(args.source, size=args.size, n=limit, seed=args.seed, on_error=args.on_error)
+    count = min(args.n, len(dataset))
+    indices = sorted(random.Random(args.seed).sample(range(len(dataset)), count)) if args.shuffle else range(count)
+    examples = [dataset[i] for i in indices]
     images = [tensor_to_pil(example["pixel_values"])[0] for example in examples]
-    make_grid(images).save(out)
-    for i, example in enumerate(examples):
-        print(f"{i:3d}  {example['text']}")
+    captions = [str(example["text"]) if example["text"] is not None else "(no caption)" for example in examples]
+    captioned_grid(images, captions, columns=math.ceil(math.sqrt(len(images)))).save(out)
+    for i, caption in zip(indices, captions):
+        print(f"{i:5d}  {caption}")
     print(f"wrote {args.out} ({len(images)} images of {len(dataset)})")
 
 
@@ -108,13 +116,14 @@ def _add_data_commands(subparsers) -> None:
     emoji.add_argument("--out", required=True, help="folder to write into")
 
     source_help = "shapes[:SPLIT], an image folder (metadata.jsonl or image+txt pairs), a saved HF dataset, or hf:NAME[:SPLIT]"
-    preview = add_command(commands, "preview", _data_preview, "render a grid of a dataset's images and print their captions")
+    preview = add_command(commands, "preview", _data_preview, "render a grid of a dataset's images with their captions under them (and print the captions)")
     preview.add_argument("source", help=source_help)
     preview.add_argument("--out", default="preview.png", help="PNG to write")
     preview.add_argument("--n", type=int, default=16, help="number of examples")
     preview.add_argument("--size", type=int, default=64, help="image side in pixels")
     preview.add_argument("--seed", type=int, default=0, help="seed of Shapes and of random captions")
     preview.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="what to do with bad entries")
+    preview.add_argument("--shuffle", action="store_true", help="show random entries (drawn by --seed), not the first n")
 
     check = add_command(
         commands, "check", _data_check, "check every entry of a dataset and list the unusable ones (exit 1 if any)"
@@ -154,6 +163,7 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
         training_config_from_args(args), data=args.data, image_size=args.image_size,
         block_out_channels=args.block_out_channels, latent_channels=args.latent_channels,
         kl_weight=args.kl_weight, reconstruction_loss=args.reconstruction_loss, random_flip=args.random_flip,
+        pretrained=args.pretrained,
     )
     report_training(result, "autoencoder")
 
@@ -169,8 +179,10 @@ def _train_ldm(args: argparse.Namespace) -> None:
         prediction_type=args.prediction_type, snr_gamma=args.snr_gamma, caption_dropout=args.caption_dropout,
         random_flip=args.random_flip, caption_variants=args.caption_variants,
         gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
+        prompts=validation_prompts_from_args(args.validation_prompts), pretrained=args.pretrained,
+        lora_rank=args.lora_rank,
     )
-    report_training(result, "pipeline")
+    report_training(result, "LoRA adapters" if args.lora_rank else "pipeline")
 
 
 def _train_dvae(args: argparse.Namespace) -> None:
@@ -182,7 +194,7 @@ def _train_dvae(args: argparse.Namespace) -> None:
         num_resnet_blocks=args.num_resnet_blocks, temperature_start=args.temperature_start,
         temperature_end=args.temperature_end, temperature_steps=args.temperature_steps, kl_weight=args.kl_weight,
         kl_ramp_steps=args.kl_ramp_steps, kl_weight_end=args.kl_weight_end, kl_decay_steps=args.kl_decay_steps,
-        straight_through=args.straight_through, random_flip=args.random_flip,
+        straight_through=args.straight_through, random_flip=args.random_flip, pretrained=args.pretrained,
     )
     report_training(result, "discrete VAE")
 
@@ -196,6 +208,7 @@ def _train_dvae_prior(args: argparse.Namespace) -> None:
         text_layers=args.text_layers, hidden_size=args.hidden_size, num_layers=args.num_layers,
         num_heads=args.num_heads, dropout=args.dropout, caption_dropout=args.caption_dropout,
         random_flip=args.random_flip, caption_variants=args.caption_variants,
+        prompts=validation_prompts_from_args(args.validation_prompts), pretrained=args.pretrained,
     )
     report_training(result, "pipeline")
 
@@ -248,7 +261,9 @@ def _add_train_commands(subparsers) -> None:
         "latent diffusion, stage 1: a diffusers AutoencoderKL, from scratch",
     )
     autoencoder.add_argument("--data", default="shapes", help=data_help)
-    autoencoder.add_argument("--image-size", type=int, default=64, help="image side in pixels")
+    autoencoder.add_argument(
+        "--image-size", type=int, default=None, help="image side in pixels (default: 64, or the --pretrained autoencoder's)"
+    )
     autoencoder.add_argument(
         "--block-out-channels", type=int_list, default=(32, 64, 128, 128),
         help="encoder widths; the image shrinks 2x per block after the first",
@@ -260,20 +275,37 @@ def _add_train_commands(subparsers) -> None:
         help="pixel loss; L1's sign gradients drowned hue on mostly-background images",
     )
     autoencoder.add_argument("--random-flip", action="store_true", help="mirror training images at random")
+    autoencoder.add_argument(
+        "--pretrained", default=None, metavar="PATH",
+        help="fine-tune this AutoencoderKL (or a pipeline's vae/, e.g. checkpoints/shapes-ldm) instead of a new one",
+    )
     add_training_arguments(autoencoder)
 
     ldm = add_command(
         recipes, "ldm", _train_ldm,
         "latent diffusion, stage 2: a text-conditioned UNet on cached latents; every checkpoint is a pipeline",
     )
-    ldm.add_argument("--autoencoder", required=True, help="trained AutoencoderKL folder (a checkpoint's model/)")
+    ldm.add_argument("--autoencoder", default=None, help="trained AutoencoderKL folder (a checkpoint's model/)")
+    ldm.add_argument(
+        "--pretrained", default=None, metavar="PIPELINE",
+        help="fine-tune this pipeline (Stable Diffusion layout, e.g. checkpoints/shapes-ldm): its UNet trains on its own "
+        "autoencoder and frozen text encoder, instead of a new UNet over --autoencoder",
+    )
+    ldm.add_argument(
+        "--lora-rank", type=int, default=None, metavar="R",
+        help="with --pretrained: train only rank-R LoRA adapters on the UNet's attention (peft); checkpoints hold "
+        "pytorch_lora_weights.safetensors for mmgen sample --lora or diffusers' load_lora_weights",
+    )
     ldm.add_argument("--data", default="shapes", help=data_help)
     ldm.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the autoencoder's)")
     _add_text_encoder_arguments(ldm)
     ldm.add_argument("--block-out-channels", type=int_list, default=(64, 128), help="UNet widths per resolution")
     ldm.add_argument("--layers-per-block", type=int, default=1, help="UNet resnet layers per block")
     ldm.add_argument("--attention-head-dim", type=int, default=8, help="UNet attention head width")
-    ldm.add_argument("--prediction-type", default="epsilon", choices=("epsilon", "v_prediction"), help="UNet target")
+    ldm.add_argument(
+        "--prediction-type", default=None, choices=("epsilon", "v_prediction"),
+        help="UNet target (default: epsilon; with --pretrained, the pipeline's)",
+    )
     ldm.add_argument("--snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (e.g. 5)")
     ldm.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
     ldm.add_argument("--random-flip", action="store_true", help="cache mirrored latents too and pick one at random")
@@ -282,6 +314,7 @@ def _add_train_commands(subparsers) -> None:
         "--xformers", action="store_true",
         help="xformers memory-efficient attention (CUDA + the xformers extra); default: PyTorch SDPA",
     )
+    add_validation_prompts_argument(ldm)
     add_training_arguments(ldm)
 
     dvae = add_command(
@@ -309,13 +342,22 @@ def _add_train_commands(subparsers) -> None:
     dvae.add_argument("--kl-decay-steps", type=int, default=2000, help="steps of that decay")
     dvae.add_argument("--straight-through", action="store_true", help="decode hard codes, gradients through soft")
     dvae.add_argument("--random-flip", action="store_true", help="mirror training images at random")
+    dvae.add_argument(
+        "--pretrained", default=None, metavar="PATH",
+        help="fine-tune this discrete VAE (or a discrete-VAE pipeline's vae/) instead of a new one",
+    )
     add_training_arguments(dvae)
 
     prior = add_command(
         recipes, "dvae-prior", _train_dvae_prior,
         "discrete-VAE baseline, stage 2: a transformer over cached image tokens; every checkpoint is a pipeline",
     )
-    prior.add_argument("--dvae", required=True, help="trained discrete VAE folder (a checkpoint's model/)")
+    prior.add_argument("--dvae", default=None, help="trained discrete VAE folder (a checkpoint's model/)")
+    prior.add_argument(
+        "--pretrained", default=None, metavar="PIPELINE",
+        help="fine-tune this discrete-VAE pipeline's prior (with its discrete VAE and frozen text encoder) instead of "
+        "a new prior over --dvae",
+    )
     prior.add_argument("--data", default="shapes", help=data_help)
     prior.add_argument("--image-size", type=int, default=None, help="image side in pixels (default and only choice: the dVAE's)")
     _add_text_encoder_arguments(prior)
@@ -325,6 +367,7 @@ def _add_train_commands(subparsers) -> None:
     prior.add_argument("--dropout", type=float, default=0.0, help="transformer dropout")
     prior.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
     prior.add_argument("--random-flip", action="store_true", help="cache mirrored tokens too and pick one at random")
+    add_validation_prompts_argument(prior)
     add_training_arguments(prior)
     multimodal.add_train_commands(recipes, data_help)
     contrastive.add_train_commands(recipes, data_help)
@@ -369,7 +412,7 @@ def _sample(args: argparse.Namespace) -> None:
         if value is not None and not allowed(value):
             raise MMGenError(f"{option} must be {rule}, got {value}")
     out = image_output(args.out)
-    pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler)
+    pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler, lora=args.lora)
     pipe.set_progress_bar_config(disable=True)
     token_sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     if type(pipe).__name__ != "DiscreteVAEPipeline":
@@ -405,6 +448,10 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument(
         "--model", default=str(SHAPES_LDM), help="pipeline folder: latent diffusion or the discrete-VAE baseline"
     )
+    command.add_argument(
+        "--lora", default=None, metavar="PATH",
+        help="LoRA adapters for --model (a folder with pytorch_lora_weights.safetensors: mmgen train ldm --lora-rank)",
+    )
     command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion)")
     command.add_argument(
         "--scheduler", default="dpm++", help="diffusion sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
@@ -429,6 +476,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     import torch
 
+    from mmgen.data.transforms import captioned_grid
     from mmgen.eval import evaluate
 
     if Path(args.out).suffix.lower() != ".json":
@@ -441,6 +489,8 @@ def _eval(args: argparse.Namespace) -> None:
     fewest_steps = 0 if args.task == "impute" else 1  # no Gibbs round is one posterior draw; no denoising step is noise
     if args.steps is not None and args.steps < fewest_steps:
         raise MMGenError(f"--steps must be at least {fewest_steps} for --task {args.task}, got {args.steps}")
+    if args.lora and args.task != "text-to-image":
+        raise MMGenError(f"--lora adapts text-to-image pipelines; --task {args.task} takes none")
     torch.manual_seed(args.seed)
     if args.data:
         results, settings, images, captions = _evaluate_on_data(args)
@@ -449,17 +499,18 @@ def _eval(args: argparse.Namespace) -> None:
     else:
         results, settings, images, captions = evaluate.run_task(
             args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
-            steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
+            steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler, lora=args.lora,
         )
     report = {
-        "model": str(args.model), "task": args.task, "n": args.n, "seed": args.seed, **settings, "results": results
+        "model": str(args.model), **({"lora": args.lora} if args.lora else {}), "task": args.task, "n": args.n,
+        "seed": args.seed, **settings, "results": results,
     }
     out = Path(args.out)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print("\n".join(evaluate.format_table(results)))
     if images:
         grid = out.with_suffix(".png")
-        evaluate.captioned_grid(images, captions).save(grid)
+        captioned_grid(images, captions).save(grid)
         print(f"wrote {out} and {grid}")
     else:
         print(f"wrote {out}")
@@ -469,7 +520,7 @@ def _evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]
     """`mmgen eval --data`: (results, settings, images, captions) as `evaluate.run_task` gives."""
     from mmgen.eval import on_data
 
-    settings = {"data": args.data, "clip": args.clip}
+    settings = {"data": str(args.data), **data_columns(args), "clip": args.clip}
     if args.task == "judge":
         raise MMGenError("--task judge measures the Shapes judge on Shapes; it takes no --data")
     if args.task == "impute":
@@ -482,7 +533,7 @@ def _evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]
         return results, settings, images, captions
     results, sampling, images, captions = on_data.evaluate_text_to_image(
         args.model, args.data, args.clip, args.n, args.seed, args.batch_size, args.steps, args.guidance_scale,
-        args.scheduler,
+        args.scheduler, args.lora,
     )
     return results, {**settings, **sampling}, images, captions
 
@@ -503,6 +554,7 @@ def _add_eval_command(subparsers) -> None:
         "grid of samples next to it.",
     )
     command.add_argument("--model", required=True, help="checkpoint folder to evaluate")
+    command.add_argument("--lora", default=None, metavar="PATH", help="LoRA adapters for a text-to-image --model")
     command.add_argument(
         "--task", required=True, choices=("text-to-image", "impute", "reconstruct", "retrieval", "judge"), help="what to measure"
     )
@@ -558,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     multimodal.add_impute_command(subparsers)
     contrastive.add_retrieve_command(subparsers)
     _add_eval_command(subparsers)
+    add_column_arguments(parser)
     return parser
 
 
@@ -573,6 +626,7 @@ def _one_line(error: MMGenError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        apply_columns(args)
         args.handler(args)
     except MMGenError as error:
         print(f"mmgen: error: {_one_line(error)}", file=sys.stderr)

@@ -154,3 +154,59 @@ def sizes_option(text: str) -> dict[str, int]:
     except (MMGenError, ValueError) as error:
         raise argparse.ArgumentTypeError(f"expected NAME=WHOLE_NUMBER,...: {error}") from error
 
+
+def add_validation_prompts_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--validation-prompts", nargs="+", default=None, metavar="PROMPT",
+        help="prompts drawn at each validation, written under their images in samples/ (or one text file, a prompt "
+        "per line); default: 8 of the data's captions (Shapes: fixed prompts)",
+    )
+
+
+def validation_prompts_from_args(values: list[str] | None) -> list[str] | None:
+    """--validation-prompts: the prompts, or the lines of the one file given."""
+    if values and len(values) == 1 and Path(values[0]).is_file():
+        try:
+            values = [line.strip() for line in Path(values[0]).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as error:
+            raise MMGenError(f"--validation-prompts {values[0]}: not UTF-8 text (byte {error.start})") from error
+        if not values:
+            raise MMGenError("--validation-prompts: the file holds no prompt")
+    return values
+
+
+# The options that name a command's data: every one of them reads the same columns.
+DATA_OPTIONS = ("data", "source", "validation_data")
+
+
+def add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    """--image-column and --text-column on every command under `parser` that takes data."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):
+                add_column_arguments(command)
+    if any(action.dest in DATA_OPTIONS for action in parser._actions):
+        group = parser.add_argument_group("data columns")
+        group.add_argument(
+            "--image-column", default=None,
+            help="column of the main image (default: file_name in a metadata.jsonl, image in a Hugging Face dataset)",
+        )
+        group.add_argument("--text-column", default=None, help="column of the captions (default: text)")
+
+
+def apply_columns(args: argparse.Namespace) -> None:
+    """Give the data options the --image-column / --text-column names (as DataSources)."""
+    image_column, text_column = getattr(args, "image_column", None), getattr(args, "text_column", None)
+    if not (image_column or text_column):
+        return
+    from mmgen.data import DataSource
+
+    for option in DATA_OPTIONS:
+        value = getattr(args, option, None)
+        if isinstance(value, str):
+            setattr(args, option, DataSource(value, image_column, text_column))
+
+
+def data_columns(args: argparse.Namespace) -> dict[str, str]:
+    """The --image-column / --text-column given, for a report's settings."""
+    return {name: value for name in ("image_column", "text_column") if (value := getattr(args, name, None))}

@@ -57,7 +57,8 @@ def _retrieve(args: argparse.Namespace) -> None:
 
     from mmgen.contrastive import ImageTextRetrieval
     from mmgen.data import open_dataset
-    from mmgen.eval.evaluate import captioned_grid, inference_device
+    from mmgen.data.transforms import captioned_grid, tensor_to_pil
+    from mmgen.eval.evaluate import inference_device
     from mmgen.eval.on_data import load_rows, sampled_rows
 
     if bool(args.text) == bool(args.image):
@@ -89,12 +90,10 @@ def _retrieve(args: argparse.Namespace) -> None:
     for text, best in zip(args.text, ranked):
         print(f"{text}:")
         for index, score in best:
-            print(f"  {score:.3f}  item {rows[index]}: {captions[index]}")
+            print(f"  {score:.3f}  item {rows[index]}: {captions[index] or '(no caption)'}")
             shown.append(images[index])
             labels.append(f"{text} ({score:.2f})")
-    from mmgen.data.transforms import tensor_to_pil
-
-    captioned_grid(tensor_to_pil(torch.stack(shown)), labels, columns=args.k).save(out)
+    captioned_grid(tensor_to_pil(torch.stack(shown)), labels, columns=len(ranked[0])).save(out)
     print(f"wrote {out}")
 
 

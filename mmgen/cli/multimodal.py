@@ -7,15 +7,25 @@ import argparse
 from pathlib import Path
 
 from mmgen.cli.common import (
-    add_command, add_training_arguments, assignments, check_draws, image_output, int_list,
-    report_training, sizes_option, training_config_from_args, weights_option, writable_folder,
+    add_command, add_training_arguments, add_validation_prompts_argument, assignments, check_draws, data_columns,
+    image_output, int_list, report_training, sizes_option, training_config_from_args, validation_prompts_from_args,
+    weights_option, writable_folder,
 )
 from mmgen.errors import MMGenError
 
 
 def _train_mvae(args: argparse.Namespace) -> None:
+    from mmgen.multimodal import load_model
     from mmgen.multimodal.training import train_multimodal_vae
 
+    if args.pretrained:
+        result = train_multimodal_vae(
+            training_config_from_args(args), data=args.data, beta=args.beta, missing_fraction=args.missing_fraction,
+            caption_variants=args.caption_variants, model=load_model(args.pretrained),
+            prompts=validation_prompts_from_args(args.validation_prompts),
+        )
+        report_training(result, "model")
+        return
     result = train_multimodal_vae(
         training_config_from_args(args), data=args.data, aggregation=args.aggregation, beta=args.beta,
         missing_fraction=args.missing_fraction, modalities=args.modalities, latent_dim=args.latent_dim,
@@ -26,6 +36,7 @@ def _train_mvae(args: argparse.Namespace) -> None:
         likelihood_weights=args.likelihood_weights, private_dims=args.private_dims,
         target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
         attribute_hide_probability=args.attribute_hide_probability,
+        prompts=validation_prompts_from_args(args.validation_prompts),
     )
     report_training(result, "conditional VAE" if args.aggregation == "cvae" else "multimodal VAE")
 
@@ -98,6 +109,12 @@ def add_train_commands(recipes, data_help: str) -> None:
     mvae.add_argument(
         "--missing-fraction", type=float, default=0.0, help="fraction of samples that lose one random modality"
     )
+    mvae.add_argument(
+        "--pretrained", default=None, metavar="PATH",
+        help="fine-tune this multimodal or conditional VAE (its modalities read the same columns of --data); the "
+        "model options then do not apply",
+    )
+    add_validation_prompts_argument(mvae)
     add_training_arguments(mvae)
     _add_classifier_command(recipes)
 
@@ -310,7 +327,7 @@ def evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]:
     model = load_model(args.model)
     if not isinstance(model, MultimodalVAE):
         raise MMGenError(f"--data: {args.model} is a conditional VAE; coherence needs a multimodal VAE")
-    settings = {"data": args.data, "given": args.given or "default", "steps": args.steps}
+    settings = {"data": str(args.data), **data_columns(args), "given": args.given or "default", "steps": args.steps}
     results, grid, captions = {}, [], []
     if args.clip:
         results, grid, captions = evaluate_imputation(

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from mmgen.contrastive.model import ContrastiveImageText
 from mmgen.contrastive.retrieval import SAVED_TEXT_ENCODER, ImageTextRetrieval, recall_at_k
-from mmgen.data.frozen import dataset_captions
+from mmgen.data.frozen import dataset_captions, item_captions
 from mmgen.data.imagetext import item_key
 from mmgen.errors import ConfigError, DataError
 from mmgen.text import CachedTextEncoder, load_text_encoder
@@ -25,18 +25,19 @@ VALIDATION_ITEMS = 1000
 
 
 class ImageTextPairs(Dataset):
-    """(image, caption) pairs of a dataset: one pair per item and image column where both
-    are present, so an item with several images (two vendors' glyphs, several photos)
+    """(image, caption) pairs of a dataset: one pair per item with a caption and image column
+    with an image, so an item with several images (two vendors' glyphs, several photos)
     gives several pairs of one caption. `item` tells pairs of one item apart."""
 
     def __init__(self, dataset: Dataset, columns: list[str]):
         self.dataset, self.columns = dataset, columns
         has_image = getattr(dataset, "item_has_image", lambda index, column: True)
         self.pairs = [
-            (index, column) for index in range(len(dataset)) for column in columns if has_image(index, column)
+            (index, column) for index in range(len(dataset)) if item_captions(dataset, index)
+            for column in columns if has_image(index, column)
         ]
         if not self.pairs:
-            raise DataError(f"no images in column(s) {', '.join(columns)}")
+            raise DataError(f"no items with a caption and an image in column(s) {', '.join(columns)}")
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -44,8 +45,6 @@ class ImageTextPairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item, column = self.pairs[index]
         example = self.dataset[item]
-        if example["text"] is None:
-            raise DataError(f"item {item} has no caption")
         return {"pixel_values": example[column], "text": example["text"], "item": item}
 
     def set_epoch(self, epoch: int) -> None:

@@ -3,9 +3,10 @@
 from mmgen.data.collate import collate_examples
 from mmgen.data.imagetext import ImageTextDataset
 from mmgen.data.shapes import ShapesDataset, export_shapes, parse_caption, shapes_grid
-from mmgen.data.sources import open_dataset
+from mmgen.data.sources import DataSource, open_dataset
 
 __all__ = [
+    "DataSource",
     "ImageTextDataset",
     "ShapesDataset",
     "collate_examples",

@@ -37,6 +37,20 @@ def dataset_captions(dataset: Dataset) -> tuple[list[tuple[str, ...]], list[str]
     return captions, list(dict.fromkeys(c for item in captions for c in item))
 
 
+def validation_prompts(dataset: Dataset, given: list[str] | tuple[str, ...] | None = None, count: int = 8) -> list[str]:
+    """The prompts a text-conditioned run draws at each validation: `given`, else Shapes'
+    fixed prompts on Shapes, else `count` of the data's captions spread over the data."""
+    if given:
+        return list(given)
+    from mmgen.data.shapes import VALIDATION_PROMPTS, ShapesDataset
+
+    if isinstance(dataset, ShapesDataset):
+        return list(VALIDATION_PROMPTS)
+    stride = max(1, len(dataset) // count)
+    spread = [captions[0] for i in range(0, len(dataset), stride) if (captions := item_captions(dataset, i))]
+    return list(dict.fromkeys(spread))[:count] or dataset_captions(dataset)[1][:count]
+
+
 def dataset_fingerprint(dataset: Dataset, model: nn.Module, *settings) -> str:
     """The frozen model's weights and config and `settings`, plus the dataset's type,
     size, captions and first image: different data almost always differs in one of these

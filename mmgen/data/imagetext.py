@@ -115,8 +115,13 @@ class ImageTextDataset(Dataset):
         allow_missing: bool = False,
         caption_variants: int = 0,
         image_sizes: Mapping[str, int] | None = None,
+        image_column: str = "file_name",
+        text_column: str = "text",
     ) -> ImageTextDataset:
         """A folder with a top-level metadata.jsonl (HF imagefolder), else image + .txt pairs.
+        In metadata.jsonl, `image_column` holds the main image's path and `text_column` the
+        caption (with other names, a `text` column is left out and a `file_name` column is
+        kept as plain paths: mmgen calls the main image file_name).
 
         `verify_images` decodes every image now, so a bad file fails (or is skipped) here
         rather than hours into training. `allow_missing`: an entry without a caption (an
@@ -131,7 +136,9 @@ class ImageTextDataset(Dataset):
             raise DataError(f"{root}: is a file, expected a folder of images")
         root = root.resolve()
         if (root / METADATA_FILE).is_file():
-            records = _scan_metadata(root, problems, allow_missing)
+            records = _scan_metadata(root, problems, allow_missing, image_column, text_column)
+        elif (image_column, text_column) != ("file_name", "text"):
+            raise DataError(f"{root}: column names apply to a {METADATA_FILE} or a Hugging Face dataset; this folder has neither")
         else:
             records = _scan_pairs(root, problems, allow_missing)
         if verify_images:
@@ -183,7 +190,7 @@ class ImageTextDataset(Dataset):
         for column in (image_column, text_column):
             if column not in columns:
                 raise DataError(f"column {column!r} not found; available columns: {columns}")
-        extra = _extra_columns(columns, exclude=(image_column, text_column), source="the dataset")
+        extra = _extra_columns(columns, exclude=(image_column, text_column, "text"), source="the dataset")
         rows = _HFRows(_undecoded(dataset, image_column), image_column, text_column, extra)
         kept = []
         for row in _progress(range(len(dataset)), len(dataset)):
@@ -399,7 +406,9 @@ def _invalid_text(captions: tuple[str, ...]) -> str | None:
     return None
 
 
-def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False) -> list[_Record]:
+def _scan_metadata(
+    root: Path, problems: _Problems, allow_missing: bool = False, image_column: str = "file_name", text_column: str = "text"
+) -> list[_Record]:
     metadata = root / METADATA_FILE
     try:
         lines = metadata.read_bytes().splitlines()
@@ -421,7 +430,7 @@ def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False)
         if not isinstance(row, dict):
             problems.add(f"{metadata} line {number}", f"expected a JSON object, got {type(row).__name__}")
             continue
-        file_name, captions = row.get("file_name"), _captions(row.get("text"))
+        file_name, captions = row.get(image_column), _captions(row.get(text_column))
         if file_name is None and allow_missing:
             invalid = _invalid_text(captions)
             if invalid:
@@ -430,10 +439,10 @@ def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False)
             entries.append((f"{metadata} line {number}", None, captions, row))
             continue
         if not isinstance(file_name, str) or not file_name.strip():
-            problems.add(f"{metadata} line {number}", "missing or empty 'file_name'")
+            problems.add(f"{metadata} line {number}", f"missing or empty {image_column!r}")
             continue
         if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute():
-            problems.add(file_name, f"file_name must be relative to the dataset folder ({where})")
+            problems.add(file_name, f"{image_column} must be relative to the dataset folder ({where})")
             continue
         path = root / file_name
         reason = _outside_or_missing(root, path)
@@ -441,15 +450,19 @@ def _scan_metadata(root: Path, problems: _Problems, allow_missing: bool = False)
             problems.add(str(path), f"{reason} ({where})")
             continue
         if not captions and not allow_missing:
-            problems.add(str(path), f"missing or empty 'text' ({where})")
+            problems.add(str(path), f"missing or empty {text_column!r} ({where})")
             continue
         invalid = _invalid_text(captions)
         if invalid:
             problems.add(str(path), f"{invalid} ({where})")
             continue
         entries.append((str(path), path, captions, row))
-    extra = _extra_columns((key for *_, row in entries for key in row), ("file_name", "text"), str(metadata))
-    image_columns = [column for column in extra if _holds_image_paths([row.get(column) for *_, row in entries])]
+    # With other column names, "text" would clash with the caption's item key, and "file_name"
+    # (mmgen's name for the main image) stays a plain column of paths.
+    extra = _extra_columns((key for *_, row in entries for key in row), (image_column, text_column, "text"), str(metadata))
+    image_columns = [
+        column for column in extra if column != "file_name" and _holds_image_paths([row.get(column) for *_, row in entries])
+    ]
     records = []
     for label, path, captions, row in entries:
         images = {column: _image_cell(root, row.get(column), column, label, problems) for column in image_columns}

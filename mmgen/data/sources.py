@@ -12,6 +12,7 @@ Every one yields examples `{"pixel_values": [3, S, S] in [-1, 1], "text": str, .
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -21,15 +22,30 @@ from mmgen.data.shapes import SPLITS, ShapesDataset
 from mmgen.errors import DataError
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """A data source (anything `open_dataset` takes) with the names of its image and
+    caption columns where they are not the defaults (metadata.jsonl: `file_name` and
+    `text`; Hugging Face datasets: `image` and `text`); what `--data` with
+    `--image-column` / `--text-column` becomes."""
+
+    path: str
+    image_column: str | None = None
+    text_column: str | None = None
+
+    def __str__(self) -> str:
+        return self.path
+
+
 def open_dataset(
-    source: str,
+    source: str | DataSource,
     size: int = 64,
     n: int | None = None,
     seed: int = 0,
     random_flip: bool = False,
     on_error: str = "raise",
-    image_column: str = "image",
-    text_column: str = "text",
+    image_column: str | None = None,
+    text_column: str | None = None,
     allow_missing: bool = False,
     caption_variants: int = 0,
     image_sizes: dict[str, int] | None = None,
@@ -39,8 +55,15 @@ def open_dataset(
     keeps entries without a caption or an image (None there; see ImageTextDataset).
     `caption_variants` K > 0 gives each image K augmented captions for training (Shapes:
     its phrasing grammar; other data: case, punctuation, lead-ins, typos). `image_sizes`
-    loads a folder's further image columns (see ImageTextDataset) as images of those sizes."""
+    loads a folder's further image columns (see ImageTextDataset) as images of those sizes.
+    `image_column` and `text_column` (or a DataSource's) name the main image's and the
+    caption's columns of a metadata.jsonl or a Hugging Face dataset."""
+    if isinstance(source, DataSource):
+        image_column, text_column = image_column or source.image_column, text_column or source.text_column
+        source = source.path
     if source == "shapes" or source.startswith("shapes:"):
+        if image_column or text_column:
+            raise DataError(f"{source}: Shapes has fixed columns; --image-column and --text-column are for your data")
         split = source.partition(":")[2] or "train"
         if split not in SPLITS:
             raise DataError(f"unknown Shapes split {split!r}; choose from {', '.join(SPLITS)}")
@@ -59,7 +82,7 @@ def open_dataset(
             hub_dataset = _datasets().load_dataset(name, split=split or "train")
         except Exception as error:  # not found, offline, no such split: `datasets` raises many kinds
             raise DataError(f"{source}: datasets.load_dataset could not load it ({type(error).__name__}: {error})") from error
-        return ImageTextDataset.from_hf(hub_dataset, image_column=image_column, text_column=text_column, **options)
+        return ImageTextDataset.from_hf(hub_dataset, image_column=image_column or "image", text_column=text_column or "text", **options)
     path = Path(source)
     if (path / "dataset_dict.json").is_file():  # DatasetDict.save_to_disk: one subfolder per split
         splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
@@ -69,9 +92,12 @@ def open_dataset(
         )
     if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
         return ImageTextDataset.from_hf(
-            _datasets().load_from_disk(str(path)), image_column=image_column, text_column=text_column, **options
+            _datasets().load_from_disk(str(path)), image_column=image_column or "image", text_column=text_column or "text",
+            **options,
         )
-    return ImageTextDataset.from_folder(path, image_sizes=image_sizes, **options)
+    return ImageTextDataset.from_folder(
+        path, image_sizes=image_sizes, image_column=image_column or "file_name", text_column=text_column or "text", **options
+    )
 
 
 def _datasets():

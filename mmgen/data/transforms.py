@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -83,3 +83,28 @@ def make_grid(images: list[Image.Image], columns: int | None = None, padding: in
         row, column = divmod(i, columns)
         grid.paste(image, (padding + column * (width + padding), padding + row * (height + padding)))
     return grid
+
+
+def captioned_grid(images: list[Image.Image], captions: list[str], columns: int = 4, scale: int = 2) -> Image.Image:
+    """Images in a grid with each caption written under its image."""
+    width = images[0].width * scale
+    tiles = []
+    for image, caption in zip(images, captions):
+        tile = Image.new("RGB", (max(width, 200), width + 26), (255, 255, 255))
+        tile.paste(image.resize((width, width), Image.Resampling.NEAREST), ((tile.width - width) // 2, 0))
+        draw = ImageDraw.Draw(tile)
+        for line, text in enumerate(_wrap(caption, tile.width // 6)):
+            draw.text((2, width + 1 + 12 * line), text, fill=(0, 0, 0))
+        tiles.append(tile)
+    return make_grid(tiles, columns=columns)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return (lines + [line])[:2]

@@ -46,6 +46,10 @@ SCHEDULERS = {
 }
 
 
+# The file diffusers' `save_lora_weights` writes and `load_lora_weights` reads.
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
 class TextToImagePipeline(StableDiffusionPipeline):
     """`pipe(prompts, num_inference_steps=20, guidance_scale=..., generator=...)` returns
     PIL images in `.images`, as every diffusers pipeline does."""
@@ -72,6 +76,22 @@ class TextToImagePipeline(StableDiffusionPipeline):
         if scheduler:
             pipe.use_scheduler(scheduler)
         return pipe
+
+    def load_lora(self, path: str | Path) -> None:
+        """Apply the LoRA adapters in folder `path` (`pytorch_lora_weights.safetensors`, as
+        `mmgen train ldm --lora-rank` and diffusers' LoRA scripts write it)."""
+        path = Path(path)
+        weights = path / LORA_WEIGHTS if path.is_dir() else path
+        if not weights.is_file():
+            raise CheckpointError(f"{path}: no LoRA weights there (no {LORA_WEIGHTS})")
+        try:
+            with quiet_loading(), loading(path):
+                self.load_lora_weights(weights.parent, weight_name=weights.name)
+        except RuntimeError as error:  # adapters shaped for another UNet
+            detail = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: LoRA weights for another pipeline's UNet ({detail[:160]})") from error
+        if not any(self.get_list_adapters().values()):
+            raise CheckpointError(f"{path}: none of its LoRA weights fit this pipeline's UNet (trained on another pipeline?)")
 
     def use_scheduler(self, name: str) -> None:
         """Sample with another diffusers scheduler, by name (see SCHEDULERS); the trained

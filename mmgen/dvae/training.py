@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
-from mmgen.checkpoints import load_pretrained, require_checkpoint_class
+from mmgen.checkpoints import load_trained
 from mmgen.data import open_dataset
-from mmgen.data.frozen import CachedViewsDataset, dataset_captions
-from mmgen.data.shapes import VALIDATION_PROMPTS
+from mmgen.data.frozen import CachedViewsDataset, dataset_captions, validation_prompts
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
 from mmgen.dvae.objective import DiscreteVAEObjective, DiscreteVAEPriorObjective
 from mmgen.dvae.pipeline import DiscreteVAEPipeline
 from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.dvae.tokens import tokenize_dataset
-from mmgen.errors import CheckpointError, ConfigError
-from mmgen.text import load_text_encoder, training_conditioning
+from mmgen.errors import ConfigError
+from mmgen.text import TextEncoder, load_text_encoder, training_conditioning
 from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
 
@@ -40,15 +40,30 @@ def train_dvae(
     kl_decay_steps: int = 2000,
     straight_through: bool = False,
     random_flip: bool = False,
+    pretrained: str | Path | None = None,
 ) -> TrainingResult:
     """Stage one of the baseline. Every checkpoint holds the discrete VAE (EMA weights) in
-    `model/`; validation writes originals above their token reconstructions to `samples/`."""
+    `model/`; validation writes originals above their token reconstructions to `samples/`.
+    `pretrained` (a DiscreteVAE folder, or a discrete-VAE pipeline whose vae/ to take)
+    fine-tunes that model (its architecture options then do not apply); the temperature
+    and KL schedules start again from step 0."""
     torch.manual_seed(config.seed)
-    vae = DiscreteVAE(
-        image_size=image_size, num_tokens=num_tokens, codebook_dim=codebook_dim, hidden_channels=hidden_channels,
-        num_layers=num_layers, num_resnet_blocks=num_resnet_blocks,
-    )
+    if pretrained is not None:
+        vae = _discrete_vae(Path(pretrained) / "vae" if (Path(pretrained) / "model_index.json").is_file() else pretrained)
+        vae.train().requires_grad_(True)
+        image_size = vae.config.image_size
+    else:
+        vae = DiscreteVAE(
+            image_size=image_size, num_tokens=num_tokens, codebook_dim=codebook_dim, hidden_channels=hidden_channels,
+            num_layers=num_layers, num_resnet_blocks=num_resnet_blocks,
+        )
     dataset = open_dataset(data, size=image_size, seed=config.seed, random_flip=random_flip)
+    steps = config.steps_for_epochs(len(dataset), PartialState().num_processes)
+    if steps < temperature_steps:
+        warnings.warn(
+            f"the run has {steps} steps, fewer than the {temperature_steps}-step temperature anneal: it ends at temperature "
+            f"above {temperature_end:g} (lower --temperature-steps to finish the anneal)", stacklevel=2,
+        )
     originals = torch.stack([dataset[i]["pixel_values"] for i in range(min(8, len(dataset)))])
 
     def validate(model: DiscreteVAEObjective, step: int, output_dir: Path) -> None:
@@ -70,7 +85,7 @@ def train_dvae(
 
 def train_dvae_prior(
     config: TrainingConfig,
-    dvae: str | Path,
+    dvae: str | Path | None = None,
     data: str = "shapes",
     image_size: int | None = None,
     text_encoder: str = "minilm",
@@ -84,45 +99,60 @@ def train_dvae_prior(
     caption_dropout: float = 0.1,
     random_flip: bool = False,
     caption_variants: int = 0,
-    validation_prompts: tuple[str, ...] = VALIDATION_PROMPTS,
+    prompts: list[str] | None = None,
+    pretrained: str | Path | None = None,
 ) -> TrainingResult:
     """Stage two: the transformer prior over the frozen discrete VAE's cached image tokens,
     conditioned on a text encoder given like latent diffusion's (`minilm`, `clip`, or a
     folder such as a latent-diffusion pipeline, to share its encoder). Every checkpoint's
-    `model/` is a `DiscreteVAEPipeline`. `caption_variants` as for `train_ldm`."""
-    if not (Path(dvae) / "config.json").is_file():
-        raise CheckpointError(f"{dvae}: no discrete VAE there (train one with `mmgen train dvae`)")
-    require_checkpoint_class(dvae, "DiscreteVAE", "mmgen train dvae")
+    `model/` is a `DiscreteVAEPipeline`. `caption_variants` and the validation `prompts` as
+    for `train_ldm`. `pretrained` (a DiscreteVAEPipeline folder) fine-tunes that pipeline's
+    prior with its own discrete VAE and frozen text encoder, instead of a new prior over
+    `dvae` (the prior and text encoder options then do not apply)."""
     torch.manual_seed(config.seed)
     state = PartialState()
-    vae = load_pretrained(DiscreteVAE, dvae).to(state.device).eval().requires_grad_(False)
+    if pretrained is not None:
+        if dvae is not None:
+            raise ConfigError("give --pretrained PIPELINE or --dvae, not both (a pipeline has its own discrete VAE)")
+        pipe = DiscreteVAEPipeline.from_pretrained(pretrained)
+        vae, prior, guidance_scale = pipe.vae, pipe.prior.train().requires_grad_(True), pipe.config.guidance_scale
+        encoder = TextEncoder(pipe.tokenizer, pipe.text_encoder, trainable=False)
+    else:
+        vae, prior, encoder, guidance_scale = _discrete_vae(dvae), None, None, None
+    vae = vae.to(state.device).eval().requires_grad_(False)
     if image_size not in (None, vae.config.image_size):
         raise ConfigError(f"--image-size {image_size}: the prior's token grid is the discrete VAE's, of {vae.config.image_size} px images")
     dataset = open_dataset(data, size=vae.config.image_size, seed=config.seed, caption_variants=caption_variants)
     captions, distinct = dataset_captions(dataset)
-    encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
+    prompts = validation_prompts(dataset, prompts)
+    if encoder is None:
+        encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
 
     # Frozen parts are computed once, by the main process first so the others read its files.
     with state.main_process_first():
         tokens = tokenize_dataset(vae, dataset, Path(config.output_dir) / "cache", flips=random_flip)
         conditioning = training_conditioning(encoder, distinct, state.device)
 
-    prior = DiscreteVAEPrior(
-        num_image_tokens=vae.config.num_tokens, image_seq_len=vae.token_grid**2, text_hidden_size=encoder.hidden_size,
-        text_seq_len=encoder.max_length, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
-        dropout=dropout,
-    )
+    if prior is None:
+        prior = DiscreteVAEPrior(
+            num_image_tokens=vae.config.num_tokens, image_seq_len=vae.token_grid**2, text_hidden_size=encoder.hidden_size,
+            text_seq_len=encoder.max_length, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+            dropout=dropout,
+        )
     objective = DiscreteVAEPriorObjective(prior, conditioning, caption_dropout)
 
     def pipeline(model: DiscreteVAEPriorObjective) -> DiscreteVAEPipeline:
-        pipe = DiscreteVAEPipeline(vae=vae, prior=model.prior, text_encoder=encoder.model, tokenizer=encoder.tokenizer)
+        pipe = DiscreteVAEPipeline(
+            vae=vae, prior=model.prior, text_encoder=encoder.model, tokenizer=encoder.tokenizer,
+            **({"guidance_scale": guidance_scale} if guidance_scale is not None else {}),  # the fine-tuned one's
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def validate(model: DiscreteVAEPriorObjective, step: int, output_dir: Path) -> None:
         generator = torch.Generator().manual_seed(config.seed)
-        images = pipeline(model)(list(validation_prompts), generator=generator).images
-        save_validation_grid(images, output_dir, step)
+        images = pipeline(model)(prompts, generator=generator).images
+        save_validation_grid(images, output_dir, step, captions=prompts)
 
     def export(model: DiscreteVAEPriorObjective, folder: Path) -> None:
         with encoder.saved_as_half(folder):  # a frozen pretrained encoder is stored in float16
@@ -130,3 +160,9 @@ def train_dvae_prior(
 
     train_data = CachedViewsDataset(tokens, captions, seed=config.seed)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
+
+
+def _discrete_vae(path: str | Path | None) -> DiscreteVAE:
+    if path is None:
+        raise ConfigError("give --dvae (a trained discrete VAE) or --pretrained (a discrete-VAE pipeline to fine-tune)")
+    return load_trained(DiscreteVAE, path, "discrete VAE", "mmgen train dvae")

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch.nn import functional as F
 
 from mmgen.checkpoints import checkpoint_class, load_pretrained
 from mmgen.data.seeding import derive_seed
 from mmgen.data.shapes import OFFSET_JITTER, RADIUS_JITTER, ShapesDataset, ShapesSample, parse_caption, render
-from mmgen.data.transforms import make_grid, pil_to_tensor, tensor_to_pil
+from mmgen.data.transforms import pil_to_tensor, tensor_to_pil
 from mmgen.errors import CheckpointError, ConfigError
 from mmgen.eval.prompts import freeform_prompts
 from mmgen.eval.judge import ATTRIBUTE_NAMES, ShapesJudge, judge_accuracy, load_judge, real_images
@@ -45,19 +45,24 @@ def inference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None):
+def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None, lora: str | Path | None = None):
     """The text-to-image pipeline saved at `path`, on the `inference_device`: the
     discrete-VAE baseline's, or latent diffusion's (a StableDiffusionPipeline folder;
-    `scheduler` picks its sampler)."""
+    `scheduler` picks its sampler, `lora` a folder of LoRA adapters to apply)."""
     path = Path(path)
     device = inference_device()
     if (path / "model_index.json").is_file() and checkpoint_class(path) == "DiscreteVAEPipeline":
+        if lora is not None:
+            raise ConfigError(f"--lora adapts latent diffusion pipelines; {path} is a discrete-VAE pipeline")
         from mmgen.dvae import DiscreteVAEPipeline
 
         return DiscreteVAEPipeline.from_pretrained(path).to(device)
     from mmgen.diffusion import TextToImagePipeline
 
-    return TextToImagePipeline.from_pretrained(path, scheduler=scheduler).to(device)
+    pipe = TextToImagePipeline.from_pretrained(path, scheduler=scheduler)
+    if lora is not None:
+        pipe.load_lora(lora)
+    return pipe.to(device)
 
 
 SAMPLING_STEPS = 20  # of diffusion pipelines, unless --steps says otherwise
@@ -69,12 +74,14 @@ def default_guidance_scale(pipe) -> float:
     return pipe.config.get("guidance_scale", getattr(pipe, "default_guidance_scale", None))
 
 
-def _text_to_image_generate(path: Path, steps: int | None, guidance_scale: float | None, scheduler: str) -> GenerateFn:
-    """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline); no
-    `steps`: 20; no `guidance_scale`: the pipeline's default. The callable's `settings` are
-    those the pipeline used (the discrete-VAE baseline draws tokens in one pass: no steps
-    or scheduler)."""
-    pipe = load_text_to_image_pipeline(path, scheduler=scheduler)
+def _text_to_image_generate(
+    path: Path, steps: int | None, guidance_scale: float | None, scheduler: str, lora: str | Path | None = None
+) -> GenerateFn:
+    """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline),
+    with `lora` adapters applied if given; no `steps`: 20; no `guidance_scale`: the
+    pipeline's default. The callable's `settings` are those the pipeline used (the
+    discrete-VAE baseline draws tokens in one pass: no steps or scheduler)."""
+    pipe = load_text_to_image_pipeline(path, scheduler=scheduler, lora=lora)
     pipe.set_progress_bar_config(disable=True)
     guidance_scale = default_guidance_scale(pipe) if guidance_scale is None else guidance_scale
     steps = SAMPLING_STEPS if steps is None else steps
@@ -168,7 +175,8 @@ LOADERS: dict[str, dict[str, Callable[[Path, int, float, str], Callable]]] = {
 
 
 def load_for_task(
-    path: str | Path, task: str, steps: int | None = None, guidance_scale: float = 3.0, scheduler: str = "dpm++"
+    path: str | Path, task: str, steps: int | None = None, guidance_scale: float = 3.0, scheduler: str = "dpm++",
+    lora: str | Path | None = None,
 ) -> Callable:
     class_name = checkpoint_class(path)
     if class_name == ShapesJudge.__name__:
@@ -178,7 +186,11 @@ def load_for_task(
         raise CheckpointError(f"{path}: mmgen cannot evaluate a {class_name} (known: {', '.join(sorted(LOADERS))})")
     if task not in tasks:
         raise CheckpointError(f"{path}: a {class_name} supports --task {' or '.join(tasks)}, not {task}")
-    return tasks[task](Path(path), steps, guidance_scale, scheduler)
+    if lora is None:
+        return tasks[task](Path(path), steps, guidance_scale, scheduler)
+    if task != "text-to-image":
+        raise ConfigError(f"--lora adapts text-to-image pipelines, not a {class_name} for --task {task}")
+    return tasks[task](Path(path), steps, guidance_scale, scheduler, lora=lora)
 
 
 def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -304,8 +316,9 @@ def run_task(
     steps: int | None = None,
     guidance_scale: float | None = None,
     scheduler: str = "dpm++",
+    lora: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
-    """Evaluate checkpoint `model` on `task`: (results, the sampling settings used, sample
+    """Evaluate checkpoint `model` (with `lora` adapters, if given) on `task`: (results, the sampling settings used, sample
     images, their captions). The settings are those that apply to the model: diffusion's
     steps (None given: 20), guidance scale (None: the pipeline's default) and scheduler; the
     discrete-VAE baseline's guidance scale; a multimodal VAE's pseudo-Gibbs rounds as steps
@@ -316,7 +329,7 @@ def run_task(
         results, images, captions = evaluate_judge(load_judge(model), n)
         return results, {}, images, captions
     scorer = load_judge(judge)
-    run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler)
+    run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora)
     if task == "text-to-image":
         measured = evaluate_text_to_image(run, scorer, n, seed, batch_size)
     elif task == "reconstruct":
@@ -325,31 +338,6 @@ def run_task(
         measured = evaluate_imputation(run, scorer, n, seed, batch_size)
     results, images, captions = measured
     return results, getattr(run, "settings", {}), images, captions  # reconstructors have no settings
-
-
-def captioned_grid(images: list[Image.Image], captions: list[str], columns: int = 4, scale: int = 2) -> Image.Image:
-    """Images in a grid with each caption written under its image."""
-    width = images[0].width * scale
-    tiles = []
-    for image, caption in zip(images, captions):
-        tile = Image.new("RGB", (max(width, 200), width + 26), (255, 255, 255))
-        tile.paste(image.resize((width, width), Image.Resampling.NEAREST), ((tile.width - width) // 2, 0))
-        draw = ImageDraw.Draw(tile)
-        for line, text in enumerate(_wrap(caption, tile.width // 6)):
-            draw.text((2, width + 1 + 12 * line), text, fill=(0, 0, 0))
-        tiles.append(tile)
-    return make_grid(tiles, columns=columns)
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return (lines + [line])[:2]
 
 
 def format_table(results: dict[str, Any], prefix: str = "") -> list[str]:

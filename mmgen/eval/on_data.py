@@ -94,14 +94,14 @@ def evaluate_reconstruction(model: str | Path, data: str, n: int, batch_size: in
 
 def evaluate_text_to_image(
     model: str | Path, data: str, clip: str | Path | None, n: int, seed: int = 0, batch_size: int = 32,
-    steps: int | None = None, guidance_scale: float | None = None, scheduler: str = "dpm++",
+    steps: int | None = None, guidance_scale: float | None = None, scheduler: str = "dpm++", lora: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
     """Images generated from the captions of up to `n` items of `data`, judged by the
     contrastive model `clip`: R-precision and CLIP score beside the real images' own; FID
     of the first half's generated images against the second half's real images, beside
     the floor of the first half's real images against the same."""
     judge = load_judge_model(clip, "text-to-image")
-    generate = load_for_task(model, "text-to-image", steps=steps, guidance_scale=guidance_scale, scheduler=scheduler)
+    generate = load_for_task(model, "text-to-image", steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora)
     dataset = _open(data, judge.image_size)
     rows = sampled_rows(dataset, n, seed)
     real, captions = load_rows(dataset, rows)
@@ -132,9 +132,10 @@ def evaluate_imputation(
     gibbs_steps: int | None = None,
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
     """A multimodal VAE's images drawn from captions, for every caption modality and image
-    modality, on up to `n` items of `data` that have a caption: R-precision among 100 of
-    the data's captions under the contrastive model `clip`, beside the real images' own
-    (where the item has that image). Needs no labels."""
+    modality, on those of `n` items of `data` (drawn by `seed`) that have a caption:
+    R-precision among 100 of the data's captions under the contrastive model `clip`, beside
+    the real images' own (where the item has that image), and how many captions each
+    caption modality gave. Needs no labels."""
     from mmgen.data.collate import collate_examples
 
     texts = [name for name, codec in model.codecs.items() if codec.kind == "text"]
@@ -157,6 +158,7 @@ def evaluate_imputation(
         if len(kept) < 2:
             raise DataError(f"{data}: fewer than two items with a caption in modality {text!r}")
         prompts = [captions[i] for i in kept]
+        results[f"{text}/captions"] = len(prompts)
         text_embeds = judge.embed_texts(prompts)
         for image in images:
             drawn = torch.cat([
@@ -175,5 +177,4 @@ def evaluate_imputation(
                 )
             grid[0].extend(tensor_to_pil(drawn[:8].clamp(-1, 1)))
             grid[1].extend(f"{image}: {prompt}" for prompt in prompts[:8])
-    results["captions"] = len(kept)
     return results, *grid

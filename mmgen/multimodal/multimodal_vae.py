@@ -58,7 +58,9 @@ class MultimodalVAE(ModalityModel):
             raise ConfigError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}")
         unknown = set(likelihood_weights or {}) - set(modalities)
         if unknown:
-            raise ConfigError(f"likelihood weight for unknown modality {sorted(unknown)[0]!r}")
+            raise ConfigError(
+                f"likelihood weight for unknown modality {sorted(unknown)[0]!r} (this model's: {', '.join(modalities)})"
+            )
         for name, size in (private_dims or {}).items():
             if name not in modalities:
                 raise ConfigError(f"private latent for unknown modality {name!r}")

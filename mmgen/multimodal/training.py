@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from mmgen.data import ShapesDataset, open_dataset
-from mmgen.data.frozen import dataset_captions
+from mmgen.data import open_dataset
+from mmgen.data.frozen import validation_prompts
 from mmgen.data.seeding import derive_seed
-from mmgen.data.shapes import VALIDATION_PROMPTS
 from mmgen.data.collate import collate_examples
 from mmgen.errors import ConfigError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
@@ -110,7 +109,7 @@ def train_multimodal_vae(
     beta: float = 1.0,
     missing_fraction: float = 0.0,
     caption_variants: int = 0,
-    validation_prompts: tuple[str, ...] | None = None,
+    prompts: list[str] | None = None,
     model: MultimodalVAE | ConditionalVAE | None = None,
     **model_options,
 ) -> TrainingResult:
@@ -122,8 +121,8 @@ def train_multimodal_vae(
     `model/` is the model (EMA weights).
 
     Validation (a grid in samples/) draws every image modality, the first 8 samples' given
-    one: a multimodal VAE with captions from `validation_prompts` (default: Shapes' prompts
-    on Shapes, else the data's first 8 captions), one without from the first 8 samples' first
+    one: a multimodal VAE with captions from `prompts` (default: Shapes' prompts on Shapes,
+    else 8 of the data's captions; written under the images), one without from the first 8 samples' first
     modality (shown in the first row); a conditional VAE of images from the first 8
     samples' conditions."""
     if not 0 <= missing_fraction <= 1:
@@ -144,6 +143,7 @@ def train_multimodal_vae(
     train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
     shown = collate_examples([dataset[i] for i in range(min(8, len(dataset)))])
     drawn = [name for name, codec in model.codecs.items() if codec.kind == "image"]
+    text = None  # the caption modality the validation prompts are given as
     if isinstance(model, ConditionalVAE):
         objective = ConditionalELBO(model, beta=beta)
         given = {name: model.codecs[name].read(shown) for name in model.conditions}
@@ -152,9 +152,7 @@ def train_multimodal_vae(
         objective = MultimodalELBO(model, beta=beta)
         text = next((name for name, codec in model.codecs.items() if codec.kind == "text"), None)
         if text is not None:
-            if validation_prompts is None:
-                validation_prompts = VALIDATION_PROMPTS if isinstance(dataset, ShapesDataset) else dataset_captions(dataset)[1][:8]
-            given = {text: list(validation_prompts)}
+            given = {text: validation_prompts(dataset, prompts)}
         else:
             given = {model.names[0]: model.codecs[model.names[0]].read(shown)}
         drawn = [name for name in drawn if name not in given]
@@ -170,7 +168,8 @@ def train_multimodal_vae(
             if codec.kind == "image":
                 rows.append(codec.from_decoded(codec.batch_tensors({name: values}, len(values))[0]))
         rows += [imputed[name] for name in drawn]
-        save_validation_grid([image for row in rows for image in row], output_dir, step, columns=len(rows[0]))
+        captions = [prompt for _ in rows for prompt in given[text]] if text in given else None
+        save_validation_grid([image for row in rows for image in row], output_dir, step, columns=len(rows[0]), captions=captions)
 
     def export(objective: MultimodalELBO | ConditionalELBO, folder: Path) -> None:
         objective.model.save_pretrained(folder)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,8 @@ from mmgen.text.encoder import UNCONDITIONAL_PROMPT, TextEncoder, TextEncoding
 
 # Captions per shard file: bounds the memory of one write and safetensors' header size.
 SHARD_SIZE = 4096
+# Encoding expected to take longer than this gets a time estimate up front.
+ESTIMATE_ABOVE_SECONDS = 10
 
 
 def default_cache_root() -> Path:
@@ -75,11 +78,20 @@ class CachedTextEncoder:
         return self._assemble(texts)
 
     def precompute(self, texts: Iterable[str], progress: bool = True) -> None:
-        """Encode every distinct text not cached yet, then write them to disk."""
+        """Encode every distinct text not cached yet, then write them to disk. After the
+        first batch, says how long the rest will take when that is more than a few seconds."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._entries]
         batches = range(0, len(missing), self.batch_size)
-        for start in tqdm(batches, desc="encoding captions", disable=not progress or not missing):
+        started = time.perf_counter()
+        for index, start in enumerate(tqdm(batches, desc="encoding captions", disable=not progress or not missing)):
             self._encode(missing[start : start + self.batch_size])
+            if index == 0 and progress and len(batches) > 1:
+                estimate = (time.perf_counter() - started) * len(batches)
+                if estimate > ESTIMATE_ABOVE_SECONDS:
+                    tqdm.write(
+                        f"encoding {len(missing):,} captions once with the frozen text encoder: about "
+                        f"{estimate / 60:.1f} min; later runs read them from {self.directory}"
+                    )
             if len(self._unsaved) >= SHARD_SIZE:
                 self.flush()
         self.flush()

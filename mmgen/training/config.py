@@ -30,6 +30,9 @@ class TrainingConfig:
     epochs: int | None = _setting(
         None, "train for this many passes over the data instead (sets max_steps from the data's size and the batch)"
     )
+    max_minutes: float | None = _setting(
+        None, "stop after this many minutes of training (this run's), with a checkpoint to resume from with --resume latest"
+    )
     batch_size: int = _setting(
         32, "examples per process per micro-batch; the effective batch is this x processes x accumulation"
     )
@@ -70,6 +73,8 @@ class TrainingConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1 (or none to train for max_steps), got {self.epochs}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes must be above 0 (or none), got {self.max_minutes}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.compile not in (None, *COMPILE_MODES):

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from mmgen.data.collate import collate_examples
 from mmgen.data.seeding import derive_seed
-from mmgen.data.transforms import make_grid
+from mmgen.data.transforms import captioned_grid, make_grid
 from mmgen.errors import CheckpointError, ConfigError, MMGenError
 from mmgen.training import checkpoint
 from mmgen.training.config import TrainingConfig
@@ -174,8 +174,9 @@ class Trainer:
         epoch, skip = divmod(step * config.gradient_accumulation_steps, batches_per_epoch)
         objective.train()
         micro_losses: list[torch.Tensor] = []
-        tic = time.perf_counter()
-        while step < config.max_steps:
+        tic = started = time.perf_counter()
+        out_of_time = False
+        while step < config.max_steps and not out_of_time:
             sampler.set_epoch(epoch, start=skip * config.batch_size)
             loader.generator.manual_seed(derive_seed(config.seed, "workers", epoch))
             _set_epoch(self.train_dataset, epoch)
@@ -197,8 +198,14 @@ class Trainer:
                 step += 1
                 if ema is not None:
                     ema.step(trainable)
-                # The step's loss: the mean over its micro-batches and processes.
-                loss_value = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+                # The step's loss (the mean over its micro-batches and processes) and whether any
+                # process is past the time budget, in one reduction, so that all stop together.
+                past_budget = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
+                reduced = accelerator.reduce(
+                    torch.stack([torch.stack(micro_losses).mean(), torch.tensor(float(past_budget), device=accelerator.device)]),
+                    reduction="mean",
+                )
+                loss_value, out_of_time = reduced[0].item(), reduced[1].item() > 0
                 micro_losses = []
                 if not math.isfinite(loss_value):
                     kept = checkpoint.list_checkpoints(self.checkpoint_dir)
@@ -217,12 +224,15 @@ class Trainer:
                     scalars = {k: float(v) for k, v in logs.items()}
                     scalars.update(loss=loss_value, lr=lr_scheduler.get_last_lr()[0], images_per_second=images_per_second)
                     accelerator.log(scalars, step=step)
-                if step % config.checkpoint_every == 0 or step == config.max_steps:
+                if step % config.checkpoint_every == 0 or step == config.max_steps or out_of_time:
                     result.last_checkpoint = self._save(step, ema)
                 validate_now = config.validate_every and step % config.validate_every == 0
                 if self.validate_fn and validate_now and accelerator.is_main_process:
                     self._with_ema_weights(ema, lambda model: self.validate_fn(model, step, self.output_dir))
                 if step >= config.max_steps:
+                    break
+                if out_of_time:
+                    accelerator.print(f"--max-minutes {config.max_minutes:g} reached at step {step}: saved; resume with --resume latest")
                     break
             epoch += 1
         progress.close()
@@ -367,12 +377,17 @@ def check_writable(output_dir: Path) -> None:
         raise ConfigError(f"output_dir {output_dir}: cannot write there ({error.strerror or error})") from None
 
 
-def save_validation_grid(images: list, output_dir: Path, step: int, columns: int | None = None) -> Path:
+def save_validation_grid(
+    images: list, output_dir: Path, step: int, columns: int | None = None, captions: list[str] | None = None
+) -> Path:
     """Write a validation's images as `output_dir/samples/step-NNNNNNN.png`, `columns` to a
-    row (default: in two rows when there are more than four)."""
+    row (default: in two rows when there are more than four), each with its caption (its
+    prompt) written under it if `captions` are given."""
     path = Path(output_dir) / "samples" / f"step-{step:07d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images, columns=columns or (len(images) // 2 if len(images) > 4 else None)).save(path)
+    columns = columns or (math.ceil(len(images) / 2) if len(images) > 4 else len(images))
+    grid = captioned_grid(images, captions, columns=columns) if captions else make_grid(images, columns=columns)
+    grid.save(path)
     return path
 
 

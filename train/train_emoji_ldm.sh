@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Latent diffusion on real emoji (Google's 64 px glyphs, captioned with their names; data
+# from `mmgen data emoji`), judged by checkpoints/emoji-clip on held-out and training names.
+# Re-running resumes each stage from its last checkpoint; LDM_STEPS can grow between runs.
+#   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS]
+# The packages: npm pack emoji-datasource-google emoji-datasource-twitter, then
+# GOOGLE=emoji-datasource-google-*.tgz TWITTER=emoji-datasource-twitter-*.tgz.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-$HOME/mmgen-runs/emoji-ldm}
+LDM_STEPS=${2:-20000}
+MMGEN=${MMGEN:-.venv/bin/mmgen}
+DATA=${DATA:-$HOME/mmgen-runs/data/emoji2}
+
+[ -f "$DATA/heldout/metadata.jsonl" ] || "$MMGEN" data emoji --package "$GOOGLE" "$TWITTER" --out "$DATA"
+
+# Stage 1: AutoencoderKL, 64 x 64 x 3 -> 16 x 16 x 4 (emoji hold text, faces and flags:
+# 8 x 8 latents smear them).
+"$MMGEN" train autoencoder --output-dir "$RUN/autoencoder" --data "$DATA/train" --image-size 64 \
+    --block-out-channels 32,64,128 --latent-channels 4 --kl-weight 1e-6 --reconstruction-loss mse \
+    --max-steps 2000 --batch-size 32 --learning-rate 1e-3 --lr-scheduler cosine --lr-warmup-steps 100 \
+    --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest
+AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0002000/model"
+"$MMGEN" eval --task reconstruct --model "$AUTOENCODER" --data "$DATA/heldout" --n 1000 --out "$RUN/eval-autoencoder-heldout.json"
+
+# Stage 2: the UNet on the frozen MiniLM's states of the names and 4 restyled copies of each
+# (case, punctuation, lead-ins: prompts as people type them).
+"$MMGEN" train ldm --output-dir "$RUN/ldm" --data "$DATA/train" --autoencoder "$AUTOENCODER" \
+    --text-encoder minilm --max-length 77 --caption-variants 4 \
+    --block-out-channels 64,128,256 --layers-per-block 1 --attention-head-dim 8 --caption-dropout 0.1 \
+    --max-steps "$LDM_STEPS" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
+    --lr-warmup-steps 500 --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest \
+    --validation-prompts "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" \
+        "france flag" "dog face"
+
+PIPELINE=$(ls -d "$RUN"/ldm/checkpoints/checkpoint-* | tail -1)/model
+for SPLIT in heldout train; do
+    "$MMGEN" eval --task text-to-image --model "$PIPELINE" --data "$DATA/$SPLIT" --clip checkpoints/emoji-clip \
+        --n 300 --steps 20 --out "$RUN/eval-$SPLIT.json"
+done
