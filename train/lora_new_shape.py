@@ -3,9 +3,10 @@
   .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8] [--full]
 
 1. Data: `--images` hearts drawn the Shapes way (the eight colours, two sizes, nine
-   positions, the same jitter; captions from the Shapes templates with the word "heart")
-   plus as many ordinary Shapes `train` images, so that the adapters keep the old
-   vocabulary (DreamBooth's prior preservation, with real images of the old classes).
+   positions, the same jitter; captions from the Shapes templates with the word "heart"),
+   repeated to half the rows, beside `--preservation` ordinary Shapes `train` images, so
+   that the adapters keep the old vocabulary (DreamBooth's prior preservation, with
+   rendered images of the old classes).
 2. A shape classifier over the six Shapes shapes and the heart (`mmgen train classifier`),
    trained on other renderings, reads the shape of generated images; the Shapes judge
    reads colour, size and position.
@@ -37,6 +38,7 @@ from mmgen.data.shapes import (
     CAPTION_TEMPLATES, COLOR_RGB, COLORS, OFFSET_JITTER, POSITIONS, RADIUS_JITTER, SIZES, SUPERSAMPLE, SYNONYMS,
     ShapesDataset, ShapesSample, format_caption, render,
 )
+from mmgen.data.transforms import pil_to_tensor
 from mmgen.diffusion.training import train_ldm
 from mmgen.eval.classifier import ImageClassifier, train_classifier
 from mmgen.eval.evaluate import evaluate_text_to_image, load_for_task
@@ -98,15 +100,17 @@ def write_folder(folder: Path, rows: list[tuple[Image.Image, dict]]) -> Path:
     return folder
 
 
-def build_training_data(run: Path, images: int) -> Path:
-    """`images` hearts and as many ordinary Shapes train images, captioned."""
-    shapes = ShapesDataset("train", n=images)
-    rows = [(image, {"text": caption}) for image, caption, _ in heart_examples(images, seed=1)]
-    rows += [(render(sample, 64), {"text": sample.caption}) for sample in (shapes.sample(i) for i in range(images))]
+def build_training_data(run: Path, images: int, preservation: int) -> Path:
+    """`images` hearts, each listed often enough to make half the rows, and `preservation`
+    ordinary Shapes train images (rendered: the old classes cost the user nothing)."""
+    shapes = ShapesDataset("train", n=preservation)
+    hearts = [(image, {"text": caption}) for image, caption, _ in heart_examples(images, seed=1)]
+    rows = hearts * max(1, preservation // images)
+    rows += [(render(sample, 64), {"text": sample.caption}) for sample in (shapes.sample(i) for i in range(preservation))]
     return write_folder(run / "data", rows)
 
 
-def build_classifier_data(run: Path, per_shape: int = 150) -> Path:
+def build_classifier_data(run: Path, per_shape: int = 400) -> Path:
     """Other renderings (other seeds than the training data): hearts and Shapes val images."""
     rows = [(image, {"text": caption, "shape": NEW_SHAPE}) for image, caption, _ in heart_examples(per_shape, seed=2)]
     shapes = ShapesDataset("val", n=6 * per_shape)
@@ -114,18 +118,29 @@ def build_classifier_data(run: Path, per_shape: int = 150) -> Path:
     return write_folder(run / "classifier-data", rows)
 
 
-def new_shape_adherence(generate, classifier: ImageClassifier, judge, n: int = 200, seed: int = 0) -> dict[str, float]:
-    """Images for n heart prompts (fresh colours, sizes, positions, templates): the share the
-    classifier reads as hearts, the judge's colour/size/position accuracy, and all four."""
-    examples = heart_examples(n, seed=1000 + seed)
-    prompts = [caption for _, caption, _ in examples]
-    images = generate_images(generate, prompts, seed, batch_size=50)
+def read_hearts(images: torch.Tensor, examples: list, classifier: ImageClassifier, judge) -> dict[str, float]:
+    """The share of `images` the classifier reads as hearts, the judge's colour, size and
+    position accuracy against `examples`' attributes, and all four right."""
+    n, others = len(examples), ("color", "size", "position")
     is_heart = [label == NEW_SHAPE for label in classifier.predict(images)]
-    others = ("color", "size", "position")
     predicted = judge.predict(images)
     read = attribute_accuracy(predicted, {"shape": [None] * n, **{k: [t[k] for *_, t in examples] for k in others}})
     all_right = [heart and all(predicted[k][i] == examples[i][2][k] for k in others) for i, heart in enumerate(is_heart)]
     return {"heart": sum(is_heart) / n, **{k: read[k] for k in others}, "all": sum(all_right) / n}
+
+
+def new_shape_adherence(generate, classifier: ImageClassifier, judge, n: int = 200, seed: int = 0) -> dict[str, float]:
+    """`read_hearts` of images generated for n heart prompts (colours, sizes, positions and
+    templates drawn afresh)."""
+    examples = heart_examples(n, seed=1000 + seed)
+    images = generate_images(generate, [caption for _, caption, _ in examples], seed, batch_size=50)
+    return read_hearts(images, examples, classifier, judge)
+
+
+def real_heart_ceiling(classifier: ImageClassifier, judge, n: int = 200, seed: int = 0) -> dict[str, float]:
+    """`read_hearts` of the real renderings of the same n prompts: what the readers allow."""
+    examples = heart_examples(n, seed=1000 + seed)
+    return read_hearts(torch.stack([pil_to_tensor(image) for image, *_ in examples]), examples, classifier, judge)
 
 
 def checkpoints_of(run: Path) -> list[Path]:
@@ -135,24 +150,36 @@ def checkpoints_of(run: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=str(Path.home() / "mmgen-runs" / "lora-heart"))
-    parser.add_argument("--images", type=int, default=100, help="hearts to learn from (and as many old-shape images)")
+    parser.add_argument("--images", type=int, default=100, help="hearts to learn from")
+    parser.add_argument("--preservation", type=int, default=500, help="old-shape images trained beside them")
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--n", type=int, default=1000, help="prompts per old-vocabulary split")
     parser.add_argument("--full", action="store_true", help="also full fine-tuning and from-scratch runs (curves)")
+    parser.add_argument(
+        "--measure-base", action="store_true",
+        help="also measure the base model's old vocabulary (checkpoints/shapes-ldm/README.md has it: same prompts and seed)",
+    )
     args = parser.parse_args()
     run = Path(args.run)
-    data = build_training_data(run, args.images)
-    results: dict = {"images": args.images, "minutes": args.minutes, "rank": args.rank}
+    # A rerun keeps what the run folder has (trained adapters, measurements) and adds the rest.
+    saved = run / "results.json"
+    results: dict = json.loads(saved.read_text()) if saved.is_file() else {}
+    results.update(images=args.images, preservation=args.preservation, minutes=args.minutes, rank=args.rank,
+                   learning_rate=args.learning_rate)
+
+    def save() -> None:
+        saved.write_text(json.dumps(results, indent=2) + "\n")
 
     classifier_run = run / "classifier"
     if not checkpoints_of(classifier_run):
-        train_classifier(TrainingConfig(output_dir=str(classifier_run), epochs=8, batch_size=64, learning_rate=2e-3,
+        train_classifier(TrainingConfig(output_dir=str(classifier_run), epochs=30, batch_size=64, learning_rate=2e-3,
                                         lr_scheduler="cosine", report_to="none", checkpoint_every=100_000),
                          str(build_classifier_data(run)), "shape")
     classifier = ImageClassifier.load(checkpoints_of(classifier_run)[-1] / "model")
     judge = load_judge(SHAPES_JUDGE)
+    results["real_hearts"] = real_heart_ceiling(classifier, judge)
 
     def training(folder: str, checkpoint_every: int = 100) -> TrainingConfig:
         return TrainingConfig(output_dir=str(run / folder), max_steps=100_000, max_minutes=args.minutes, batch_size=32,
@@ -160,31 +187,39 @@ def main() -> None:
                               checkpoint_every=checkpoint_every, keep_last=None, report_to="none", resume="latest")
 
     prompts = ["a large red heart in the center", "a small blue heart in the top left", "a large green star at the bottom"]
-    started = time.time()
-    lora = train_ldm(training("lora"), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank, prompts=prompts)
-    results["lora"] = {"steps": lora.step, "seconds": round(time.time() - started),
-                       "adapter_bytes": (lora.last_checkpoint / "model" / "pytorch_lora_weights.safetensors").stat().st_size}
-    adapted = load_for_task(SHAPES_LDM, "text-to-image", lora=lora.last_checkpoint / "model")
+    if not checkpoints_of(run / "lora"):
+        data = build_training_data(run, args.images, args.preservation)
+        started = time.time()
+        train_ldm(training("lora"), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank, prompts=prompts)
+        results["lora"] = {"seconds": round(time.time() - started)}
+    adapters = checkpoints_of(run / "lora")[-1] / "model"
+    results.setdefault("lora", {}).update(steps=int(adapters.parent.name.split("-")[1]),
+                           adapter_bytes=(adapters / "pytorch_lora_weights.safetensors").stat().st_size)
+    adapted = load_for_task(SHAPES_LDM, "text-to-image", lora=adapters)
     base = load_for_task(SHAPES_LDM, "text-to-image")
     results["lora"]["new_shape"] = new_shape_adherence(adapted, classifier, judge)
-    results["base"] = {"new_shape": new_shape_adherence(base, classifier, judge)}
+    results.setdefault("base", {})["new_shape"] = new_shape_adherence(base, classifier, judge)
+    save()
     print(json.dumps(results, indent=2))
-    for name, generate in (("lora", adapted), ("base", base)):
-        old, _, _ = evaluate_text_to_image(generate, judge, n=args.n, seed=0, batch_size=50)
-        results[name]["old_vocabulary"] = {k: v["all"] for k, v in old.items() if k.startswith("adherence/")}
-        (run / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    for name, generate in (("lora", adapted), ("base", base))[: 2 if args.measure_base else 1]:
+        if "old_vocabulary" not in results[name]:
+            old, _, _ = evaluate_text_to_image(generate, judge, n=args.n, seed=0, batch_size=50)
+            results[name]["old_vocabulary"] = {k: v["all"] for k, v in old.items() if k.startswith("adherence/")}
+            save()
 
     if args.full:
+        data = run / "data"
         curves = {}
         for name, options in (("full", {"pretrained": SHAPES_LDM}), ("scratch", {"autoencoder": SHAPES_LDM / "vae"})):
-            train_ldm(training(name, checkpoint_every=200), data=str(data), prompts=prompts, **options)
+            if not checkpoints_of(run / name):
+                train_ldm(training(name, checkpoint_every=200), data=str(data), prompts=prompts, **options)
             curves[name] = {
                 int(folder.name.split("-")[1]): new_shape_adherence(
                     load_for_task(folder / "model", "text-to-image"), classifier, judge, n=100)["all"]
                 for folder in checkpoints_of(run / name)
             }
         results["curves"] = curves
-    (run / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save()
     print(json.dumps(results, indent=2))
 
 
