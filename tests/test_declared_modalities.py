@@ -134,8 +134,9 @@ def test_a_declared_spec_trains_from_the_cli_and_every_modality_is_imputed_from_
         "caption": ("text", "text"), "xy": ("real", "xy")}
     assert [written[name]["size"] for name in ("small", "mid", "large")] == [16, 20, 28]  # the data's sizes
     assert written["large"]["likelihood"] == "laplace" and written["xy"]["dim"] == 2
-    # drawn from the data's 4 distinct captions: a row per image modality, shown at 28 px with 2 px gaps
-    assert Image.open(run / "samples" / "step-0000008.png").size == (4 * 30 + 2, 3 * 30 + 2)
+    # drawn from the data's 4 distinct captions: a row per image modality, each tile 200 px wide with the image
+    # at twice 28 px over two lines of its caption, 2 px gaps
+    assert Image.open(run / "samples" / "step-0000008.png").size == (4 * 200 + 5 * 2, 3 * (2 * 28 + 26) + 4 * 2)
     model = load_model(run / "checkpoints" / "checkpoint-0000008" / "model")  # --epochs 2: 2 x 32 / 8 steps
     assert model.config.likelihood_weights == {"xy": 2.0}
     dataset = open_dataset(str(three_image_folder), allow_missing=True)

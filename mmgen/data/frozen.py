@@ -39,16 +39,15 @@ def dataset_captions(dataset: Dataset) -> tuple[list[tuple[str, ...]], list[str]
 
 def validation_prompts(dataset: Dataset, given: list[str] | tuple[str, ...] | None = None, count: int = 8) -> list[str]:
     """The prompts a text-conditioned run draws at each validation: `given`, else Shapes'
-    fixed prompts on Shapes, else `count` of the data's captions spread over the data."""
+    fixed prompts on Shapes, else `count` of the data's distinct captions, spread over them."""
     if given:
         return list(given)
     from mmgen.data.shapes import VALIDATION_PROMPTS, ShapesDataset
 
     if isinstance(dataset, ShapesDataset):
         return list(VALIDATION_PROMPTS)
-    stride = max(1, len(dataset) // count)
-    spread = [captions[0] for i in range(0, len(dataset), stride) if (captions := item_captions(dataset, i))]
-    return list(dict.fromkeys(spread))[:count] or dataset_captions(dataset)[1][:count]
+    distinct = [caption for caption in dataset_captions(dataset)[1] if caption]
+    return distinct[:: max(1, len(distinct) // count)][:count]
 
 
 def dataset_fingerprint(dataset: Dataset, model: nn.Module, *settings) -> str:
