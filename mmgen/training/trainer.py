@@ -52,6 +52,9 @@ from mmgen.training.config import TrainingConfig
 from mmgen.training.cpu_memory import keep_freed_memory
 from mmgen.training.sampler import ResumableShardedSampler
 
+# Seconds a multi-process run waits, without the GIL, before its process group goes (see train).
+GLOO_CLEANUP_PAUSE = 0.2
+
 # validate(objective, step, output_dir) and export(objective, folder) receive the unwrapped
 # objective with EMA weights swapped in (when EMA is on).
 ValidateFn = Callable[[nn.Module, int, Path], None]
@@ -236,12 +239,15 @@ class Trainer:
                     break
             epoch += 1
         progress.close()
+        # Gloo destroys finished collectives on its own thread, which needs the GIL to free
+        # their Python tensors; when the process group is destroyed (end_training) while that
+        # thread still holds the last checkpoint's gather, the destructor, holding the GIL,
+        # waits for it forever (3 runs in 8 hung). A barrier, then a pause without the GIL,
+        # lets that thread free everything first.
+        if accelerator.num_processes > 1:
+            accelerator.wait_for_everyone()
+            time.sleep(GLOO_CLEANUP_PAUSE)
         accelerator.end_training()
-        # Gloo runs each collective's clean-up on its own thread, which needs the GIL; a
-        # process that exits while the last checkpoint's gather is still being cleaned up
-        # deadlocks in the process group's destructor (seen 3 runs in 8). A barrier first
-        # lets that clean-up finish.
-        accelerator.wait_for_everyone()
         result.step = step
         return result
 
