@@ -97,9 +97,12 @@ def require_checkpoint_class(path: str | Path, expected: str, trained_by: str) -
         raise CheckpointError(f"{path}: a checkpoint of {found}, not of {expected} (`{trained_by}` trains one)")
 
 
-def load_trained(model_class, path: str | Path, what: str, trained_by: str):
-    """The `model_class` an earlier training stage saved at `path`; one-line errors name
-    what is missing and the command (`trained_by`) that makes it."""
+def load_trained(model_class, path: str | Path, what: str, trained_by: str, pipeline_part: str | None = None):
+    """The `model_class` an earlier training stage saved at `path` (or, given a pipeline
+    folder, at its `pipeline_part` subfolder); one-line errors name what is missing and the
+    command (`trained_by`) that makes it."""
+    if pipeline_part is not None and (Path(path) / "model_index.json").is_file():
+        path = Path(path) / pipeline_part
     if not (Path(path) / "config.json").is_file():
         raise CheckpointError(f"{path}: no {what} there (train one with `{trained_by}`)")
     require_checkpoint_class(path, model_class.__name__, trained_by)

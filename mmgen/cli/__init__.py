@@ -285,7 +285,9 @@ def _add_train_commands(subparsers) -> None:
         recipes, "ldm", _train_ldm,
         "latent diffusion, stage 2: a text-conditioned UNet on cached latents; every checkpoint is a pipeline",
     )
-    ldm.add_argument("--autoencoder", default=None, help="trained AutoencoderKL folder (a checkpoint's model/)")
+    ldm.add_argument(
+        "--autoencoder", default=None, help="trained AutoencoderKL folder (a checkpoint's model/, or a pipeline: its vae/)"
+    )
     ldm.add_argument(
         "--pretrained", default=None, metavar="PIPELINE",
         help="fine-tune this pipeline (Stable Diffusion layout, e.g. checkpoints/shapes-ldm): its UNet trains on its own "

@@ -59,7 +59,7 @@ def _retrieve(args: argparse.Namespace) -> None:
     from mmgen.data import open_dataset
     from mmgen.data.transforms import captioned_grid, tensor_to_pil
     from mmgen.eval.evaluate import inference_device
-    from mmgen.eval.on_data import load_rows, sampled_rows
+    from mmgen.data.collate import load_rows, sampled_rows
 
     if bool(args.text) == bool(args.image):
         raise MMGenError("give either --text (find images) or --image (find captions)")

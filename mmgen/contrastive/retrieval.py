@@ -32,8 +32,8 @@ class ImageTextRetrieval:
                 f"the text encoder is {text_encoder.hidden_size} wide; this contrastive model reads "
                 f"{model.config.text_hidden_size}-wide states"
             )
-        self.model = model.eval()
-        self.text_encoder = text_encoder.eval()
+        self.model = model
+        self.text_encoder = text_encoder
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ImageTextRetrieval:
@@ -45,7 +45,7 @@ class ImageTextRetrieval:
             text_encoder = TextEncoder.minilm(max_length=model.config.max_length)
         else:
             text_encoder = TextEncoder.from_pretrained(path)
-        return cls(model, text_encoder)
+        return cls(model.eval(), text_encoder.eval())
 
     def save_pretrained(self, path: str | Path) -> None:
         """The model's config and weights; the text encoder beside them unless it is MiniLM,

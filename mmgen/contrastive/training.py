@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from mmgen.contrastive.model import ContrastiveImageText
 from mmgen.contrastive.retrieval import SAVED_TEXT_ENCODER, ImageTextRetrieval, recall_at_k
+from mmgen.data.collate import load_rows, sampled_rows
 from mmgen.data.frozen import dataset_captions, item_captions
 from mmgen.data.imagetext import item_key
 from mmgen.errors import ConfigError, DataError
@@ -151,11 +152,9 @@ def train_contrastive(
         print(f"step {step}: image->text R@1 among 100 " + ", ".join(
             f"{name} {record[name]['image_to_text/R@1']:.3f}" for name in scored
         ))
-        objective.model.train()
 
     def export(objective: ContrastiveObjective, folder: Path) -> None:
         ImageTextRetrieval(objective.model, encoder).save_pretrained(folder)
-        objective.model.train()
 
     pairs = ImageTextPairs(dataset, columns)
     return Trainer(config, objective, pairs, validate_fn=validate, export_fn=export).train()
@@ -165,21 +164,12 @@ def dataset_recall(
     retrieval: ImageTextRetrieval, dataset: Dataset, column: str = "pixel_values", n: int = VALIDATION_ITEMS,
     candidates: int = 100, seed: int = 0, batch_size: int = 256,
 ) -> dict[str, float]:
-    """Recall@1/5 both ways among `candidates` on the first `n` items of `dataset` with an
-    image in `column` and a caption."""
-    has_image = getattr(dataset, "item_has_image", lambda index, column: True)
-    items = []
-    for index in range(len(dataset)):
-        if len(items) == n:
-            break
-        if has_image(index, column):
-            example = dataset[index]
-            if example.get("text") is not None:
-                items.append(example)
-    if len(items) < 2:
-        raise DataError(f"retrieval needs at least two items with an image and a caption, found {len(items)}")
-    captions = [item["text"] for item in items]
-    images = torch.stack([item[column] for item in items])
+    """Recall@1/5 both ways among `candidates` on `n` items of `dataset` (drawn by `seed`)
+    with an image in `column` and a caption."""
+    rows = sampled_rows(dataset, n, seed, column=column)
+    if len(rows) < 2:
+        raise DataError(f"retrieval needs at least two items with an image and a caption, found {len(rows)}")
+    images, captions = load_rows(dataset, rows, column)
     return recall_at_k(
         retrieval.embed_images(images, batch_size), retrieval.embed_texts(captions, batch_size), captions,
         candidates=candidates, seed=seed,

@@ -1,7 +1,8 @@
-"""Batching for dataset examples (dicts), shared by every model family."""
+"""Batching and sampling dataset examples (dicts), shared by every model family."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
@@ -21,3 +22,22 @@ def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             batch[key] = values
     return batch
+
+
+def sampled_rows(dataset, n: int, seed: int, need_caption: bool = True, column: str = "pixel_values") -> list[int]:
+    """Up to `n` items with an image in `column` (and a caption), in an order drawn by `seed`,
+    chosen without loading their images."""
+    has_image = getattr(dataset, "item_has_image", lambda index, column="pixel_values": True)
+    captions = getattr(dataset, "item_captions", None)
+    rows = [
+        i for i in range(len(dataset))
+        if has_image(i, column) and (not need_caption or captions is None or captions(i))
+    ]
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def load_rows(dataset, rows: list[int], column: str = "pixel_values") -> tuple[torch.Tensor, list[str]]:
+    """The images in `column` of items `rows`, stacked, and their captions."""
+    items = [dataset[i] for i in rows]
+    return torch.stack([item[column] for item in items]), [item["text"] for item in items]

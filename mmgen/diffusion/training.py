@@ -40,7 +40,7 @@ def train_autoencoder(
     `image_size` px (default: 64, or the pretrained autoencoder's size)."""
     torch.manual_seed(config.seed)
     if pretrained is not None:
-        vae = _autoencoder(Path(pretrained) / "vae" if (Path(pretrained) / "model_index.json").is_file() else pretrained)
+        vae = _autoencoder(pretrained)
         vae.train().requires_grad_(True)
         image_size = image_size or vae.config.sample_size
     else:
@@ -178,7 +178,7 @@ def train_ldm(
 def _autoencoder(path: str | Path | None) -> AutoencoderKL:
     if path is None:
         raise ConfigError("give --autoencoder (a trained AutoencoderKL) or --pretrained (a pipeline to fine-tune)")
-    return load_trained(AutoencoderKL, path, "autoencoder", "mmgen train autoencoder")
+    return load_trained(AutoencoderKL, path, "autoencoder", "mmgen train autoencoder", pipeline_part="vae")
 
 
 def pretrained_ldm_parts(path: str | Path) -> tuple[AutoencoderKL, TextEncoder, UNet2DConditionModel, DDPMScheduler]:

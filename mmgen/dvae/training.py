@@ -49,7 +49,7 @@ def train_dvae(
     and KL schedules start again from step 0."""
     torch.manual_seed(config.seed)
     if pretrained is not None:
-        vae = _discrete_vae(Path(pretrained) / "vae" if (Path(pretrained) / "model_index.json").is_file() else pretrained)
+        vae = _discrete_vae(pretrained)
         vae.train().requires_grad_(True)
         image_size = vae.config.image_size
     else:
@@ -165,4 +165,4 @@ def train_dvae_prior(
 def _discrete_vae(path: str | Path | None) -> DiscreteVAE:
     if path is None:
         raise ConfigError("give --dvae (a trained discrete VAE) or --pretrained (a discrete-VAE pipeline to fine-tune)")
-    return load_trained(DiscreteVAE, path, "discrete VAE", "mmgen train dvae")
+    return load_trained(DiscreteVAE, path, "discrete VAE", "mmgen train dvae", pipeline_part="vae")

@@ -12,7 +12,6 @@ contrastive model trained on such data (`mmgen train clip`) where a task needs a
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +21,13 @@ from torch.utils.data import Dataset
 
 from mmgen.contrastive import ImageTextRetrieval, r_precision, recall_at_k
 from mmgen.data import open_dataset
+from mmgen.data.collate import load_rows, sampled_rows
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.errors import ConfigError, DataError
 from mmgen.eval.evaluate import inference_device, load_for_task
 from mmgen.eval.metrics import feature_fid, generate_images, reconstruction_metrics
 
 CANDIDATES = 100  # captions each image is ranked among (CLIP R-precision's 1 + 99)
-
-
-def sampled_rows(dataset: Dataset, n: int, seed: int, need_caption: bool = True) -> list[int]:
-    """Up to `n` items with a main image (and a caption), in an order drawn by `seed`."""
-    has_image = getattr(dataset, "item_has_image", lambda index, column="pixel_values": True)
-    captions = getattr(dataset, "item_captions", None)
-    rows = [
-        i for i in range(len(dataset))
-        if has_image(i) and (not need_caption or captions is None or captions(i))
-    ]
-    random.Random(seed).shuffle(rows)
-    return rows[:n]
-
-
-def load_rows(dataset: Dataset, rows: list[int]) -> tuple[torch.Tensor, list[str]]:
-    items = [dataset[i] for i in rows]
-    return torch.stack([item["pixel_values"] for item in items]), [item["text"] for item in items]
 
 
 def _open(data: str, size: int) -> Dataset:
