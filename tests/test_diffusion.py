@@ -355,6 +355,29 @@ def test_pretrained_fine_tuning_starts_from_the_given_unet(tmp_path, pipeline_fo
     assert max((tuned[name] - fresh[name]).abs().max() for name in distance) > 0.1
 
 
+def test_fine_tuning_can_train_the_pretrained_text_encoder(tmp_path, pipeline_folder):
+    base = TextToImagePipeline.from_pretrained(pipeline_folder).text_encoder.state_dict()
+    result = train_ldm(_config(tmp_path, max_steps=1, learning_rate=1e-4), pretrained=pipeline_folder,
+                       data="shapes:val", train_text_encoder=True)
+    folder = result.last_checkpoint / "model"
+    tuned = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, use_safetensors=True).text_encoder
+    distance = max(  # diffusers gives a BertModel an unused, random pooler: not compared
+        (tuned.state_dict()[name] - value).abs().max() for name, value in base.items() if not name.startswith("pooler")
+    )
+    assert 0 < distance < 1e-2  # trained one step from the base's weights
+    with pytest.raises(ConfigError, match="--train-text-encoder"):
+        train_ldm(_config(tmp_path / "lora"), pretrained=pipeline_folder, lora_rank=4, train_text_encoder=True)
+
+
+def test_a_lora_run_resumes_only_with_its_rank(tmp_path, pipeline_folder):
+    options = dict(pretrained=pipeline_folder, data="shapes:val")
+    train_ldm(_config(tmp_path, max_steps=2), lora_rank=4, **options)
+    with pytest.raises(ConfigError) as error:
+        train_ldm(_config(tmp_path, max_steps=4, resume="latest"), lora_rank=8, **options)
+    assert "unet LoRA default.rank 4 -> 8" in str(error.value) and "\n" not in str(error.value)
+    assert train_ldm(_config(tmp_path, max_steps=4, resume="latest"), lora_rank=4, **options).step == 4
+
+
 def test_lora_weights_load_in_diffusers_and_draw_what_mmgen_sample_draws(tmp_path, pipeline_folder, capsys):
     from mmgen.eval.evaluate import load_text_to_image_pipeline
 

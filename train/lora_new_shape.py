@@ -3,20 +3,19 @@
   .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8] [--full]
 
 1. Data: `--images` hearts drawn the Shapes way (the eight colours, two sizes, nine
-   positions, the same jitter; captions from the Shapes templates with the word "heart"),
-   repeated to half the rows, beside `--preservation` ordinary Shapes `train` images, so
+   positions, the same jitter), repeated to half the rows, beside `--preservation` ordinary Shapes `train` images, so
    that the adapters keep the old vocabulary (DreamBooth's prior preservation, with
-   rendered images of the old classes).
+   rendered images of the old classes); all captioned as the base model was trained.
 2. A shape classifier over the six Shapes shapes and the heart (`mmgen train classifier`),
    trained on other renderings, reads the shape of generated images; the Shapes judge
    reads colour, size and position.
 3. LoRA on the UNet's attention (`train_ldm(pretrained=..., lora_rank=...)`) for at most
    `--minutes` of wall-clock training time (`max_minutes`; a rerun resumes and trains
-   that long again); `--full` also fine-tunes the whole UNet from
-   the pipeline and trains a new UNet from scratch on the same data and time, for the
-   curves of new-shape adherence per step.
+   that long again); `--full` also fine-tunes the whole UNet from the pipeline and
+   trains a new UNet from scratch, on the same data and time at `--full-learning-rate`,
+   for the curves of new-shape adherence per step (100 prompts per checkpoint).
 4. Measured: new-shape adherence on 200 prompts (colours, sizes, positions and template
-   phrasings drawn afresh), and the old vocabulary's adherence on test, compositional,
+   phrasings drawn afresh) and on 200 in held-out phrasings (`heldout_caption`), and the old vocabulary's adherence on test, compositional,
    heldout-phrasing and freeform (`mmgen eval`'s splits) with the adapters applied,
    beside the base model's. Results go to RUN/results.json.
 """
@@ -38,6 +37,7 @@ from mmgen.data.shapes import (
     CAPTION_TEMPLATES, COLOR_RGB, COLORS, OFFSET_JITTER, POSITIONS, RADIUS_JITTER, SIZES, SUPERSAMPLE, SYNONYMS,
     ShapesDataset, ShapesSample, format_caption, render,
 )
+from mmgen.data.shapes_text import ATTRIBUTE_ORDER, heldout_caption, training_caption
 from mmgen.data.transforms import pil_to_tensor
 from mmgen.diffusion.training import train_ldm
 from mmgen.eval.classifier import ImageClassifier, train_classifier
@@ -77,16 +77,21 @@ def draw_heart(color: str, size: str, position: str, rng: random.Random, side: i
     return canvas.reduce(SUPERSAMPLE)
 
 
-def heart_examples(n: int, seed: int) -> list[tuple[Image.Image, str, dict[str, str]]]:
-    """n hearts with random colour, size and position, and a Shapes-template caption."""
+def heart_examples(n: int, seed: int, heldout_phrasing: bool = False) -> list[tuple[Image.Image, str, dict[str, str]]]:
+    """n hearts with random colour, size and position, and a caption from the Shapes
+    templates or (`heldout_phrasing`) from the heldout-phrasing split's sentence shapes
+    and synonyms, which no training caption holds."""
     rng = random.Random(seed)
     examples = []
     for _ in range(n):
         color, size, position = rng.choice(COLORS), rng.choice(SIZES), rng.choice(POSITIONS)
-        caption = format_caption(
-            rng.choice(CAPTION_TEMPLATES), shape=NEW_SHAPE, color=color,
-            size=rng.choice(SYNONYMS["size"][size]), position=rng.choice(SYNONYMS["position"][position]),
-        )
+        if heldout_phrasing:
+            caption = heldout_caption({"shape": NEW_SHAPE, "color": color, "size": size, "position": position}, rng)
+        else:
+            caption = format_caption(
+                rng.choice(CAPTION_TEMPLATES), shape=NEW_SHAPE, color=color,
+                size=rng.choice(SYNONYMS["size"][size]), position=rng.choice(SYNONYMS["position"][position]),
+            )
         examples.append((draw_heart(color, size, position, rng), caption, {"color": color, "size": size, "position": position}))
     return examples
 
@@ -102,11 +107,20 @@ def write_folder(folder: Path, rows: list[tuple[Image.Image, dict]]) -> Path:
 
 def build_training_data(run: Path, images: int, preservation: int) -> Path:
     """`images` hearts, each listed often enough to make half the rows, and `preservation`
-    ordinary Shapes train images (rendered: the old classes cost the user nothing)."""
+    ordinary Shapes train images (rendered: the old classes cost the user nothing). Every
+    row is captioned as the base model was trained (`training_caption`: its phrasings,
+    lexicon and partial captions), a fresh caption for each listing of a heart, so that
+    the adapters learn the word in every phrasing and leave the base's phrasings alone."""
+    rng = random.Random(1)
+    rows = [
+        (image, {"text": training_caption({"shape": NEW_SHAPE, **attributes}, rng)})
+        for _ in range(max(1, preservation // images))
+        for image, _, attributes in heart_examples(images, seed=1)
+    ]
     shapes = ShapesDataset("train", n=preservation)
-    hearts = [(image, {"text": caption}) for image, caption, _ in heart_examples(images, seed=1)]
-    rows = hearts * max(1, preservation // images)
-    rows += [(render(sample, 64), {"text": sample.caption}) for sample in (shapes.sample(i) for i in range(preservation))]
+    for sample in (shapes.sample(i) for i in range(preservation)):
+        attributes = {name: getattr(sample, name) for name in ATTRIBUTE_ORDER}
+        rows.append((render(sample, 64), {"text": training_caption(attributes, rng)}))
     return write_folder(run / "data", rows)
 
 
@@ -129,17 +143,21 @@ def read_hearts(images: torch.Tensor, examples: list, classifier: ImageClassifie
     return {"heart": sum(is_heart) / n, **{k: read[k] for k in others}, "all": sum(all_right) / n}
 
 
-def new_shape_adherence(generate, classifier: ImageClassifier, judge, n: int = 200, seed: int = 0) -> dict[str, float]:
+def new_shape_adherence(
+    generate, classifier: ImageClassifier, judge, n: int = 200, seed: int = 0, heldout_phrasing: bool = False
+) -> dict[str, float]:
     """`read_hearts` of images generated for n heart prompts (colours, sizes, positions and
-    templates drawn afresh)."""
-    examples = heart_examples(n, seed=1000 + seed)
+    phrasings drawn afresh; see `heart_examples`)."""
+    examples = heart_examples(n, seed=1000 + seed, heldout_phrasing=heldout_phrasing)
     images = generate_images(generate, [caption for _, caption, _ in examples], seed, batch_size=50)
     return read_hearts(images, examples, classifier, judge)
 
 
-def real_heart_ceiling(classifier: ImageClassifier, judge, n: int = 200, seed: int = 0) -> dict[str, float]:
+def real_heart_ceiling(
+    classifier: ImageClassifier, judge, n: int = 200, seed: int = 0, heldout_phrasing: bool = False
+) -> dict[str, float]:
     """`read_hearts` of the real renderings of the same n prompts: what the readers allow."""
-    examples = heart_examples(n, seed=1000 + seed)
+    examples = heart_examples(n, seed=1000 + seed, heldout_phrasing=heldout_phrasing)
     return read_hearts(torch.stack([pil_to_tensor(image) for image, *_ in examples]), examples, classifier, judge)
 
 
@@ -151,12 +169,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=str(Path.home() / "mmgen-runs" / "lora-heart"))
     parser.add_argument("--images", type=int, default=100, help="hearts to learn from")
-    parser.add_argument("--preservation", type=int, default=500, help="old-shape images trained beside them")
+    parser.add_argument("--preservation", type=int, default=2000, help="old-shape images trained beside them")
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--n", type=int, default=1000, help="prompts per old-vocabulary split")
     parser.add_argument("--full", action="store_true", help="also full fine-tuning and from-scratch runs (curves)")
+    parser.add_argument(
+        "--full-learning-rate", type=float, default=3e-4,
+        help="of the full fine-tune and the from-scratch run (shapes-ldm's own; LoRA takes a larger one)",
+    )
     parser.add_argument(
         "--measure-base", action="store_true",
         help="also measure the base model's old vocabulary (checkpoints/shapes-ldm/README.md has it: same prompts and seed)",
@@ -167,7 +189,7 @@ def main() -> None:
     saved = run / "results.json"
     results: dict = json.loads(saved.read_text()) if saved.is_file() else {}
     results.update(images=args.images, preservation=args.preservation, minutes=args.minutes, rank=args.rank,
-                   learning_rate=args.learning_rate)
+                   learning_rate=args.learning_rate, **({"full_learning_rate": args.full_learning_rate} if args.full else {}))
 
     def save() -> None:
         saved.write_text(json.dumps(results, indent=2) + "\n")
@@ -180,25 +202,27 @@ def main() -> None:
     classifier = ImageClassifier.load(checkpoints_of(classifier_run)[-1] / "model")
     judge = load_judge(SHAPES_JUDGE)
     results["real_hearts"] = real_heart_ceiling(classifier, judge)
+    results["real_hearts_heldout_phrasing"] = real_heart_ceiling(classifier, judge, heldout_phrasing=True)
 
-    def training(folder: str, checkpoint_every: int = 100) -> TrainingConfig:
+    def training(folder: str, learning_rate: float, checkpoint_every: int = 100) -> TrainingConfig:
         return TrainingConfig(output_dir=str(run / folder), max_steps=100_000, max_minutes=args.minutes, batch_size=32,
-                              learning_rate=args.learning_rate, lr_scheduler="constant", ema_decay=None,
+                              learning_rate=learning_rate, lr_scheduler="constant", ema_decay=None,
                               checkpoint_every=checkpoint_every, keep_last=None, report_to="none", resume="latest")
 
     prompts = ["a large red heart in the center", "a small blue heart in the top left", "a large green star at the bottom"]
     if not checkpoints_of(run / "lora"):
         data = build_training_data(run, args.images, args.preservation)
         started = time.time()
-        train_ldm(training("lora"), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank, prompts=prompts)
+        train_ldm(training("lora", args.learning_rate), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank, prompts=prompts)
         results["lora"] = {"seconds": round(time.time() - started)}
     adapters = checkpoints_of(run / "lora")[-1] / "model"
     results.setdefault("lora", {}).update(steps=int(adapters.parent.name.split("-")[1]),
                            adapter_bytes=(adapters / "pytorch_lora_weights.safetensors").stat().st_size)
     adapted = load_for_task(SHAPES_LDM, "text-to-image", lora=adapters)
     base = load_for_task(SHAPES_LDM, "text-to-image")
-    results["lora"]["new_shape"] = new_shape_adherence(adapted, classifier, judge)
-    results.setdefault("base", {})["new_shape"] = new_shape_adherence(base, classifier, judge)
+    for name, generate in (("lora", adapted), ("base", base)):
+        results.setdefault(name, {})["new_shape"] = new_shape_adherence(generate, classifier, judge)
+        results[name]["new_shape_heldout_phrasing"] = new_shape_adherence(generate, classifier, judge, heldout_phrasing=True)
     save()
     print(json.dumps(results, indent=2))
     for name, generate in (("lora", adapted), ("base", base))[: 2 if args.measure_base else 1]:
@@ -212,10 +236,14 @@ def main() -> None:
         curves = {}
         for name, options in (("full", {"pretrained": SHAPES_LDM}), ("scratch", {"autoencoder": SHAPES_LDM / "vae"})):
             if not checkpoints_of(run / name):
-                train_ldm(training(name, checkpoint_every=200), data=str(data), prompts=prompts, **options)
+                train_ldm(training(name, args.full_learning_rate, checkpoint_every=200), data=str(data),
+                          prompts=prompts, **options)
             curves[name] = {
-                int(folder.name.split("-")[1]): new_shape_adherence(
-                    load_for_task(folder / "model", "text-to-image"), classifier, judge, n=100)["all"]
+                int(folder.name.split("-")[1]): {
+                    key: value for key, value in new_shape_adherence(
+                        load_for_task(folder / "model", "text-to-image"), classifier, judge, n=100
+                    ).items() if key in ("heart", "all")
+                }
                 for folder in checkpoints_of(run / name)
             }
         results["curves"] = curves

@@ -180,7 +180,7 @@ def _train_ldm(args: argparse.Namespace) -> None:
         random_flip=args.random_flip, caption_variants=args.caption_variants,
         gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
         prompts=validation_prompts_from_args(args.validation_prompts), pretrained=args.pretrained,
-        lora_rank=args.lora_rank,
+        lora_rank=args.lora_rank, train_text_encoder=args.train_text_encoder,
     )
     report_training(result, "LoRA adapters" if args.lora_rank else "pipeline")
 
@@ -297,6 +297,11 @@ def _add_train_commands(subparsers) -> None:
         "--lora-rank", type=int, default=None, metavar="R",
         help="with --pretrained: train only rank-R LoRA adapters on the UNet's attention (peft); checkpoints hold "
         "pytorch_lora_weights.safetensors for mmgen sample --lora or diffusers' load_lora_weights",
+    )
+    ldm.add_argument(
+        "--train-text-encoder", action="store_true",
+        help="train the text encoder with the UNet (a pretrained one, MiniLM or --pretrained's, is otherwise frozen and "
+        "its states cached); each step then runs it forward and backward",
     )
     ldm.add_argument("--data", default="shapes", help=data_help)
     ldm.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the autoencoder's)")

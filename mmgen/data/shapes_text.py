@@ -185,13 +185,16 @@ def training_caption(attributes: dict[str, str], rng: random.Random, typos: bool
     """One augmented caption of a Shapes image with these attributes: a random frame,
     training synonyms, sometimes only some attributes (PARTIAL_PROBABILITY), a lead-in or
     an ending, another case or punctuation, and (if `typos`) sometimes a typo. Without
-    typos it parses back to the attributes it names (`parse_caption(..., partial=True)`)."""
+    typos it parses back to the attributes it names (`parse_caption(..., partial=True)`).
+    A value outside the vocabulary (a new shape being taught: "heart") is named by itself."""
     names = list(attributes)
     if rng.random() < PARTIAL_PROBABILITY:
         names = rng.sample(names, rng.randint(1, len(names) - 1))
     # Half the time from the split's own synonyms, so that the common words stay common.
     phrases = {
-        name: rng.choice((SYNONYMS if rng.random() < 0.5 else TRAINING_SYNONYMS)[name][attributes[name]])
+        name: rng.choice(
+            (SYNONYMS if rng.random() < 0.5 else TRAINING_SYNONYMS)[name].get(attributes[name], (attributes[name],))
+        )
         for name in names
     }
     text, bare = _sentence(phrases, rng)
@@ -252,12 +255,13 @@ HELDOUT_SYNONYM_PROBABILITY = 0.5
 
 def heldout_caption(attributes: dict[str, str], rng: random.Random) -> str:
     """A caption of all four attributes in a held-out sentence shape, each attribute named
-    by a held-out synonym with probability HELDOUT_SYNONYM_PROBABILITY."""
+    by a held-out synonym with probability HELDOUT_SYNONYM_PROBABILITY (a value outside
+    the vocabulary by itself, as in `training_caption`)."""
     phrases = {}
     for name, value in attributes.items():
         heldout = HELDOUT_SYNONYMS.get(name, {}).get(value)
         phrases[name] = rng.choice(
-            heldout if heldout and rng.random() < HELDOUT_SYNONYM_PROBABILITY else SYNONYMS[name][value]
+            heldout if heldout and rng.random() < HELDOUT_SYNONYM_PROBABILITY else SYNONYMS[name].get(value, (value,))
         )
     where = f"{_preposition(phrases['position'])} the {phrases['position']}"
     noun_phrase = f"a {phrases['size']} {phrases['color']} {phrases['shape']}"

@@ -83,6 +83,7 @@ def train_ldm(
     prompts: list[str] | None = None,
     pretrained: str | Path | None = None,
     lora_rank: int | None = None,
+    train_text_encoder: bool = False,
 ) -> TrainingResult:
     """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents, of
     images at the autoencoder's size unless `image_size` says otherwise (it is convolutional).
@@ -93,9 +94,12 @@ def train_ldm(
     do not apply). `lora_rank` R trains only rank-R adapters on the UNet's attention
     projections (peft, as diffusers' LoRA script does); every checkpoint's `model/` then
     holds `pytorch_lora_weights.safetensors`, which `load_lora_weights` of the pipeline
-    (mmgen's or diffusers') applies. Each validation draws `prompts` (default: a few of the
-    data's captions; Shapes' fixed prompts on Shapes) into a grid, each prompt written under
-    its image.
+    (mmgen's or diffusers') applies. `train_text_encoder` trains the text encoder with the
+    UNet (a pretrained one is otherwise frozen, its states cached; LoRA on it is not
+    offered: transformers' adapter loading, which diffusers' `load_lora_weights` uses for
+    text encoders, wants a peft release newer than PyPI has). Each validation draws
+    `prompts` (default: a few of the data's captions; Shapes' fixed prompts on Shapes) into
+    a grid, each prompt written under its image.
 
     Attention runs on PyTorch's scaled-dot-product kernels; `xformers` switches the UNet to
     xformers' memory-efficient attention (CUDA only), `gradient_checkpointing` trades
@@ -107,6 +111,8 @@ def train_ldm(
         raise ConfigError("--lora-rank adapts a trained pipeline: give it with --pretrained PIPELINE")
     if lora_rank is not None and lora_rank < 1:
         raise ConfigError(f"--lora-rank must be at least 1, got {lora_rank}")
+    if lora_rank is not None and train_text_encoder:
+        raise ConfigError("--train-text-encoder trains the whole text encoder; with --lora-rank only the UNet's adapters train")
     torch.manual_seed(config.seed)
     state = PartialState()
     if pretrained is not None:
@@ -124,6 +130,8 @@ def train_ldm(
     prompts = validation_prompts(dataset, prompts)
     if encoder is None:
         encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
+    if train_text_encoder:
+        encoder.set_trainable(True)
 
     # Frozen parts are computed once, by the main process first so the others read its files.
     with state.main_process_first():

@@ -432,10 +432,15 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 def model_configs(objective: nn.Module) -> dict[str, dict[str, Any]]:
     """The registered configs (diffusers' ConfigMixin) of the objective's models, as JSON
     holds them: a resumed run must build the same models, or it trains a model that its
-    checkpoint's weights merely fit (e.g. MoPoE's resumed as MVAE)."""
-    return {
-        name or "objective": json.loads(json.dumps(
-            {key: value for key, value in module.config.items() if not key.startswith("_")}, default=str
-        ))
-        for name, module in objective.named_modules() if isinstance(module, ConfigMixin)
-    }
+    checkpoint's weights merely fit (e.g. MoPoE's resumed as MVAE). A model's LoRA adapters
+    (peft) are recorded beside its config: their rank shapes the weights too."""
+    configs = {}
+    for name, module in objective.named_modules():
+        if isinstance(module, ConfigMixin):
+            name = name or "objective"
+            configs[name] = json.loads(json.dumps(
+                {key: value for key, value in module.config.items() if not key.startswith("_")}, default=str
+            ))
+            for adapter, settings in getattr(module, "peft_config", {}).items():
+                configs[f"{name} LoRA {adapter}"] = {"rank": settings.r, "alpha": settings.lora_alpha}
+    return configs
