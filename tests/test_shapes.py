@@ -409,6 +409,9 @@ def test_augmented_captions_parse_back_to_what_they_name():
         assert named and all(attributes[k] == v for k, v in named.items()), (caption, attributes)
         partial += len(named) < 4
     assert 0.15 < partial / 3000 < 0.35  # some captions leave attributes open
+    plain = [training_caption(make_sample("train", i).attributes(), rng, typos=False).lower() for i in range(2000)]
+    assert any(re.search(r"\bright (in|at|on) the (middle|center|top|bottom)", c) for c in plain)  # "right" as stress
+    assert any(c.endswith(("halfway down", "centered horizontally")) for c in plain)  # the other axis spelled out
     styles = [training_caption(make_sample("train", i).attributes(), rng) for i in range(2000)]
     assert any(c.isupper() for c in styles) and any(c[0].isupper() and not c.isupper() for c in styles)
     assert any(c.endswith(".") for c in styles) and len({c.split()[0].lower() for c in styles}) > 20
@@ -434,6 +437,8 @@ def test_caption_variants_are_fixed_per_attribute_combination():
 def test_parse_partial_captions():
     assert parse_caption("a crimson circle", partial=True) == {"shape": "circle", "color": "red"}
     assert parse_caption("something in the northwest", partial=True) == {"position": "top left"}
+    assert parse_caption("a red star right in the middle", partial=True)["position"] == "center"
+    assert parse_caption("a star on the right in the picture", partial=True)["position"] == "right"
     with pytest.raises(ValueError, match="no attribute"):
         parse_caption("a nice picture", partial=True)
     with pytest.raises(ValueError, match="ambiguous color"):

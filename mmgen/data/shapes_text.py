@@ -8,7 +8,9 @@ Three vocabularies, by what may see them:
   comparable.
 - `TRAINING_SYNONYMS` and the frames of `training_caption`: a superset for caption
   augmentation (other word orders, lead-ins, fillers, case, punctuation, typos, captions
-  that omit attributes, a lexicon of common colour words).
+  that omit attributes, a lexicon of common colour words, stressed positions such as
+  "right in the middle", an edge's other axis spelled out: "at the top, centered
+  horizontally").
 - `HELDOUT_SYNONYMS` and `HELDOUT_TEMPLATES`: the `heldout-phrasing` split, never in any
   training caption (tests check 50,000 of them), as `compositional` holds out pairs.
 
@@ -85,7 +87,8 @@ def _extended(base: dict[str, tuple[str, ...]], extra: dict[str, tuple[str, ...]
 # (nor shares a word piece with it: "snow" would hand "snowy" over).
 TRAINING_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     "shape": _extended(SYNONYMS["shape"], {
-        "circle": ("disc", "disk", "round shape"),
+        "circle": ("disc", "disk", "round shape", "dot", "ball"),
+        "square": ("box", "block"),
         "diamond": ("rhombus", "lozenge"),
         "star": ("five-pointed star",),
         "cross": ("plus sign", "plus shape"),
@@ -143,9 +146,18 @@ _ENDINGS = (
     "simple", "minimal", "nothing else", "no other objects", "centered composition", "high quality", "clean edges",
     "please", "thanks",
 )
-# Probabilities of the augmentations (per caption).
+# Words people put before a position: "right in the middle", "over on the left". A model
+# that never saw "right" name no side reads "right in the middle" as the right edge.
+_INTENSIFIERS = ("right", "right", "exactly", "just", "over")
+# An edge's other axis, spelled out as people do: "at the top, centered horizontally".
+_ACROSS = ("centered horizontally", "horizontally centered", "halfway across")
+_DOWN = ("halfway down", "halfway up", "centered vertically", "vertically centered", "at mid height")
+_AXIS_QUALIFIERS = {"top": _ACROSS, "bottom": _ACROSS, "left": _DOWN, "right": _DOWN}
+# Probabilities of the augmentations (per caption, or per position phrase).
 PARTIAL_PROBABILITY = 0.25
-TYPO_PROBABILITY = 0.05
+TYPO_PROBABILITY = 0.15
+INTENSIFIER_PROBABILITY = 0.15
+AXIS_QUALIFIER_PROBABILITY = 0.2
 
 
 def _noun_phrase(phrases: dict[str, str], rng: random.Random) -> str:
@@ -158,7 +170,11 @@ def _noun_phrase(phrases: dict[str, str], rng: random.Random) -> str:
 
 def _where(place: str, rng: random.Random) -> str:
     preposition = _preposition(place)
-    return f"{rng.choice((preposition, preposition, 'toward', 'near'))} the {place}"
+    if rng.random() < 0.5:
+        preposition = rng.choice(("toward", "near"))
+    elif rng.random() < INTENSIFIER_PROBABILITY:
+        preposition = f"{rng.choice(_INTENSIFIERS)} {preposition}"
+    return f"{preposition} the {place}"
 
 
 def _sentence(phrases: dict[str, str], rng: random.Random) -> tuple[str, bool]:
@@ -198,6 +214,9 @@ def training_caption(attributes: dict[str, str], rng: random.Random, typos: bool
         for name in names
     }
     text, bare = _sentence(phrases, rng)
+    qualifiers = _AXIS_QUALIFIERS.get(attributes["position"], ()) if "position" in phrases else ()
+    if qualifiers and rng.random() < AXIS_QUALIFIER_PROBABILITY:
+        text = f"{text}, {rng.choice(qualifiers)}"
     if bare and rng.random() < 0.3:
         text = f"{rng.choice(_LEAD_INS)} {text}"
     if rng.random() < 0.15:
@@ -306,11 +325,15 @@ def parse_caption(text: str, partial: bool = False) -> dict[str, str]:
     """The attributes a caption names, from any of the vocabularies above. Matching takes
     the longest phrase at each word, so "top left" is one position, not "top" and "left".
     A caption that leaves an attribute open is an error unless `partial` (then only the
-    named ones are returned); one that names two values of an attribute always is."""
+    named ones are returned); one that names two values of an attribute always is. "right"
+    before a preposition, and not after "the", stresses a position ("right in the middle")."""
     words = _words(text)
     found: dict[str, set[str]] = {name: set() for name in ATTRIBUTE_ORDER}
     i = 0
     while i < len(words):
+        if words[i] == "right" and words[i + 1 : i + 2] in (("in",), ("at",), ("on",)) and words[i - 1 : i] != ("the",):
+            i += 1
+            continue
         for length in range(min(_LONGEST_PHRASE, len(words) - i), 0, -1):
             match = _PHRASES.get(words[i : i + length])
             if match is not None:
