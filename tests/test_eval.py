@@ -130,7 +130,7 @@ def test_shipped_judge_reads_real_images(judge):
 
 def test_adherence_of_a_perfect_generator_is_the_judge_accuracy_and_noise_is_chance(judge):
     results, images, prompts = evaluate_text_to_image(_render_prompts, judge, n=200)
-    for split in ("test", "compositional", "heldout-phrasing", "freeform"):
+    for split in ("test", "compositional", "heldout-phrasing", "freeform", "freeform-unseen-phrasings"):
         assert results[f"adherence/{split}"]["all"] >= 0.98
     assert results["fid"] < 5 * results["fid_real_floor"] + 1
     assert results["diversity"] == pytest.approx(0, abs=1e-3)  # one prompt, one rendering: collapsed
@@ -141,6 +141,7 @@ def test_adherence_of_a_perfect_generator_is_the_judge_accuracy_and_noise_is_cha
         assert noisy[f"adherence/{split}"]["all"] < 0.05
         for name in ATTRIBUTE_NAMES:
             assert noisy[f"adherence/{split}"][name] < 0.65  # at most a fixed guess; chance is 1/2 to 1/9
+    assert noisy["adherence/freeform-unseen-phrasings"]["all"] < 0.25
     assert noisy["fid"] > 10 * results["fid"]
     assert noisy["diversity"] > 0
 

@@ -37,6 +37,7 @@ from mmgen.data.shapes import (
     shapes_grid,
     training_caption,
 )
+from mmgen.data import shapes_text
 from mmgen.data.transforms import pil_to_tensor
 from mmgen.errors import ConfigError
 
@@ -417,6 +418,15 @@ def test_augmented_captions_parse_back_to_what_they_name():
     assert any(c.endswith(".") for c in styles) and len({c.split()[0].lower() for c in styles}) > 20
 
 
+def test_complete_augmented_captions_parse_back_to_all_four(monkeypatch):
+    monkeypatch.setattr(shapes_text, "PARTIAL_PROBABILITY", 0.0)
+    rng = random.Random(2)
+    for index in range(5000):
+        attributes = make_sample("train", index).attributes()
+        caption = training_caption(attributes, rng, typos=False)
+        assert parse_caption(caption) == attributes, caption
+
+
 def test_caption_variants_are_fixed_per_attribute_combination():
     dataset = ShapesDataset("train", n=400, caption_variants=16)
     again = ShapesDataset("train", n=400, caption_variants=16)
@@ -438,7 +448,9 @@ def test_parse_partial_captions():
     assert parse_caption("a crimson circle", partial=True) == {"shape": "circle", "color": "red"}
     assert parse_caption("something in the northwest", partial=True) == {"position": "top left"}
     assert parse_caption("a red star right in the middle", partial=True)["position"] == "center"
-    assert parse_caption("a star on the right in the picture", partial=True)["position"] == "right"
+    for side in ("a star on the right in the picture", "a star at right in the image", "small, yellow, square, right, on black",
+                 "a little red star, right, at mid height"):
+        assert parse_caption(side, partial=True)["position"] == "right", side
     with pytest.raises(ValueError, match="no attribute"):
         parse_caption("a nice picture", partial=True)
     with pytest.raises(ValueError, match="ambiguous color"):

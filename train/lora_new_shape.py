@@ -3,9 +3,10 @@
   .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8] [--full]
 
 1. Data: `--images` hearts drawn the Shapes way (the eight colours, two sizes, nine
-   positions, the same jitter), repeated to half the rows, beside `--preservation` ordinary Shapes `train` images, so
-   that the adapters keep the old vocabulary (DreamBooth's prior preservation, with
-   rendered images of the old classes); all captioned as the base model was trained.
+   positions, the same jitter), repeated to half the rows, beside `--preservation`
+   ordinary Shapes `train` images, so that the adapters keep the old vocabulary
+   (DreamBooth's prior preservation, with rendered images of the old classes); all
+   captioned as the base model was trained.
 2. A shape classifier over the six Shapes shapes and the heart (`mmgen train classifier`),
    trained on other renderings, reads the shape of generated images; the Shapes judge
    reads colour, size and position.
@@ -15,9 +16,10 @@
    trains a new UNet from scratch, on the same data and time at `--full-learning-rate`,
    for the curves of new-shape adherence per step (100 prompts per checkpoint).
 4. Measured: new-shape adherence on 200 prompts (colours, sizes, positions and template
-   phrasings drawn afresh) and on 200 in held-out phrasings (`heldout_caption`), and the old vocabulary's adherence on test, compositional,
-   heldout-phrasing and freeform (`mmgen eval`'s splits) with the adapters applied,
-   beside the base model's. Results go to RUN/results.json.
+   phrasings drawn afresh) and on 200 in held-out phrasings (`heldout_caption`), and the
+   old vocabulary's adherence on test, compositional, heldout-phrasing and freeform
+   (`mmgen eval`'s splits) with the adapters applied, beside the base model's. Results
+   go to RUN/results.json.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from mmgen.data.shapes import (
     CAPTION_TEMPLATES, COLOR_RGB, COLORS, OFFSET_JITTER, POSITIONS, RADIUS_JITTER, SIZES, SUPERSAMPLE, SYNONYMS,
     ShapesDataset, ShapesSample, format_caption, render,
 )
-from mmgen.data.shapes_text import ATTRIBUTE_ORDER, heldout_caption, training_caption
+from mmgen.data.shapes_text import heldout_caption, training_caption
 from mmgen.data.transforms import pil_to_tensor
 from mmgen.diffusion.training import train_ldm
 from mmgen.eval.classifier import ImageClassifier, train_classifier
@@ -112,15 +114,15 @@ def build_training_data(run: Path, images: int, preservation: int) -> Path:
     lexicon and partial captions), a fresh caption for each listing of a heart, so that
     the adapters learn the word in every phrasing and leave the base's phrasings alone."""
     rng = random.Random(1)
+    hearts = [(image, {"shape": NEW_SHAPE, **attributes}) for image, _, attributes in heart_examples(images, seed=1)]
     rows = [
-        (image, {"text": training_caption({"shape": NEW_SHAPE, **attributes}, rng)})
-        for _ in range(max(1, preservation // images))
-        for image, _, attributes in heart_examples(images, seed=1)
+        (image, {"text": training_caption(attributes, rng)})
+        for _repeat in range(max(1, preservation // images))
+        for image, attributes in hearts
     ]
     shapes = ShapesDataset("train", n=preservation)
     for sample in (shapes.sample(i) for i in range(preservation)):
-        attributes = {name: getattr(sample, name) for name in ATTRIBUTE_ORDER}
-        rows.append((render(sample, 64), {"text": training_caption(attributes, rng)}))
+        rows.append((render(sample, 64), {"text": training_caption(sample.attributes(), rng)}))
     return write_folder(run / "data", rows)
 
 
@@ -172,7 +174,7 @@ def main() -> None:
     parser.add_argument("--preservation", type=int, default=2000, help="old-shape images trained beside them")
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="of the LoRA adapters")
     parser.add_argument("--n", type=int, default=1000, help="prompts per old-vocabulary split")
     parser.add_argument("--full", action="store_true", help="also full fine-tuning and from-scratch runs (curves)")
     parser.add_argument(

@@ -148,16 +148,25 @@ _ENDINGS = (
 )
 # Words people put before a position: "right in the middle", "over on the left". A model
 # that never saw "right" name no side reads "right in the middle" as the right edge.
-_INTENSIFIERS = ("right", "right", "exactly", "just", "over")
+_INTENSIFIERS = ("right", "right", "exactly", "just")
 # An edge's other axis, spelled out as people do: "at the top, centered horizontally".
 _ACROSS = ("centered horizontally", "horizontally centered", "halfway across")
 _DOWN = ("halfway down", "halfway up", "centered vertically", "vertically centered", "at mid height")
 _AXIS_QUALIFIERS = {"top": _ACROSS, "bottom": _ACROSS, "left": _DOWN, "right": _DOWN}
-# Probabilities of the augmentations (per caption, or per position phrase).
+# Probabilities of the augmentations: per caption; the intensifier's per position phrase
+# that has its own preposition (half of them: the others say "toward" or "near").
 PARTIAL_PROBABILITY = 0.25
 TYPO_PROBABILITY = 0.15
 INTENSIFIER_PROBABILITY = 0.15
 AXIS_QUALIFIER_PROBABILITY = 0.2
+
+
+def _phrases(table: dict[str, dict[str, tuple[str, ...]]], name: str, value: str) -> tuple[str, ...]:
+    """The phrases `table` has for an attribute value; a shape it lacks (one being taught to
+    a trained model) is named by itself, any other unknown value is a KeyError."""
+    if name == "shape" and value not in table[name]:
+        return (value,)
+    return table[name][value]
 
 
 def _noun_phrase(phrases: dict[str, str], rng: random.Random) -> str:
@@ -202,15 +211,13 @@ def training_caption(attributes: dict[str, str], rng: random.Random, typos: bool
     training synonyms, sometimes only some attributes (PARTIAL_PROBABILITY), a lead-in or
     an ending, another case or punctuation, and (if `typos`) sometimes a typo. Without
     typos it parses back to the attributes it names (`parse_caption(..., partial=True)`).
-    A value outside the vocabulary (a new shape being taught: "heart") is named by itself."""
+    A shape outside the vocabulary (a new one being taught: "heart") is named by itself."""
     names = list(attributes)
     if rng.random() < PARTIAL_PROBABILITY:
         names = rng.sample(names, rng.randint(1, len(names) - 1))
     # Half the time from the split's own synonyms, so that the common words stay common.
     phrases = {
-        name: rng.choice(
-            (SYNONYMS if rng.random() < 0.5 else TRAINING_SYNONYMS)[name].get(attributes[name], (attributes[name],))
-        )
+        name: rng.choice(_phrases(SYNONYMS if rng.random() < 0.5 else TRAINING_SYNONYMS, name, attributes[name]))
         for name in names
     }
     text, bare = _sentence(phrases, rng)
@@ -274,13 +281,13 @@ HELDOUT_SYNONYM_PROBABILITY = 0.5
 
 def heldout_caption(attributes: dict[str, str], rng: random.Random) -> str:
     """A caption of all four attributes in a held-out sentence shape, each attribute named
-    by a held-out synonym with probability HELDOUT_SYNONYM_PROBABILITY (a value outside
+    by a held-out synonym with probability HELDOUT_SYNONYM_PROBABILITY (a shape outside
     the vocabulary by itself, as in `training_caption`)."""
     phrases = {}
     for name, value in attributes.items():
         heldout = HELDOUT_SYNONYMS.get(name, {}).get(value)
         phrases[name] = rng.choice(
-            heldout if heldout and rng.random() < HELDOUT_SYNONYM_PROBABILITY else SYNONYMS[name].get(value, (value,))
+            heldout if heldout and rng.random() < HELDOUT_SYNONYM_PROBABILITY else _phrases(SYNONYMS, name, value)
         )
     where = f"{_preposition(phrases['position'])} the {phrases['position']}"
     noun_phrase = f"a {phrases['size']} {phrases['color']} {phrases['shape']}"
@@ -321,17 +328,29 @@ _PHRASES = {
 _LONGEST_PHRASE = max(len(words) for words in _PHRASES)
 
 
+def _stresses_a_position(words: tuple[str, ...], i: int) -> bool:
+    """Whether words[i] is a "right" that stresses the position named next ("right in the
+    middle") rather than naming a side ("on the right in the picture", "star, right, on black")."""
+    if words[i] != "right" or words[i - 1 : i] == ("the",) or words[i + 1 : i + 3] not in _PREPOSITION_THE:
+        return False
+    after = words[i + 3 :]
+    return any(_PHRASES.get(after[:length], ("",))[0] == "position" for length in range(1, _LONGEST_PHRASE + 1))
+
+
+_PREPOSITION_THE = {("in", "the"), ("at", "the"), ("on", "the")}
+
+
 def parse_caption(text: str, partial: bool = False) -> dict[str, str]:
     """The attributes a caption names, from any of the vocabularies above. Matching takes
     the longest phrase at each word, so "top left" is one position, not "top" and "left".
     A caption that leaves an attribute open is an error unless `partial` (then only the
     named ones are returned); one that names two values of an attribute always is. "right"
-    before a preposition, and not after "the", stresses a position ("right in the middle")."""
+    can stress the position after it ("right in the middle": the middle)."""
     words = _words(text)
     found: dict[str, set[str]] = {name: set() for name in ATTRIBUTE_ORDER}
     i = 0
     while i < len(words):
-        if words[i] == "right" and words[i + 1 : i + 2] in (("in",), ("at",), ("on",)) and words[i - 1 : i] != ("the",):
+        if _stresses_a_position(words, i):
             i += 1
             continue
         for length in range(min(_LONGEST_PHRASE, len(words) - i), 0, -1):

@@ -89,7 +89,7 @@ def train_ldm(
     images at the autoencoder's size unless `image_size` says otherwise (it is convolutional).
 
     `pretrained` (a pipeline folder in the Stable Diffusion layout) fine-tunes that
-    pipeline's UNet with its own autoencoder, text encoder (frozen) and noise schedule, in
+    pipeline's UNet with its own autoencoder, text encoder and noise schedule, in
     place of a new UNet over `autoencoder` (its architecture and text encoder options then
     do not apply). `lora_rank` R trains only rank-R adapters on the UNet's attention
     projections (peft, as diffusers' LoRA script does); every checkpoint's `model/` then
@@ -194,6 +194,10 @@ def pretrained_ldm_parts(path: str | Path) -> tuple[AutoencoderKL, TextEncoder, 
     train) and its noise schedule as a DDPM training scheduler, as diffusers' fine-tuning
     scripts take them."""
     pipe = TextToImagePipeline.from_pretrained(path)
+    if getattr(pipe.text_encoder, "pooler", None) is not None:
+        # Loading gives a BERT a random pooler that no caption state uses; as a trained
+        # parameter it would break DDP, and its randomness the cache key (see TextEncoder.minilm).
+        pipe.text_encoder.pooler = None
     encoder = TextEncoder(pipe.tokenizer, pipe.text_encoder, trainable=False)
     unet = pipe.unet.train().requires_grad_(True)
     return pipe.vae, encoder, unet, DDPMScheduler.from_config(pipe.scheduler.config)

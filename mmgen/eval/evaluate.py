@@ -21,7 +21,7 @@ from mmgen.data.seeding import derive_seed
 from mmgen.data.shapes import OFFSET_JITTER, RADIUS_JITTER, ShapesDataset, ShapesSample, parse_caption, render
 from mmgen.data.transforms import pil_to_tensor, tensor_to_pil
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.eval.prompts import freeform_prompts
+from mmgen.eval.prompts import FIXED_PHRASINGS, freeform_prompts
 from mmgen.eval.judge import ATTRIBUTE_NAMES, ShapesJudge, judge_accuracy, load_judge, real_images
 from mmgen.eval.metrics import (
     GenerateFn,
@@ -233,16 +233,23 @@ def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str | 
 def evaluate_text_to_image(
     generate: GenerateFn, judge: ShapesJudge, n: int, seed: int = 0, batch_size: int = 32, image_size: int = 64
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
-    """Adherence on the PROMPT_SPLITS' prompts, FID against real `test` images on judge
+    """Adherence on the PROMPT_SPLITS' prompts (and on the free-form ones without the
+    phrasings that training augmentation took up), FID against real `test` images on judge
     features (with the real-vs-real floor: the same prompts drawn again), and diversity
     for one prompt."""
     results: dict[str, Any] = {}
     generated: dict[str, torch.Tensor] = {}
     prompts: dict[str, list[str]] = {}
+    attributes: dict[str, dict[str, list[str | None]]] = {}
     for split in PROMPT_SPLITS:
-        prompts[split], attributes = _split_prompts(split, n)
+        prompts[split], attributes[split] = _split_prompts(split, n)
         generated[split] = _at_size(generate_images(generate, prompts[split], seed, batch_size), image_size)
-        results[f"adherence/{split}"] = judge_accuracy(judge, generated[split], attributes)
+        results[f"adherence/{split}"] = judge_accuracy(judge, generated[split], attributes[split])
+    # The free-form prompts whose phrasings training augmentation has not taken up (see FIXED_PHRASINGS).
+    unseen = [i for i, prompt in enumerate(prompts["freeform"]) if not FIXED_PHRASINGS.search(prompt)]
+    results["adherence/freeform-unseen-phrasings"] = judge_accuracy(
+        judge, generated["freeform"][unseen], {name: [values[i] for i in unseen] for name, values in attributes["freeform"].items()}
+    )
     real_test, _ = real_images("test", n, image_size)
     real_features = judge_features(judge, real_test)
     results["fid"] = feature_fid(judge_features(judge, generated["test"]), real_features)

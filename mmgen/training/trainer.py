@@ -160,6 +160,7 @@ class Trainer:
             "dataset_size": len(self.train_dataset),
         }
         self._model_configs = model_configs(self.objective)
+        self._lora_adapters = lora_adapters(self.objective)
         step, resumed_from = self._resume(ema, data_order) if config.resume else (0, None)
         self._data_order = data_order
         if accelerator.is_main_process:
@@ -279,7 +280,10 @@ class Trainer:
         return final
 
     def _write_main_process_files(self, temporary: Path, step: int, ema: EMAModel | None) -> None:
-        state: dict[str, Any] = {"step": step, "data_order": self._data_order, "model_configs": self._model_configs}
+        state: dict[str, Any] = {
+            "step": step, "data_order": self._data_order, "model_configs": self._model_configs,
+            "lora_adapters": self._lora_adapters,
+        }
         if ema is not None:
             ema_state = ema.state_dict()
             shadow = ema_state.pop("shadow_params")
@@ -324,6 +328,13 @@ class Trainer:
             raise ConfigError(
                 f"{path} holds a model with other settings ({described}); resume with the original settings, "
                 "or start a new run in another --output-dir"
+            )
+        saved = state.get("lora_adapters", self._lora_adapters)  # older checkpoints did not record them
+        if saved != self._lora_adapters:
+            raise ConfigError(
+                f"{path} was trained with LoRA adapters {described_adapters(saved)}, this run has "
+                f"{described_adapters(self._lora_adapters)}; resume with the original --lora-rank, or start a new run "
+                "in another --output-dir"
             )
         self._check_random_states(path)
         self.accelerator.load_state(str(path))
@@ -429,18 +440,27 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def lora_adapters(objective: nn.Module) -> dict[str, dict[str, int]]:
+    """The LoRA adapters (peft) on the objective's models, as "model adapter": rank and
+    alpha; a resumed run must build the same, as their rank shapes the weights."""
+    return {
+        f"{name or 'objective'} {adapter}": {"rank": settings.r, "alpha": settings.lora_alpha}
+        for name, module in objective.named_modules() if isinstance(module, ConfigMixin)
+        for adapter, settings in getattr(module, "peft_config", {}).items()
+    }
+
+
+def described_adapters(adapters: dict[str, dict[str, int]]) -> str:
+    return ", ".join(f"{name} of rank {settings['rank']}" for name, settings in adapters.items()) or "none"
+
+
 def model_configs(objective: nn.Module) -> dict[str, dict[str, Any]]:
     """The registered configs (diffusers' ConfigMixin) of the objective's models, as JSON
     holds them: a resumed run must build the same models, or it trains a model that its
-    checkpoint's weights merely fit (e.g. MoPoE's resumed as MVAE). A model's LoRA adapters
-    (peft) are recorded beside its config: their rank shapes the weights too."""
-    configs = {}
-    for name, module in objective.named_modules():
-        if isinstance(module, ConfigMixin):
-            name = name or "objective"
-            configs[name] = json.loads(json.dumps(
-                {key: value for key, value in module.config.items() if not key.startswith("_")}, default=str
-            ))
-            for adapter, settings in getattr(module, "peft_config", {}).items():
-                configs[f"{name} LoRA {adapter}"] = {"rank": settings.r, "alpha": settings.lora_alpha}
-    return configs
+    checkpoint's weights merely fit (e.g. MoPoE's resumed as MVAE)."""
+    return {
+        name or "objective": json.loads(json.dumps(
+            {key: value for key, value in module.config.items() if not key.startswith("_")}, default=str
+        ))
+        for name, module in objective.named_modules() if isinstance(module, ConfigMixin)
+    }
