@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces checkpoints/shapes-ldm: latent diffusion on 64 x 64 Shapes, both stages, on the
+# Reproduces checkpoints/shapes-ldm: latent diffusion on 64 x 64 Shapes, all stages, on the
 # shared loop, then copies the pipeline into the repo and measures it. Re-running resumes
 # each stage from its last checkpoint.
 #   bash train/train_shapes_ldm.sh [RUN_DIR] [LDM_STEPS]
@@ -24,7 +24,15 @@ MMGEN=${MMGEN:-.venv/bin/mmgen}
     --max-steps "$LDM_STEPS" --batch-size 64 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
     --lr-warmup-steps 500 --ema-decay 0.999 --checkpoint-every 1000 --validate-every 1000 --seed 0 --resume latest
 
-PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
+# Stage 3: the stage-2 pipeline fine-tuned on the grown caption grammar (stressed positions,
+# an edge's other axis spelled out, dot/ball/box/block, 15% typos: mmgen/data/shapes_text.py).
+# The shipped UNet was trained with the grammar of commit cfbfd70, stage 2 with that of 0227250.
+"$MMGEN" train ldm --output-dir "$RUN/ldm-phrasing" \
+    --pretrained "$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model" --data shapes \
+    --caption-variants 16 --max-steps 4782 --batch-size 64 --learning-rate 2e-4 --lr-scheduler constant_with_warmup \
+    --lr-warmup-steps 200 --ema-decay 0.999 --checkpoint-every 500 --seed 1 --resume latest
+
+PIPELINE="$RUN/ldm-phrasing/checkpoints/checkpoint-0004782/model"
 find checkpoints/shapes-ldm -mindepth 1 ! -name README.md -delete 2>/dev/null || true
 mkdir -p checkpoints/shapes-ldm && cp -r "$PIPELINE"/. checkpoints/shapes-ldm/
 "$MMGEN" eval --task reconstruct --model checkpoints/shapes-ldm/vae --n 1000 --out "$RUN/eval-vae.json"
