@@ -146,7 +146,7 @@ _ENDINGS = (
     "simple", "minimal", "nothing else", "no other objects", "centered composition", "high quality", "clean edges",
     "please", "thanks",
 )
-# Words people put before a position: "right in the middle", "over on the left". A model
+# Words people put before a position: "right in the middle", "just at the top". A model
 # that never saw "right" name no side reads "right in the middle" as the right edge.
 _INTENSIFIERS = ("right", "right", "exactly", "just")
 # An edge's other axis, spelled out as people do: "at the top, centered horizontally".
@@ -328,6 +328,9 @@ _PHRASES = {
 _LONGEST_PHRASE = max(len(words) for words in _PHRASES)
 
 
+_PREPOSITION_THE = {("in", "the"), ("at", "the"), ("on", "the")}
+
+
 def _stresses_a_position(words: tuple[str, ...], i: int) -> bool:
     """Whether words[i] is a "right" that stresses the position named next ("right in the
     middle") rather than naming a side ("on the right in the picture", "star, right, on black")."""
@@ -335,9 +338,6 @@ def _stresses_a_position(words: tuple[str, ...], i: int) -> bool:
         return False
     after = words[i + 3 :]
     return any(_PHRASES.get(after[:length], ("",))[0] == "position" for length in range(1, _LONGEST_PHRASE + 1))
-
-
-_PREPOSITION_THE = {("in", "the"), ("at", "the"), ("on", "the")}
 
 
 def parse_caption(text: str, partial: bool = False) -> dict[str, str]:

@@ -18,7 +18,8 @@ import re
 from importlib import resources
 
 FREEFORM_FILE = "shapes_freeform.jsonl"
-# The free-form phrasings that the training augmentation took up after a failure analysis.
+# The free-form phrasings that the training augmentation took up after a failure analysis,
+# with their close spellings ("centred", "middle height"), so that what is left is unseen.
 FIXED_PHRASINGS = re.compile(
     r"\b(dots?|balls?|box(es)?|blocks?)\b|\bright (in|at|on) the\b|horizontally|vertically|halfway|mid(dle)? height|centred|centered",
     re.IGNORECASE,
