@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=str(Path.home() / "mmgen-runs" / "lora-heart"))
     parser.add_argument("--images", type=int, default=100, help="hearts to learn from")
-    parser.add_argument("--preservation", type=int, default=2000, help="old-shape images trained beside them")
+    parser.add_argument("--preservation", type=int, default=6000, help="old-shape images trained beside them")
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="of the LoRA adapters")
