@@ -7,7 +7,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
 from torch.nn import functional as F
 
-from mmgen.checkpoints import SHAPES_DVAE, SHAPES_JUDGE
+from mmgen.checkpoints import CHECKPOINTS_DIR, SHAPES_DVAE, SHAPES_JUDGE
 from mmgen.cli import main
 from mmgen.diffusion import TextToImagePipeline
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder
@@ -324,6 +324,17 @@ def test_shipped_checkpoint_draws_what_the_prompts_say():
     ).images
     attributes = {name: [getattr(s, name) for s in samples] for name in ("shape", "color", "size", "position")}
     assert judge_accuracy(load_judge(), images * 2 - 1, attributes)["all"] >= 0.8
+
+
+def test_shipped_emoji_ldm_loads_in_diffusers_and_colours_hearts_as_named():
+    pipe = StableDiffusionPipeline.from_pretrained(CHECKPOINTS_DIR / "emoji-ldm", use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        ["blue heart", "red heart"] * 2, num_inference_steps=20, guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(0), output_type="pt",
+    ).images
+    blueness = (images[:, 2] - images[:, 0]).mean(dim=(1, 2))  # blue minus red channel, per image
+    assert blueness[0] > blueness[1] + 0.1 and blueness[2] > blueness[3] + 0.1
 
 
 def test_autoencoder_fine_tuning_starts_from_the_pipelines_autoencoder(tmp_path, pipeline_folder):
