@@ -329,12 +329,13 @@ def test_shipped_checkpoint_draws_what_the_prompts_say():
 def test_shipped_emoji_ldm_loads_in_diffusers_and_colours_hearts_as_named():
     pipe = StableDiffusionPipeline.from_pretrained(CHECKPOINTS_DIR / "emoji-ldm", use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
+    pairs = 8  # each pair shares its noise: a model deaf to colour words draws the two alike
     images = pipe(
-        ["blue heart", "red heart"] * 2, num_inference_steps=20, guidance_scale=3.0,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
+        ["blue heart", "red heart"] * pairs, num_inference_steps=20, guidance_scale=3.0,
+        generator=[torch.Generator().manual_seed(i // 2) for i in range(2 * pairs)], output_type="pt",
     ).images
     blueness = (images[:, 2] - images[:, 0]).mean(dim=(1, 2))  # blue minus red channel, per image
-    assert blueness[0] > blueness[1] + 0.1 and blueness[2] > blueness[3] + 0.1
+    assert int((blueness[0::2] > blueness[1::2] + 0.3).sum()) >= 6
 
 
 def test_autoencoder_fine_tuning_starts_from_the_pipelines_autoencoder(tmp_path, pipeline_folder):

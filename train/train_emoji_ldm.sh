@@ -21,7 +21,7 @@ DATA=${DATA:-$HOME/mmgen-runs/data/emoji2}
 "$MMGEN" train autoencoder --output-dir "$RUN/autoencoder" --data "$DATA/train" --image-size 64 \
     --block-out-channels 32,64,128 --latent-channels 4 --kl-weight 1e-6 --reconstruction-loss mse \
     --max-steps 2000 --batch-size 32 --learning-rate 1e-3 --lr-scheduler cosine --lr-warmup-steps 100 \
-    --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest
+    --ema-decay 0.999 --checkpoint-every 500 --keep-last none --validate-every 500 --seed 0 --resume latest
 # The shipped pipeline's autoencoder is the step-1,000 checkpoint of this 2,000-step cosine
 # run (held-out PSNR 29.3 dB there already; the CPU went to the UNet instead).
 AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0001000/model"
@@ -38,7 +38,8 @@ AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0001000/model"
         "france flag" "dog face"
 
 PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
-find checkpoints/emoji-ldm -mindepth 1 ! -name README.md ! -name grid.png -delete 2>/dev/null || true
+[ -f "$PIPELINE/model_index.json" ] || { echo "no pipeline at $PIPELINE" >&2; exit 1; }
+find checkpoints/emoji-ldm -mindepth 1 ! -name README.md -delete 2>/dev/null || true
 mkdir -p checkpoints/emoji-ldm && cp -r "$PIPELINE"/. checkpoints/emoji-ldm/
 for GUIDANCE in 3 7.5; do
     for SPLIT in heldout train; do
@@ -46,3 +47,8 @@ for GUIDANCE in 3 7.5; do
             --n 300 --steps 20 --guidance-scale "$GUIDANCE" --out "$RUN/eval-$SPLIT-guidance-$GUIDANCE.json"
     done
 done
+"$MMGEN" sample "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" "france flag" \
+    "dog face" "thinking face" "fox face" "norway flag" "switzerland flag" "ghost" "maple leaf" "ice cream" \
+    "large red square" --model checkpoints/emoji-ldm -n 4 --seed 0 --steps 20 --scheduler dpm++ --out checkpoints/emoji-ldm/grid.png
+"$MMGEN" sample "red heart" "green heart" "blue heart" "purple heart" "yellow heart" --model checkpoints/emoji-ldm \
+    -n 16 --seed 100 --steps 20 --out checkpoints/emoji-ldm/hearts.png
