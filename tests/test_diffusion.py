@@ -413,11 +413,19 @@ def test_lora_weights_load_in_diffusers_and_draw_what_mmgen_sample_draws(tmp_pat
     adapted = draw(diffusers_pipe)
     assert np.abs(adapted - base).max() > 1e-3
     assert np.array_equal(draw(load_text_to_image_pipeline(pipeline_folder, lora=lora)), adapted)
+    assert np.allclose(draw(load_text_to_image_pipeline(pipeline_folder, lora=lora, lora_weight=0.0)), base, atol=1e-5)
+    halfway = draw(load_text_to_image_pipeline(pipeline_folder, lora=lora, lora_weight=0.5))
+    assert np.abs(halfway - base).max() > 1e-4 and np.abs(halfway - adapted).max() > 1e-4
 
     out = tmp_path / "lora.png"
     assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora", str(lora), "--steps", "3",
                  "-n", "1", "--out", str(out)]) == 0
     assert np.array_equal(np.asarray(Image.open(out))[2:18, 2:18], (adapted[0] * 255).round().astype(np.uint8))
+    assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora", str(lora), "--lora-weight", "0",
+                 "--steps", "3", "-n", "1", "--out", str(out)]) == 0
+    assert np.array_equal(np.asarray(Image.open(out))[2:18, 2:18], (base[0] * 255).round().astype(np.uint8))
+    assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora-weight", "0.5"]) == 2
+    assert "give them with --lora PATH" in capsys.readouterr().err
     assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora", str(tmp_path)]) == 2
     assert "no LoRA weights there" in capsys.readouterr().err
     assert main(["sample", "a red star", "--lora", str(lora), "--out", str(out)]) == 2  # onto checkpoints/shapes-ldm

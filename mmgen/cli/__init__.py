@@ -419,7 +419,9 @@ def _sample(args: argparse.Namespace) -> None:
         if value is not None and not allowed(value):
             raise MMGenError(f"{option} must be {rule}, got {value}")
     out = image_output(args.out)
-    pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler, lora=args.lora)
+    if args.lora_weight != 1.0 and not args.lora:
+        raise MMGenError("--lora-weight scales LoRA adapters: give them with --lora PATH")
+    pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler, lora=args.lora, lora_weight=args.lora_weight)
     pipe.set_progress_bar_config(disable=True)
     token_sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
     if type(pipe).__name__ != "DiscreteVAEPipeline":
@@ -458,6 +460,10 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument(
         "--lora", default=None, metavar="PATH",
         help="LoRA adapters for --model (a folder with pytorch_lora_weights.safetensors: mmgen train ldm --lora-rank)",
+    )
+    command.add_argument(
+        "--lora-weight", type=float, default=1.0, metavar="W",
+        help="scale of the --lora adapters (0: the base model; below 1 keeps more of what the base drew)",
     )
     command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion)")
     command.add_argument(

@@ -10,6 +10,7 @@ draws the same images.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from transformers import logging as transformers_logging
@@ -77,9 +78,12 @@ class TextToImagePipeline(StableDiffusionPipeline):
             pipe.use_scheduler(scheduler)
         return pipe
 
-    def load_lora(self, path: str | Path) -> None:
+    def load_lora(self, path: str | Path, weight: float = 1.0) -> None:
         """Apply the LoRA adapters in folder `path` (`pytorch_lora_weights.safetensors`, as
-        `mmgen train ldm --lora-rank` and diffusers' LoRA scripts write it)."""
+        `mmgen train ldm --lora-rank` and diffusers' LoRA scripts write it), scaled by
+        `weight` (diffusers' adapter weight: 0 leaves the base model, below 1 keeps more of it)."""
+        if not math.isfinite(weight):
+            raise ConfigError(f"--lora-weight must be a finite number, got {weight}")
         path = Path(path)
         weights = path / LORA_WEIGHTS if path.is_dir() else path
         if not weights.is_file():
@@ -90,8 +94,11 @@ class TextToImagePipeline(StableDiffusionPipeline):
         except RuntimeError as error:  # adapters shaped for another UNet
             detail = str(error).strip().splitlines()[0]
             raise CheckpointError(f"{path}: LoRA weights for another pipeline's UNet ({detail[:160]})") from error
-        if not any(self.get_list_adapters().values()):
+        adapters = self.get_list_adapters().get("unet", [])
+        if not adapters:
             raise CheckpointError(f"{path}: none of its LoRA weights fit this pipeline's UNet (trained on another pipeline?)")
+        if weight != 1.0:
+            self.set_adapters(adapters[-1:], adapter_weights=[weight])
 
     def use_scheduler(self, name: str) -> None:
         """Sample with another diffusers scheduler, by name (see SCHEDULERS); the trained

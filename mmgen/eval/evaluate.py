@@ -45,10 +45,12 @@ def inference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None, lora: str | Path | None = None):
+def load_text_to_image_pipeline(
+    path: str | Path, scheduler: str | None = None, lora: str | Path | None = None, lora_weight: float = 1.0
+):
     """The text-to-image pipeline saved at `path`, on the `inference_device`: the
     discrete-VAE baseline's, or latent diffusion's (a StableDiffusionPipeline folder;
-    `scheduler` picks its sampler, `lora` a folder of LoRA adapters to apply)."""
+    `scheduler` picks its sampler, `lora` a folder of LoRA adapters to apply at `lora_weight`)."""
     path = Path(path)
     device = inference_device()
     if (path / "model_index.json").is_file() and checkpoint_class(path) == "DiscreteVAEPipeline":
@@ -61,7 +63,7 @@ def load_text_to_image_pipeline(path: str | Path, scheduler: str | None = None, 
 
     pipe = TextToImagePipeline.from_pretrained(path, scheduler=scheduler)
     if lora is not None:
-        pipe.load_lora(lora)
+        pipe.load_lora(lora, weight=lora_weight)
     return pipe.to(device)
 
 
