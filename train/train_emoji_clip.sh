@@ -8,6 +8,7 @@
 # GOOGLE=emoji-datasource-google-*.tgz TWITTER=emoji-datasource-twitter-*.tgz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/emoji-clip}
 STEPS=${2:-1500}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
@@ -21,8 +22,7 @@ DATA=${DATA:-$HOME/mmgen-runs/data/emoji2}
     --seed 0 --resume latest
 
 MODEL="$RUN/checkpoints/checkpoint-$(printf %07d "$STEPS")/model"
-find checkpoints/emoji-clip -mindepth 1 ! -name README.md -delete 2>/dev/null || true
-mkdir -p checkpoints/emoji-clip && cp -r "$MODEL"/. checkpoints/emoji-clip/
+ship_checkpoint "$MODEL" emoji-clip
 for SPLIT in heldout train; do
     "$MMGEN" eval --task retrieval --model checkpoints/emoji-clip --data "$DATA/$SPLIT" --n 1000 --out "$RUN/eval-$SPLIT.json"
 done

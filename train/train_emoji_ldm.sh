@@ -9,6 +9,7 @@
 # GOOGLE=emoji-datasource-google-*.tgz TWITTER=emoji-datasource-twitter-*.tgz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/emoji-ldm}
 LDM_STEPS=${2:-10000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
@@ -38,9 +39,7 @@ AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0001000/model"
         "france flag" "dog face"
 
 PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
-[ -f "$PIPELINE/model_index.json" ] || { echo "no pipeline at $PIPELINE" >&2; exit 1; }
-find checkpoints/emoji-ldm -mindepth 1 ! -name README.md -delete 2>/dev/null || true
-mkdir -p checkpoints/emoji-ldm && cp -r "$PIPELINE"/. checkpoints/emoji-ldm/
+ship_checkpoint "$PIPELINE" emoji-ldm
 for GUIDANCE in 3 7.5; do
     for SPLIT in heldout train; do
         "$MMGEN" eval --task text-to-image --model checkpoints/emoji-ldm --data "$DATA/$SPLIT" --clip checkpoints/emoji-clip \

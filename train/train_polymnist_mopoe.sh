@@ -12,6 +12,7 @@
 # (or have both packages installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/polymnist-mopoe}
 EPOCHS=${2:-5}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
@@ -37,8 +38,7 @@ done
 
 MODEL=$(ls -d "$RUN"/mopoe/checkpoints/checkpoint-* | tail -1)/model
 if [ "$EPOCHS" = 5 ]; then
-    find checkpoints/polymnist-mopoe -mindepth 1 ! -name README.md -delete 2>/dev/null || true
-    mkdir -p checkpoints/polymnist-mopoe && cp -r "$MODEL"/. checkpoints/polymnist-mopoe/
+    ship_checkpoint "$MODEL" polymnist-mopoe
     for m in 0 1 2 3 4; do
         mkdir -p checkpoints/polymnist-classifiers/m$m
         cp -r "${CLASSIFIERS[$m]#m$m=}"/. checkpoints/polymnist-classifiers/m$m/

@@ -6,6 +6,7 @@
 #   bash train/train_shapes_dvae.sh [RUN_DIR] [PRIOR_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/shapes-dvae}
 PRIOR_STEPS=${2:-4500}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
@@ -27,7 +28,6 @@ MMGEN=${MMGEN:-.venv/bin/mmgen}
     --lr-warmup-steps 200 --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest
 
 PIPELINE="$RUN/prior/checkpoints/checkpoint-$(printf %07d "$PRIOR_STEPS")/model"
-find checkpoints/shapes-dvae -mindepth 1 ! -name README.md -delete 2>/dev/null || true
-mkdir -p checkpoints/shapes-dvae && cp -r "$PIPELINE"/. checkpoints/shapes-dvae/
+ship_checkpoint "$PIPELINE" shapes-dvae
 "$MMGEN" eval --task reconstruct --model checkpoints/shapes-dvae/vae --n 1000 --out "$RUN/eval-vae.json"
 "$MMGEN" eval --task text-to-image --model checkpoints/shapes-dvae --n 1000 --out "$RUN/eval-text-to-image.json"

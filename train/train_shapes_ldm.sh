@@ -5,6 +5,7 @@
 #   bash train/train_shapes_ldm.sh [RUN_DIR] [LDM_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/shapes-ldm}
 LDM_STEPS=${2:-16000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
@@ -33,8 +34,7 @@ MMGEN=${MMGEN:-.venv/bin/mmgen}
     --lr-warmup-steps 200 --ema-decay 0.999 --checkpoint-every 500 --seed 1 --resume latest
 
 PIPELINE="$RUN/ldm-phrasing/checkpoints/checkpoint-0004782/model"
-find checkpoints/shapes-ldm -mindepth 1 ! -name README.md -delete 2>/dev/null || true
-mkdir -p checkpoints/shapes-ldm && cp -r "$PIPELINE"/. checkpoints/shapes-ldm/
+ship_checkpoint "$PIPELINE" shapes-ldm
 "$MMGEN" eval --task reconstruct --model checkpoints/shapes-ldm/vae --n 1000 --out "$RUN/eval-vae.json"
 "$MMGEN" eval --task text-to-image --model checkpoints/shapes-ldm --n 1000 --steps 20 --scheduler dpm++ \
     --out "$RUN/eval-dpm++-20.json"

@@ -13,6 +13,7 @@
 # likelihood's scale).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/shapes-mopoe}
 STEPS=${2:-12000}
 AGGREGATION=${3:-mopoe}
@@ -33,8 +34,7 @@ NAME=$AGGREGATION$([ "$MISSING" = 0 ] || echo "-missing$MISSING")$([ "$HIDE" = 0
 
 MODEL="$RUN/$NAME/checkpoints/checkpoint-$(printf %07d "$STEPS")/model"
 if [ "$NAME" = mopoe-hide0.25 ] && [ "$STEPS" = 12000 ]; then
-    find checkpoints/shapes-mopoe -mindepth 1 ! -name README.md -delete 2>/dev/null || true
-    mkdir -p checkpoints/shapes-mopoe && cp -r "$MODEL"/. checkpoints/shapes-mopoe/
+    ship_checkpoint "$MODEL" shapes-mopoe
     MODEL=checkpoints/shapes-mopoe
 fi
 "$MMGEN" eval --task impute --model "$MODEL" --n 1000 --out "$RUN/eval-$NAME-$STEPS.json"
