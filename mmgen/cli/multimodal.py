@@ -16,12 +16,16 @@ from mmgen.errors import MMGenError
 
 def _train_mvae(args: argparse.Namespace) -> None:
     from mmgen.multimodal import load_model
+    from mmgen.multimodal.spec import ModalityDefaults
     from mmgen.multimodal.training import train_multimodal_vae
 
     if args.pretrained:
+        model = load_model(args.pretrained)
+        if args.max_length is not None:
+            model.set_caption_length(args.max_length)
         result = train_multimodal_vae(
             training_config_from_args(args), data=args.data, beta=args.beta, missing_fraction=args.missing_fraction,
-            caption_variants=args.caption_variants, model=load_model(args.pretrained),
+            caption_variants=args.caption_variants, model=model,
             prompts=validation_prompts_from_args(args.validation_prompts),
         )
         report_training(result, "model")
@@ -31,7 +35,8 @@ def _train_mvae(args: argparse.Namespace) -> None:
         missing_fraction=args.missing_fraction, modalities=args.modalities, latent_dim=args.latent_dim,
         image_size=args.image_size, image_widths=args.image_widths, image_likelihood=args.image_likelihood,
         image_scale=args.image_scale,
-        text_max_length=args.max_length, text_hidden=args.text_hidden, text_decoder=args.text_decoder,
+        text_max_length=args.max_length or ModalityDefaults.text_max_length, text_hidden=args.text_hidden,
+        text_decoder=args.text_decoder,
         text_encoder=args.text_encoder, caption_variants=args.caption_variants,
         likelihood_weights=args.likelihood_weights, private_dims=args.private_dims,
         target=args.target, conditions=args.conditions, text_embedding=args.text_embedding,
@@ -83,7 +88,11 @@ def add_train_commands(recipes, data_help: str) -> None:
         help="pixel likelihood (Laplace's median decodes mostly-background images as plain background)",
     )
     mvae.add_argument("--image-scale", type=float, default=0.1, help="fixed scale of the pixel likelihood ([-1, 1] pixels)")
-    mvae.add_argument("--max-length", type=int, default=32, help="caption tokens (longer ones are truncated)")
+    mvae.add_argument(
+        "--max-length", type=int, default=None,
+        help="caption tokens, longer ones truncated (default: 32; with --pretrained, the model's, and a MiniLM-read "
+        "caption's can be lengthened)",
+    )
     mvae.add_argument(
         "--text-encoder", default="minilm", choices=("minilm", "learned"),
         help="what reads captions: the frozen pretrained MiniLM's token states (knows words the captions never held), "
@@ -161,8 +170,10 @@ def _impute(args: argparse.Namespace) -> None:
     options = {} if args.gibbs_steps is None else {"gibbs_steps": args.gibbs_steps}
     if args.given is not None:
         options["given"] = args.given
+    if args.one_chain:
+        options["smallest_first"] = False
     if options and isinstance(model, ConditionalVAE):
-        raise MMGenError("--gibbs-steps, --given: a conditional VAE draws in one step from its conditions")
+        raise MMGenError("--gibbs-steps, --given, --one-chain: a conditional VAE draws in one step from its conditions")
     check_draws(args.n)
     drawn = [name for name in targets if kinds[name] == "image"]
     out = image_output(args.out) if drawn else None
@@ -214,6 +225,11 @@ def add_impute_command(subparsers) -> None:
     command.add_argument(
         "--gibbs-steps", type=int, default=None,
         help="multimodal VAEs: rounds of pseudo-Gibbs refinement of each draw (default 2, mixtures 0; 0: one posterior draw)",
+    )
+    command.add_argument(
+        "--one-chain", action="store_true",
+        help="multimodal VAEs: refine every missing modality in one chain (default for products: smallest first, each "
+        "given the ones before); see MultimodalVAE.impute",
     )
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="imputed.png", help="PNG for generated images")

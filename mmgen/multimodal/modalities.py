@@ -380,6 +380,43 @@ class TextModality(Modality):
             spec["decoder_vocabulary"] = self.decoder_vocabulary
         return spec
 
+    def extend_decoder_vocabulary(self, ids: set[int]) -> int:
+        """Let the decoder write the token `ids` too (a fine-tune on captions with words it
+        never wrote would otherwise teach it to write padding in their place): new rows in
+        its token embedding and output layer, the output's silent (zero weights, the lowest
+        bias) so that nothing it writes changes before it trains. Returns how many."""
+        if self.decoder_vocabulary is None:  # it writes the whole vocabulary
+            return 0
+        new = set(ids) - set(self.decoder_vocabulary)
+        if not new:
+            return 0
+        if min(new) < 0 or max(new) >= self.vocab_size:
+            raise ConfigError(f"modality {self.name!r}: token ids must lie in [0, {self.vocab_size})")
+        written = sorted(set(self.decoder_vocabulary) | new)
+        position = {token: index for index, token in enumerate(written)}
+        kept = torch.tensor([position[token] for token in self.decoder_vocabulary])
+        if self.decoder_kind == "parallel":
+            self.decoder[-1] = _with_rows(self.decoder[-1], kept, len(written), silent=True)
+        else:
+            self.decoder["embedding"] = _with_rows(self.decoder["embedding"], kept, len(written))
+            self.decoder["output"] = _with_rows(self.decoder["output"], kept, len(written), silent=True)
+        self.decoder_vocabulary = written
+        self.written_ids = torch.tensor(written, device=self.written_ids.device)
+        to_written = torch.zeros(self.vocab_size, dtype=torch.long, device=self.written_ids.device)
+        to_written[self.written_ids] = torch.arange(len(written), device=self.written_ids.device)
+        self.to_written = to_written
+        return len(new)
+
+    def set_max_length(self, max_length: int) -> None:
+        """Read and write captions of up to `max_length` tokens. Only the MiniLM encoder's
+        and the autoregressive decoder's weights do not depend on the length."""
+        if self.encoder_kind != "minilm" or self.decoder_kind != "autoregressive":
+            raise ConfigError(f"modality {self.name!r}: a trained caption window can only change with the MiniLM "
+                              "encoder and the autoregressive decoder (the others' weights depend on its length)")
+        if max_length < 2:
+            raise ConfigError(f"modality {self.name!r}: a caption window holds at least 2 tokens, not {max_length}")
+        self.max_length = max_length
+
     @property
     def dimension(self) -> int:
         return self.max_length
@@ -715,6 +752,26 @@ class TextEmbeddingModality(Modality):
 
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.embedding_dim)
+
+
+def _with_rows(layer: nn.Embedding | nn.Linear | nn.Conv1d, kept: torch.Tensor, rows: int, silent: bool = False):
+    """A copy of `layer` with `rows` output rows, its own at the positions `kept`; the new
+    rows freshly initialised, or `silent` (zero weights, the lowest bias)."""
+    if isinstance(layer, nn.Embedding):
+        grown = nn.Embedding(rows, layer.embedding_dim)
+    elif isinstance(layer, nn.Linear):
+        grown = nn.Linear(layer.in_features, rows)
+    else:
+        grown = nn.Conv1d(layer.in_channels, rows, layer.kernel_size)
+    grown = grown.to(layer.weight)
+    with torch.no_grad():
+        if silent:
+            grown.weight.zero_()
+            grown.bias.fill_(layer.bias.min().item())
+        grown.weight[kept] = layer.weight
+        if not isinstance(layer, nn.Embedding):
+            grown.bias[kept] = layer.bias
+    return grown
 
 
 KINDS: dict[str, type[Modality]] = {

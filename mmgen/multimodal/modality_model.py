@@ -75,6 +75,35 @@ class ModalityModel(ModelMixin, ConfigMixin):
                     raise ConfigError(f"tokenizer has {len(tokenizer)} tokens; modality {modality.name!r} holds {modality.vocab_size}")
                 modality.tokenizer = tokenizer
 
+    def set_caption_length(self, max_length: int) -> None:
+        """Give every caption modality a window of `max_length` tokens (see
+        `TextModality.set_max_length`); the saved config follows."""
+        captions = [m for m in self.codecs.values() if isinstance(m, TextModality)]
+        if not captions:
+            raise ConfigError(f"a caption window of {max_length} tokens: the model reads no captions")
+        for modality in captions:
+            modality.set_max_length(max_length)
+        if self.tokenizer is not None:
+            self.tokenizer.model_max_length = max_length  # saved with it
+        self._record_caption_specs()
+
+    def learn_to_write(self, name: str, captions: list[str]) -> int:
+        """Let caption modality `name`'s decoder write every token of `captions` (see
+        `TextModality.extend_decoder_vocabulary`); returns how many tokens it adds."""
+        modality = self.codecs[name]
+        ids = modality.tokenizer(captions, truncation=True, max_length=modality.max_length)["input_ids"]
+        added = modality.extend_decoder_vocabulary({token for row in ids for token in row})
+        self._record_caption_specs()
+        return added
+
+    def _record_caption_specs(self) -> None:
+        """The saved config follows the caption modalities' windows and decoder vocabularies."""
+        specs = dict(self.config.modalities)
+        for modality in self.codecs.values():
+            if isinstance(modality, TextModality):
+                specs[modality.name] = {**specs[modality.name], **modality.spec()}
+        self.register_to_config(modalities=specs)
+
     @property
     def tokenizer(self):
         return next((m.tokenizer for m in self.codecs.values() if isinstance(m, TextModality)), None)

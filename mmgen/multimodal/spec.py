@@ -265,6 +265,11 @@ def _tokenizer(
     return tokenizer
 
 
+def modality_captions(name: str, column: str, dataset: Dataset) -> list[str]:
+    """The distinct captions of `dataset` that text modality `name` reads from `column`."""
+    return _captions(name, column, dataset, _metadata_columns(dataset))
+
+
 def _captions(name: str, column: str, dataset: Dataset, metadata: dict[str, list[Any]]) -> list[str]:
     if column == "text":
         captions = dataset_captions(dataset)[1]

@@ -24,7 +24,7 @@ from mmgen.errors import ConfigError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
-from mmgen.multimodal.spec import ModalityDefaults, complete_spec, infer_spec, read_spec
+from mmgen.multimodal.spec import ModalityDefaults, complete_spec, infer_spec, modality_captions, read_spec
 from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
 logger = logging.getLogger(__name__)
@@ -137,6 +137,12 @@ def train_multimodal_vae(
         model = build_model(dataset, aggregation=aggregation, **model_options)
     elif model_options:
         raise ConfigError(f"train_multimodal_vae: {', '.join(model_options)} build a model; you gave one")
+    else:
+        for name, codec in model.codecs.items():
+            if codec.kind == "text":
+                added = model.learn_to_write(name, modality_captions(name, codec.column, dataset))
+                if added:
+                    logger.info("modality %s: its caption decoder learns to write %d new tokens", name, added)
     dataset.set_image_sizes(model.image_sizes())
     if missing_fraction > 0 and isinstance(model, ConditionalVAE):
         raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
