@@ -719,6 +719,10 @@ def test_a_trained_minilm_caption_window_lengthens_and_saves_with_the_model(tmp_
     learned = build_model(dataset, image_size=16, image_widths=(8, 16), latent_dim=8, text_hidden=16, text_encoder="learned")
     with pytest.raises(ConfigError, match="weights depend on its length"):
         learned.set_caption_length(64)
+    learned.set_caption_length(learned.codecs["text"].max_length)  # nothing to change
+    with pytest.raises(ConfigError, match="windows of 2 to 512 tokens, not 600"):
+        model.set_caption_length(600)
+    assert model.codecs["text"].max_length == 64
 
 
 @pytest.mark.parametrize("decoder", ["autoregressive", "parallel"])
@@ -733,15 +737,21 @@ def test_new_caption_words_become_writable_without_changing_what_the_decoder_wri
     before = list(text.decoder_vocabulary)
     latents = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
     logits = text.decode(latents)
+    lowest_bias = (text.decoder[-1] if decoder == "parallel" else text.decoder["output"]).bias.min()
     captions = ["a crimson heart, drawn quickly", "zebra stripes"]
     new = {i for c in captions for i in text.tokenizer(c)["input_ids"]} - set(before)
     assert model.learn_to_write("text", captions) == len(new) > 0
     assert set(text.decoder_vocabulary) == set(before) | new and (text.to_written[sorted(new)] != 0).all()
     grown = text.decode(latents)
     kept = [text.decoder_vocabulary.index(i) for i in before]
-    torch.testing.assert_close(grown[:, kept], logits)
-    assert torch.equal(text.fill_in(grown), text.written_ids[kept][logits.argmax(1)])
+    torch.testing.assert_close(grown[:, kept], logits)  # the old tokens' logits as they were
+    added = [text.decoder_vocabulary.index(i) for i in sorted(new)]
+    torch.testing.assert_close(grown[:, added], torch.full_like(grown[:, added], float(lowest_bias)))
     assert model.learn_to_write("text", captions) == 0
+    # a caption that only conditions (a conditional VAE's) decodes nothing: nothing to grow
+    cvae = build_model(dataset, aggregation="cvae", target="image", image_size=16, image_widths=(8, 16), latent_dim=8,
+                       text_hidden=16)
+    assert cvae.learn_to_write("text", captions) == 0
     model.save_pretrained(tmp_path)
     again = MultimodalVAE.from_pretrained(tmp_path)
     assert again.codecs["text"].decoder_vocabulary == text.decoder_vocabulary

@@ -340,9 +340,7 @@ class TextModality(Modality):
         # Token id -> the decoder's index of it (ids it cannot write map to 0, padding: none
         # occurs in the captions it trained on), and back.
         self.register_buffer("written_ids", torch.tensor(written), persistent=False)
-        to_written = torch.zeros(vocab_size, dtype=torch.long)
-        to_written[self.written_ids] = torch.arange(len(written))
-        self.register_buffer("to_written", to_written, persistent=False)
+        self.register_buffer("to_written", self._token_to_written(self.written_ids), persistent=False)
         if encoder == "minilm":
             self._text_encoder: list[TextEncoder] = []  # loaded at first use, kept out of the module tree
             self._states: dict[bytes, torch.Tensor] = {}
@@ -383,9 +381,11 @@ class TextModality(Modality):
     def extend_decoder_vocabulary(self, ids: set[int]) -> int:
         """Let the decoder write the token `ids` too (a fine-tune on captions with words it
         never wrote would otherwise teach it to write padding in their place): new rows in
-        its token embedding and output layer, the output's silent (zero weights, the lowest
-        bias) so that nothing it writes changes before it trains. Returns how many."""
-        if self.decoder_vocabulary is None:  # it writes the whole vocabulary
+        its token embedding and output layer, the output's with zero weights and the lowest
+        bias of the old ones, so that they start unlikely and the old tokens' logits stay
+        as they were. Returns how many (0 for a condition-only caption, which decodes
+        nothing)."""
+        if self.decoder is None or self.decoder_vocabulary is None:  # decodes nothing, or the whole vocabulary
             return 0
         new = set(ids) - set(self.decoder_vocabulary)
         if not new:
@@ -402,19 +402,29 @@ class TextModality(Modality):
             self.decoder["output"] = _with_rows(self.decoder["output"], kept, len(written), silent=True)
         self.decoder_vocabulary = written
         self.written_ids = torch.tensor(written, device=self.written_ids.device)
-        to_written = torch.zeros(self.vocab_size, dtype=torch.long, device=self.written_ids.device)
-        to_written[self.written_ids] = torch.arange(len(written), device=self.written_ids.device)
-        self.to_written = to_written
+        self.to_written = self._token_to_written(self.written_ids)
         return len(new)
 
-    def set_max_length(self, max_length: int) -> None:
-        """Read and write captions of up to `max_length` tokens. Only the MiniLM encoder's
-        and the autoregressive decoder's weights do not depend on the length."""
+    def _token_to_written(self, written_ids: torch.Tensor) -> torch.Tensor:
+        to_written = torch.zeros(self.vocab_size, dtype=torch.long, device=written_ids.device)
+        to_written[written_ids] = torch.arange(len(written_ids), device=written_ids.device)
+        return to_written
+
+    def check_max_length(self, max_length: int) -> None:
+        """Raise unless this caption modality can read and write `max_length` tokens: only
+        the MiniLM encoder's and the autoregressive decoder's weights do not depend on it."""
+        if max_length == self.max_length:
+            return
         if self.encoder_kind != "minilm" or self.decoder_kind != "autoregressive":
             raise ConfigError(f"modality {self.name!r}: a trained caption window can only change with the MiniLM "
                               "encoder and the autoregressive decoder (the others' weights depend on its length)")
-        if max_length < 2:
-            raise ConfigError(f"modality {self.name!r}: a caption window holds at least 2 tokens, not {max_length}")
+        longest = text_encoder_config("minilm").max_position_embeddings
+        if not 2 <= max_length <= longest:
+            raise ConfigError(f"modality {self.name!r}: MiniLM reads caption windows of 2 to {longest} tokens, not {max_length}")
+
+    def set_max_length(self, max_length: int) -> None:
+        """Read and write captions of up to `max_length` tokens (see `check_max_length`)."""
+        self.check_max_length(max_length)
         self.max_length = max_length
 
     @property

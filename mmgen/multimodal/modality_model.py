@@ -81,6 +81,8 @@ class ModalityModel(ModelMixin, ConfigMixin):
         captions = [m for m in self.codecs.values() if isinstance(m, TextModality)]
         if not captions:
             raise ConfigError(f"a caption window of {max_length} tokens: the model reads no captions")
+        for modality in captions:  # all checked before any changes
+            modality.check_max_length(max_length)
         for modality in captions:
             modality.set_max_length(max_length)
         if self.tokenizer is not None:

@@ -342,8 +342,9 @@ class MultimodalVAE(ModalityModel):
         targets (see `refined_latents`; 0: one draw from the posterior; None:
         `default_gibbs_steps`). With several targets missing, `smallest_first` fills them in
         one at a time, smallest first, each given the ones before (see
-        `_smaller_targets_filled`); else all in one chain. Default: smallest first for
-        products (poe, mopoe), one chain for moe."""
+        `_smaller_targets_filled`; what is returned for every target is decoded from the
+        final latent, which was drawn given the smaller ones); else all in one chain.
+        Default: smallest first for poe and mopoe, one chain for moe."""
         targets = [targets] if isinstance(targets, str) else targets
         if targets is not None and not targets:
             raise ConfigError("targets is empty: name the modalities to fill in, or None for those missing")

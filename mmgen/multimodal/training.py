@@ -116,7 +116,8 @@ def train_multimodal_vae(
     """Train a multimodal (or, with aggregation "cvae", conditional) VAE on `data` over the
     modalities `model_options["modalities"]` declares (default: those the data suggests;
     see `build_model` for the options), or train `model`, one built or loaded by you (its
-    modalities' columns name the data's; with a text modality, its tokenizer set). The
+    modalities' columns name the data's; with a text modality, its tokenizer set; its
+    caption decoders learn, in place, to write the tokens of the data's captions). The
     completed spec is written to the run folder as modalities.json; every checkpoint's
     `model/` is the model (EMA weights).
 
