@@ -1,12 +1,14 @@
 """Teach checkpoints/shapes-ldm a shape it has never seen (a heart) with LoRA, and measure it.
 
-  .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8] [--full]
+  .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8]
+      [--preservation 6000] [--preservation-images rendered|generated] [--full]
 
 1. Data: `--images` hearts drawn the Shapes way (the eight colours, two sizes, nine
    positions, the same jitter), repeated to half the rows, beside `--preservation`
    ordinary Shapes `train` images, so that the adapters keep the old vocabulary
-   (DreamBooth's prior preservation, with rendered images of the old classes); all
-   captioned as the base model was trained.
+   (DreamBooth's prior preservation: rendered images of the old classes, or with
+   `--preservation-images generated` the base model's own drawings of their captions);
+   all captioned as the base model was trained.
 2. A shape classifier over the six Shapes shapes and the heart (`mmgen train classifier`),
    trained on other renderings, reads the shape of generated images; the Shapes judge
    reads colour, size and position.
@@ -40,7 +42,7 @@ from mmgen.data.shapes import (
     ShapesDataset, ShapesSample, format_caption, render,
 )
 from mmgen.data.shapes_text import heldout_caption, training_caption
-from mmgen.data.transforms import pil_to_tensor
+from mmgen.data.transforms import pil_to_tensor, tensor_to_pil
 from mmgen.diffusion.training import train_ldm
 from mmgen.eval.classifier import ImageClassifier, train_classifier
 from mmgen.eval.evaluate import evaluate_text_to_image, load_for_task
@@ -107,12 +109,15 @@ def write_folder(folder: Path, rows: list[tuple[Image.Image, dict]]) -> Path:
     return folder
 
 
-def build_training_data(run: Path, images: int, preservation: int) -> Path:
+def build_training_data(run: Path, images: int, preservation: int, draw_preservation=None) -> Path:
     """`images` hearts, each listed often enough to make half the rows, and `preservation`
-    ordinary Shapes train images (rendered: the old classes cost the user nothing). Every
-    row is captioned as the base model was trained (`training_caption`: its phrasings,
-    lexicon and partial captions), a fresh caption for each listing of a heart, so that
-    the adapters learn the word in every phrasing and leave the base's phrasings alone."""
+    ordinary Shapes train captions with their images: rendered (the old classes cost the
+    user nothing), or drawn by `draw_preservation` (the base model's own images of those
+    captions, as DreamBooth's class images: the adapters then learn to keep what the base
+    draws, not to move it towards the data). Every row is captioned as the base model was
+    trained (`training_caption`: its phrasings, lexicon and partial captions), a fresh
+    caption for each listing of a heart, so that the adapters learn the word in every
+    phrasing and leave the base's phrasings alone."""
     rng = random.Random(1)
     hearts = [(image, {"shape": NEW_SHAPE, **attributes}) for image, _, attributes in heart_examples(images, seed=1)]
     rows = [
@@ -121,8 +126,12 @@ def build_training_data(run: Path, images: int, preservation: int) -> Path:
         for image, attributes in hearts
     ]
     shapes = ShapesDataset("train", n=preservation)
-    for sample in (shapes.sample(i) for i in range(preservation)):
-        rows.append((render(sample, 64), {"text": training_caption(sample.attributes(), rng)}))
+    old = [(sample, training_caption(sample.attributes(), rng)) for sample in (shapes.sample(i) for i in range(preservation))]
+    if draw_preservation is None:
+        drawn = [render(sample, 64) for sample, _ in old]
+    else:
+        drawn = tensor_to_pil(generate_images(draw_preservation, [caption for _, caption in old], seed=2, batch_size=50))
+    rows += [(image, {"text": caption}) for image, (_, caption) in zip(drawn, old)]
     return write_folder(run / "data", rows)
 
 
@@ -172,6 +181,10 @@ def main() -> None:
     parser.add_argument("--run", default=str(Path.home() / "mmgen-runs" / "lora-heart"))
     parser.add_argument("--images", type=int, default=100, help="hearts to learn from")
     parser.add_argument("--preservation", type=int, default=6000, help="old-shape images trained beside them")
+    parser.add_argument(
+        "--preservation-images", choices=("rendered", "generated"), default="rendered",
+        help="the old-shape images: rendered, or drawn by the base model from their captions (DreamBooth's class images)",
+    )
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="of the LoRA adapters")
@@ -190,7 +203,8 @@ def main() -> None:
     # A rerun keeps what the run folder has (trained adapters, measurements) and adds the rest.
     saved = run / "results.json"
     results: dict = json.loads(saved.read_text()) if saved.is_file() else {}
-    results.update(images=args.images, preservation=args.preservation, minutes=args.minutes, rank=args.rank,
+    results.update(images=args.images, preservation=args.preservation, preservation_images=args.preservation_images,
+                   minutes=args.minutes, rank=args.rank,
                    learning_rate=args.learning_rate, **({"full_learning_rate": args.full_learning_rate} if args.full else {}))
 
     def save() -> None:
@@ -213,7 +227,10 @@ def main() -> None:
 
     prompts = ["a large red heart in the center", "a small blue heart in the top left", "a large green star at the bottom"]
     if not checkpoints_of(run / "lora"):
-        data = build_training_data(run, args.images, args.preservation)
+        started = time.time()
+        draw = load_for_task(SHAPES_LDM, "text-to-image") if args.preservation_images == "generated" else None
+        data = build_training_data(run, args.images, args.preservation, draw)
+        results["data_seconds"] = round(time.time() - started)
         started = time.time()
         train_ldm(training("lora", args.learning_rate), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank, prompts=prompts)
         results["lora"] = {"seconds": round(time.time() - started)}
