@@ -764,6 +764,12 @@ class TextEmbeddingModality(Modality):
         return torch.zeros(self.embedding_dim)
 
 
+def caption_tokens(tokenizer, captions: list[str], max_length: int) -> set[int]:
+    """The token ids of `captions` within a window of `max_length`: what a caption decoder
+    trained on them must be able to write."""
+    return {token for row in tokenizer(captions, truncation=True, max_length=max_length)["input_ids"] for token in row}
+
+
 def _with_rows(layer: nn.Embedding | nn.Linear | nn.Conv1d, kept: torch.Tensor, rows: int, silent: bool = False):
     """A copy of `layer` with `rows` output rows, its own at the positions `kept`; the new
     rows freshly initialised, or `silent` (zero weights, the lowest bias)."""

@@ -15,7 +15,7 @@ from diffusers import ConfigMixin, ModelMixin
 
 from mmgen.checkpoints import checkpoint_class, loading, require_safetensors
 from mmgen.errors import CheckpointError, ConfigError, DataError
-from mmgen.multimodal.modalities import TextModality, build_modality
+from mmgen.multimodal.modalities import TextModality, build_modality, caption_tokens
 
 TOKENIZER_FOLDER = "tokenizer"
 
@@ -93,8 +93,7 @@ class ModalityModel(ModelMixin, ConfigMixin):
         """Let caption modality `name`'s decoder write every token of `captions` (see
         `TextModality.extend_decoder_vocabulary`); returns how many tokens it adds."""
         modality = self.codecs[name]
-        ids = modality.tokenizer(captions, truncation=True, max_length=modality.max_length)["input_ids"]
-        added = modality.extend_decoder_vocabulary({token for row in ids for token in row})
+        added = modality.extend_decoder_vocabulary(caption_tokens(modality.tokenizer, captions, modality.max_length))
         self._record_caption_specs()
         return added
 

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from mmgen.data.frozen import dataset_captions
 from mmgen.data.imagetext import item_key
 from mmgen.errors import ConfigError, DataError
-from mmgen.multimodal.modalities import KINDS, default_widths
+from mmgen.multimodal.modalities import KINDS, caption_tokens, default_widths
 from mmgen.text.encoder import minilm_path
 
 MAIN_IMAGE = "pixel_values"  # the item key of a dataset's main image (a folder's file_name)
@@ -260,14 +260,13 @@ def _tokenizer(
         settings = modalities[name]
         settings.setdefault("vocab_size", len(tokenizer))
         if "decoder_vocabulary" not in settings:
-            ids = tokenizer(captions[name], truncation=True, max_length=settings["max_length"])["input_ids"]
-            settings["decoder_vocabulary"] = sorted({i for row in ids for i in row})
+            settings["decoder_vocabulary"] = sorted(caption_tokens(tokenizer, captions[name], settings["max_length"]))
     return tokenizer
 
 
 def modality_captions(name: str, column: str, dataset: Dataset) -> list[str]:
     """The distinct captions of `dataset` that text modality `name` reads from `column`."""
-    return _captions(name, column, dataset, _metadata_columns(dataset))
+    return _captions(name, column, dataset, {} if column == "text" else _metadata_columns(dataset))
 
 
 def _captions(name: str, column: str, dataset: Dataset, metadata: dict[str, list[Any]]) -> list[str]:
