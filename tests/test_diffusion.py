@@ -391,6 +391,54 @@ def test_a_lora_run_resumes_only_with_its_rank(tmp_path, pipeline_folder):
     assert train_ldm(_config(tmp_path, max_steps=4, resume="latest"), lora_rank=4, **options).step == 4
 
 
+def test_preserved_rows_train_the_adapters_towards_the_base_unets_own_predictions(pipeline_folder):
+    from mmgen.diffusion.training import add_lora_adapters, pretrained_ldm_parts
+
+    _, encoder, unet, scheduler = pretrained_ldm_parts(pipeline_folder)
+    add_lora_adapters(unet, rank=4)
+    objective = LatentDiffusionObjective(unet, scheduler, encoder, scaling_factor=1.0, caption_dropout=0.0)
+    batch = {"latent_mean": torch.randn(4, 4, 8, 8), "latent_std": torch.full((4, 4, 8, 8), 0.1),
+             "text": ["a red star", "a blue circle", "a small green square", "a large yellow triangle"]}
+    # Zero-initialised adapters draw what the base draws: nothing to learn on preserved rows.
+    assert objective({**batch, "preserved": torch.ones(4, dtype=torch.bool)})["loss"].item() == 0.0
+    assert objective({**batch, "preserved": torch.tensor([True, True, False, False])})["loss"].item() > 0.0
+
+    probe = (torch.randn(4, 4, 8, 8), torch.tensor([100, 300, 600, 900]), encoder(batch["text"]).hidden_states)
+
+    def distance_from_base() -> float:
+        with torch.no_grad():
+            return float((unet(*probe).sample - objective.base_prediction(*probe)).pow(2).mean())
+
+    lora = [p for name, p in unet.named_parameters() if "lora_B" in name]
+    with torch.no_grad():
+        for p in lora:
+            p.normal_(std=0.05)
+    before = distance_from_base()
+    optimizer = torch.optim.Adam(lora, lr=3e-3)
+    for _ in range(25):
+        optimizer.zero_grad()
+        objective({**batch, "preserved": torch.ones(4, dtype=torch.bool)})["loss"].backward()
+        optimizer.step()
+    assert before > 0 and distance_from_base() < 0.3 * before
+    assert all(p.requires_grad for p in lora)  # switched back on after each base prediction
+
+
+def test_preservation_data_trains_beside_the_data_and_needs_lora(tmp_path, pipeline_folder, capsys):
+    from mmgen.data.shapes import export_shapes
+
+    data = export_shapes(tmp_path / "new", split="val", n=8, size=16, progress=False)
+    kept = export_shapes(tmp_path / "kept", split="test", n=8, size=16, progress=False)
+    run = tmp_path / "run"
+    assert main(["train", "ldm", "--pretrained", str(pipeline_folder), "--lora-rank", "4", "--data", str(data),
+                 "--preservation-data", str(kept), "--output-dir", str(run), "--max-steps", "2", "--batch-size", "16",
+                 "--checkpoint-every", "2", "--report-to", "none"]) == 0
+    assert (run / "checkpoints" / "checkpoint-0000002" / "model" / "pytorch_lora_weights.safetensors").is_file()
+    assert len(list((run / "cache").glob("latents-*.safetensors"))) == 2  # each source encoded (and cached) once
+    assert main(["train", "ldm", "--pretrained", str(pipeline_folder), "--data", str(data), "--preservation-data",
+                 str(kept), "--output-dir", str(tmp_path / "full"), "--max-steps", "1"]) == 2
+    assert "add --lora-rank" in capsys.readouterr().err
+
+
 def test_lora_weights_load_in_diffusers_and_draw_what_mmgen_sample_draws(tmp_path, pipeline_folder, capsys):
     from mmgen.eval.evaluate import load_text_to_image_pipeline
 
@@ -426,6 +474,15 @@ def test_lora_weights_load_in_diffusers_and_draw_what_mmgen_sample_draws(tmp_pat
     assert np.array_equal(np.asarray(Image.open(out))[2:18, 2:18], (base[0] * 255).round().astype(np.uint8))
     assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora-weight", "0.5"]) == 2
     assert "give them with --lora PATH" in capsys.readouterr().err
+
+    diversity = {}  # of 16 draws of one prompt, read by the Shapes judge
+    for name, options in (("base", []), ("weight 0", ["--lora", str(lora), "--lora-weight", "0"]), ("adapted", ["--lora", str(lora)])):
+        report = tmp_path / "report.json"
+        assert main(["eval", "--task", "text-to-image", "--model", str(pipeline_folder), *options, "--n", "2",
+                     "--steps", "3", "--out", str(report)]) == 0
+        diversity[name] = json.loads(report.read_text())["results"]["diversity"]
+    assert diversity["weight 0"] == pytest.approx(diversity["base"], rel=1e-5)  # the adapters move it by about 6e-4
+    assert diversity["adapted"] != pytest.approx(diversity["base"], rel=1e-4)
     assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora", str(tmp_path)]) == 2
     assert "no LoRA weights there" in capsys.readouterr().err
     assert main(["sample", "a red star", "--lora", str(lora), "--out", str(out)]) == 2  # onto checkpoints/shapes-ldm

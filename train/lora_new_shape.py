@@ -1,14 +1,17 @@
 """Teach checkpoints/shapes-ldm a shape it has never seen (a heart) with LoRA, and measure it.
 
   .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8]
-      [--preservation 6000] [--preservation-images rendered|generated] [--full]
+      [--preservation 6000] [--preservation-images rendered|generated]
+      [--preservation-target noise|base] [--full]
 
 1. Data: `--images` hearts drawn the Shapes way (the eight colours, two sizes, nine
    positions, the same jitter), repeated to half the rows, beside `--preservation`
    ordinary Shapes `train` images, so that the adapters keep the old vocabulary
    (DreamBooth's prior preservation: rendered images of the old classes, or with
    `--preservation-images generated` the base model's own drawings of their captions);
-   all captioned as the base model was trained.
+   all captioned as the base model was trained. The old rows train towards their noise
+   (DreamBooth), or with `--preservation-target base` towards the base UNet's own
+   prediction for the same noisy latent and caption (`train_ldm`'s `preservation_data`).
 2. A shape classifier over the six Shapes shapes and the heart (`mmgen train classifier`),
    trained on other renderings, reads the shape of generated images; the Shapes judge
    reads colour, size and position.
@@ -109,7 +112,9 @@ def write_folder(folder: Path, rows: list[tuple[Image.Image, dict]]) -> Path:
     return folder
 
 
-def build_training_data(run: Path, images: int, preservation: int, draw_preservation=None) -> Path:
+def build_training_data(
+    run: Path, images: int, preservation: int, draw_preservation=None, base_targets: bool = False
+) -> tuple[Path, Path | None]:
     """`images` hearts, each listed often enough to make half the rows, and `preservation`
     ordinary Shapes train captions with their images: rendered (the old classes cost the
     user nothing), or drawn by `draw_preservation` (the base model's own images of those
@@ -117,7 +122,9 @@ def build_training_data(run: Path, images: int, preservation: int, draw_preserva
     draws, not to move it towards the data). Every row is captioned as the base model was
     trained (`training_caption`: its phrasings, lexicon and partial captions), a fresh
     caption for each listing of a heart, so that the adapters learn the word in every
-    phrasing and leave the base's phrasings alone."""
+    phrasing and leave the base's phrasings alone. With `base_targets` the old rows go to
+    their own folder, returned second, for `train_ldm`'s `preservation_data` (the base
+    UNet's predictions as their targets); otherwise all rows share one folder."""
     rng = random.Random(1)
     hearts = [(image, {"shape": NEW_SHAPE, **attributes}) for image, _, attributes in heart_examples(images, seed=1)]
     rows = [
@@ -131,8 +138,10 @@ def build_training_data(run: Path, images: int, preservation: int, draw_preserva
         drawn = [render(sample, 64) for sample, _ in old]
     else:
         drawn = tensor_to_pil(generate_images(draw_preservation, [caption for _, caption in old], seed=2, batch_size=50))
-    rows += [(image, {"text": caption}) for image, (_, caption) in zip(drawn, old)]
-    return write_folder(run / "data", rows)
+    kept = [(image, {"text": caption}) for image, (_, caption) in zip(drawn, old)]
+    if base_targets:
+        return write_folder(run / "data", rows), write_folder(run / "preservation", kept)
+    return write_folder(run / "data", rows + kept), None
 
 
 def build_classifier_data(run: Path, per_shape: int = 400) -> Path:
@@ -185,6 +194,11 @@ def main() -> None:
         "--preservation-images", choices=("rendered", "generated"), default="rendered",
         help="the old-shape images: rendered, or drawn by the base model from their captions (DreamBooth's class images)",
     )
+    parser.add_argument(
+        "--preservation-target", choices=("noise", "base"), default="noise",
+        help="what the old-shape rows train towards: their noise (DreamBooth), or the base UNet's own prediction "
+        "(train_ldm's preservation_data: output preservation)",
+    )
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="of the LoRA adapters")
@@ -199,12 +213,14 @@ def main() -> None:
         help="also measure the base model's old vocabulary (checkpoints/shapes-ldm/README.md has it: same prompts and seed)",
     )
     args = parser.parse_args()
+    if args.full and args.preservation_target == "base":
+        parser.error("--full trains every UNet on one folder of hearts and old shapes: give --preservation-target noise")
     run = Path(args.run)
     # A rerun keeps what the run folder has (trained adapters, measurements) and adds the rest.
     saved = run / "results.json"
     results: dict = json.loads(saved.read_text()) if saved.is_file() else {}
     results.update(images=args.images, preservation=args.preservation, preservation_images=args.preservation_images,
-                   minutes=args.minutes, rank=args.rank,
+                   preservation_target=args.preservation_target, minutes=args.minutes, rank=args.rank,
                    learning_rate=args.learning_rate, **({"full_learning_rate": args.full_learning_rate} if args.full else {}))
 
     def save() -> None:
@@ -229,10 +245,11 @@ def main() -> None:
     if not checkpoints_of(run / "lora"):
         started = time.time()
         draw = load_for_task(SHAPES_LDM, "text-to-image") if args.preservation_images == "generated" else None
-        data = build_training_data(run, args.images, args.preservation, draw)
+        data, kept = build_training_data(run, args.images, args.preservation, draw, args.preservation_target == "base")
         results["data_seconds"] = round(time.time() - started)
         started = time.time()
-        train_ldm(training("lora", args.learning_rate), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank, prompts=prompts)
+        train_ldm(training("lora", args.learning_rate), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank,
+                  prompts=prompts, preservation_data=kept and str(kept))
         results["lora"] = {"seconds": round(time.time() - started)}
     adapters = checkpoints_of(run / "lora")[-1] / "model"
     results.setdefault("lora", {}).update(steps=int(adapters.parent.name.split("-")[1]),

@@ -180,7 +180,7 @@ def _train_ldm(args: argparse.Namespace) -> None:
         random_flip=args.random_flip, caption_variants=args.caption_variants,
         gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
         prompts=validation_prompts_from_args(args.validation_prompts), pretrained=args.pretrained,
-        lora_rank=args.lora_rank, train_text_encoder=args.train_text_encoder,
+        lora_rank=args.lora_rank, train_text_encoder=args.train_text_encoder, preservation_data=args.preservation_data,
     )
     report_training(result, "LoRA adapters" if args.lora_rank else "pipeline")
 
@@ -297,6 +297,11 @@ def _add_train_commands(subparsers) -> None:
         "--lora-rank", type=int, default=None, metavar="R",
         help="with --pretrained: train only rank-R LoRA adapters on the UNet's attention (peft); checkpoints hold "
         "pytorch_lora_weights.safetensors for mmgen sample --lora or diffusers' load_lora_weights",
+    )
+    ldm.add_argument(
+        "--preservation-data", default=None, metavar="SOURCE",
+        help="with --lora-rank: images and captions of what the pipeline already draws (e.g. its training data), "
+        "trained beside --data with the base's own predictions as targets, so that the adapters leave them alone",
     )
     ldm.add_argument(
         "--train-text-encoder", action="store_true",
@@ -419,8 +424,7 @@ def _sample(args: argparse.Namespace) -> None:
         if value is not None and not allowed(value):
             raise MMGenError(f"{option} must be {rule}, got {value}")
     out = image_output(args.out)
-    if args.lora_weight != 1.0 and not args.lora:
-        raise MMGenError("--lora-weight scales LoRA adapters: give them with --lora PATH")
+    check_lora_weight(args)
     pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler, lora=args.lora, lora_weight=args.lora_weight)
     pipe.set_progress_bar_config(disable=True)
     token_sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
@@ -443,6 +447,18 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {len(prompts)} prompt(s) x {args.n} images, one row per prompt")
 
 
+def add_lora_weight_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--lora-weight", type=float, default=1.0, metavar="W",
+        help="scale of the --lora adapters (0: the base model; below 1 keeps more of what the base drew)",
+    )
+
+
+def check_lora_weight(args: argparse.Namespace) -> None:
+    if args.lora_weight != 1.0 and not args.lora:
+        raise MMGenError("--lora-weight scales LoRA adapters: give them with --lora PATH")
+
+
 def _add_sample_command(subparsers) -> None:
     from mmgen.checkpoints import SHAPES_LDM
 
@@ -461,10 +477,7 @@ def _add_sample_command(subparsers) -> None:
         "--lora", default=None, metavar="PATH",
         help="LoRA adapters for --model (a folder with pytorch_lora_weights.safetensors: mmgen train ldm --lora-rank)",
     )
-    command.add_argument(
-        "--lora-weight", type=float, default=1.0, metavar="W",
-        help="scale of the --lora adapters (0: the base model; below 1 keeps more of what the base drew)",
-    )
+    add_lora_weight_argument(command)
     command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion)")
     command.add_argument(
         "--scheduler", default="dpm++", help="diffusion sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
@@ -504,6 +517,7 @@ def _eval(args: argparse.Namespace) -> None:
         raise MMGenError(f"--steps must be at least {fewest_steps} for --task {args.task}, got {args.steps}")
     if args.lora and args.task != "text-to-image":
         raise MMGenError(f"--lora adapts text-to-image pipelines; --task {args.task} takes none")
+    check_lora_weight(args)
     torch.manual_seed(args.seed)
     if args.data:
         results, settings, images, captions = _evaluate_on_data(args)
@@ -513,9 +527,11 @@ def _eval(args: argparse.Namespace) -> None:
         results, settings, images, captions = evaluate.run_task(
             args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
             steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler, lora=args.lora,
+            lora_weight=args.lora_weight,
         )
+    adapters = {"lora": args.lora, "lora_weight": args.lora_weight} if args.lora else {}
     report = {
-        "model": str(args.model), **({"lora": args.lora} if args.lora else {}), "task": args.task, "n": args.n,
+        "model": str(args.model), **adapters, "task": args.task, "n": args.n,
         "seed": args.seed, **settings, "results": results,
     }
     out = Path(args.out)
@@ -546,7 +562,7 @@ def _evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]
         return results, settings, images, captions
     results, sampling, images, captions = on_data.evaluate_text_to_image(
         args.model, args.data, args.clip, args.n, args.seed, args.batch_size, args.steps, args.guidance_scale,
-        args.scheduler, args.lora,
+        args.scheduler, args.lora, args.lora_weight,
     )
     return results, {**settings, **sampling}, images, captions
 
@@ -568,6 +584,7 @@ def _add_eval_command(subparsers) -> None:
     )
     command.add_argument("--model", required=True, help="checkpoint folder to evaluate")
     command.add_argument("--lora", default=None, metavar="PATH", help="LoRA adapters for a text-to-image --model")
+    add_lora_weight_argument(command)
     command.add_argument(
         "--task", required=True, choices=("text-to-image", "impute", "reconstruct", "retrieval", "judge"), help="what to measure"
     )

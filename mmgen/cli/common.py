@@ -176,7 +176,7 @@ def validation_prompts_from_args(values: list[str] | None) -> list[str] | None:
 
 
 # The options that name a command's data: every one of them reads the same columns.
-DATA_OPTIONS = ("data", "source", "validation_data")
+DATA_OPTIONS = ("data", "source", "validation_data", "preservation_data")
 
 
 def add_column_arguments(parser: argparse.ArgumentParser) -> None:

@@ -50,7 +50,13 @@ def latent_scaling_factor(latents: dict[str, torch.Tensor], seed: int = 0) -> fl
     return float(1.0 / sample.std())
 
 
-def cached_latent_dataset(latents: dict[str, torch.Tensor], captions: list[tuple[str, ...]], seed: int = 0) -> Dataset:
+def cached_latent_dataset(
+    latents: dict[str, torch.Tensor], captions: list[tuple[str, ...]], seed: int = 0, preserved: torch.Tensor | None = None
+) -> Dataset:
     """Items `{"latent_mean", "latent_std", "text"}`: a cached image (mirrored at random
-    when flips were cached) and one of its captions."""
-    return CachedViewsDataset({"latent_mean": latents["mean"], "latent_std": latents["std"]}, captions, seed=seed)
+    when flips were cached) and one of its captions; with `preserved` (a bool per image)
+    also `"preserved"`, marking the rows whose target is the base model's prediction."""
+    tensors = {"latent_mean": latents["mean"], "latent_std": latents["std"]}
+    if preserved is not None:
+        tensors["preserved"] = preserved[:, None].expand(latents["mean"].shape[:2])
+    return CachedViewsDataset(tensors, captions, seed=seed)

@@ -48,7 +48,9 @@ class LatentDiffusionObjective(nn.Module):
     Captions are replaced by the unconditional prompt with probability `caption_dropout`,
     which is what classifier-free guidance needs at sampling time. `snr_gamma` turns on
     min-SNR loss weighting (Hang et al. 2023). A frozen text encoder is read through its
-    cache; a trainable one runs (and learns) on every step.
+    cache; a trainable one runs (and learns) on every step. Rows a batch marks
+    `"preserved"` take the UNet's prediction with its LoRA adapters switched off as
+    their target (see `train_ldm`'s `preservation_data`).
     """
 
     def __init__(
@@ -88,6 +90,11 @@ class LatentDiffusionObjective(nn.Module):
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
+        preserved = batch.get("preserved")
+        if preserved is not None and preserved.any():
+            preserved = preserved.to(latents.device)
+            target = target.clone()
+            target[preserved] = self.base_prediction(noisy[preserved], timesteps[preserved], states[preserved]).to(target.dtype)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.snr_gamma:
             snr = compute_snr(self.noise_scheduler, timesteps)
@@ -95,3 +102,12 @@ class LatentDiffusionObjective(nn.Module):
             v_prediction = self.noise_scheduler.config.prediction_type == "v_prediction"
             per_sample = per_sample * (clipped / (snr + 1) if v_prediction else clipped / snr)
         return {"loss": per_sample.mean()}
+
+    @torch.no_grad()
+    def base_prediction(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction with its LoRA adapters switched off: the pipeline's own."""
+        self.unet.disable_adapters()
+        try:
+            return self.unet(noisy, timesteps, states).sample
+        finally:
+            self.unet.enable_adapters()

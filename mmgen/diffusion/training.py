@@ -84,6 +84,7 @@ def train_ldm(
     pretrained: str | Path | None = None,
     lora_rank: int | None = None,
     train_text_encoder: bool = False,
+    preservation_data: str | None = None,
 ) -> TrainingResult:
     """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents, of
     images at the autoencoder's size unless `image_size` says otherwise (it is convolutional).
@@ -94,12 +95,19 @@ def train_ldm(
     do not apply). `lora_rank` R trains only rank-R adapters on the UNet's attention
     projections (peft, as diffusers' LoRA script does); every checkpoint's `model/` then
     holds `pytorch_lora_weights.safetensors`, which `load_lora_weights` of the pipeline
-    (mmgen's or diffusers') applies. `train_text_encoder` trains the text encoder with the
-    UNet (a pretrained one is otherwise frozen, its states cached; LoRA on it is not
-    offered: transformers' adapter loading, which diffusers' `load_lora_weights` uses for
-    text encoders, wants a peft release newer than PyPI has). Each validation draws
-    `prompts` (default: a few of the data's captions; Shapes' fixed prompts on Shapes) into
-    a grid, each prompt written under its image.
+    (mmgen's or diffusers') applies. `preservation_data` (with `lora_rank`) is trained
+    beside `data` so that the adapters leave what the pipeline already draws alone: on its
+    rows the target is the base UNet's own prediction (adapters switched off) for the same
+    noisy latent and caption, not the noise, so the adapters learn to change nothing
+    there (output preservation: a distillation form of DreamBooth's prior preservation,
+    which trains on the class images' noise and so also moves the base towards those
+    images). Rows of both are shuffled together: their numbers set the mix.
+    `train_text_encoder` trains the text encoder with the UNet (a pretrained one is
+    otherwise frozen, its states cached; LoRA on it is not offered: transformers' adapter
+    loading, which diffusers' `load_lora_weights` uses for text encoders, wants a peft
+    release newer than PyPI has). Each validation draws `prompts` (default: a few of the
+    data's captions; Shapes' fixed prompts on Shapes) into a grid, each prompt written
+    under its image.
 
     Attention runs on PyTorch's scaled-dot-product kernels; `xformers` switches the UNet to
     xformers' memory-efficient attention (CUDA only), `gradient_checkpointing` trades
@@ -113,6 +121,10 @@ def train_ldm(
         raise ConfigError(f"--lora-rank must be at least 1, got {lora_rank}")
     if lora_rank is not None and train_text_encoder:
         raise ConfigError("--train-text-encoder trains the whole text encoder; with --lora-rank only the UNet's adapters train")
+    if preservation_data is not None and lora_rank is None:
+        raise ConfigError(
+            "--preservation-data trains towards the base pipeline's predictions, its adapters switched off: add --lora-rank"
+        )
     torch.manual_seed(config.seed)
     state = PartialState()
     if pretrained is not None:
@@ -125,9 +137,13 @@ def train_ldm(
     else:
         vae, encoder = _autoencoder(autoencoder), None
     vae = vae.to(state.device).eval().requires_grad_(False)
-    dataset = open_dataset(data, size=image_size or vae.config.sample_size, seed=config.seed, caption_variants=caption_variants)
-    captions, distinct = dataset_captions(dataset)
-    prompts = validation_prompts(dataset, prompts)
+    datasets = [
+        open_dataset(source, size=image_size or vae.config.sample_size, seed=config.seed, caption_variants=caption_variants)
+        for source in ([data] if preservation_data is None else [data, preservation_data])
+    ]
+    captions = [caption for part in datasets for caption in dataset_captions(part)[0]]
+    distinct = list(dict.fromkeys(c for item in captions for c in item))
+    prompts = validation_prompts(datasets[0], prompts)
     if encoder is None:
         encoder = load_text_encoder(text_encoder, distinct, max_length, text_hidden_size, text_layers)
     if train_text_encoder:
@@ -135,7 +151,8 @@ def train_ldm(
 
     # Frozen parts are computed once, by the main process first so the others read its files.
     with state.main_process_first():
-        latents = encode_dataset(vae, dataset, Path(config.output_dir) / "cache", flips=random_flip)
+        parts = [encode_dataset(vae, part, Path(config.output_dir) / "cache", flips=random_flip) for part in datasets]
+        latents = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
         conditioning = training_conditioning(encoder, distinct, state.device)
     if pretrained is None:
         vae.register_to_config(scaling_factor=latent_scaling_factor(latents, seed=config.seed))
@@ -179,7 +196,10 @@ def train_ldm(
         with encoder.saved_as_half(folder):  # a frozen pretrained encoder is stored in float16
             pipeline(model).save_pretrained(folder)
 
-    train_data = cached_latent_dataset(latents, captions, seed=config.seed)
+    preserved = None
+    if preservation_data is not None:
+        preserved = torch.cat([torch.full((len(part["mean"]),), i == 1) for i, part in enumerate(parts)])
+    train_data = cached_latent_dataset(latents, captions, seed=config.seed, preserved=preserved)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
 
 

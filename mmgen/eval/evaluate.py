@@ -77,13 +77,14 @@ def default_guidance_scale(pipe) -> float:
 
 
 def _text_to_image_generate(
-    path: Path, steps: int | None, guidance_scale: float | None, scheduler: str, lora: str | Path | None = None
+    path: Path, steps: int | None, guidance_scale: float | None, scheduler: str, lora: str | Path | None = None,
+    lora_weight: float = 1.0,
 ) -> GenerateFn:
     """A text-to-image pipeline folder (latent diffusion or the discrete-VAE baseline),
-    with `lora` adapters applied if given; no `steps`: 20; no `guidance_scale`: the
+    with `lora` adapters applied at `lora_weight` if given; no `steps`: 20; no `guidance_scale`: the
     pipeline's default. The callable's `settings` are those the pipeline used (the
     discrete-VAE baseline draws tokens in one pass: no steps or scheduler)."""
-    pipe = load_text_to_image_pipeline(path, scheduler=scheduler, lora=lora)
+    pipe = load_text_to_image_pipeline(path, scheduler=scheduler, lora=lora, lora_weight=lora_weight)
     pipe.set_progress_bar_config(disable=True)
     guidance_scale = default_guidance_scale(pipe) if guidance_scale is None else guidance_scale
     steps = SAMPLING_STEPS if steps is None else steps
@@ -178,7 +179,7 @@ LOADERS: dict[str, dict[str, Callable[[Path, int, float, str], Callable]]] = {
 
 def load_for_task(
     path: str | Path, task: str, steps: int | None = None, guidance_scale: float = 3.0, scheduler: str = "dpm++",
-    lora: str | Path | None = None,
+    lora: str | Path | None = None, lora_weight: float = 1.0,
 ) -> Callable:
     class_name = checkpoint_class(path)
     if class_name == ShapesJudge.__name__:
@@ -192,7 +193,7 @@ def load_for_task(
         return tasks[task](Path(path), steps, guidance_scale, scheduler)
     if task != "text-to-image":
         raise ConfigError(f"--lora adapts text-to-image pipelines, not a {class_name} for --task {task}")
-    return tasks[task](Path(path), steps, guidance_scale, scheduler, lora=lora)
+    return tasks[task](Path(path), steps, guidance_scale, scheduler, lora=lora, lora_weight=lora_weight)
 
 
 def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -326,8 +327,9 @@ def run_task(
     guidance_scale: float | None = None,
     scheduler: str = "dpm++",
     lora: str | Path | None = None,
+    lora_weight: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
-    """Evaluate checkpoint `model` (with `lora` adapters, if given) on `task`: (results, the sampling settings used, sample
+    """Evaluate checkpoint `model` (with `lora` adapters at `lora_weight`, if given) on `task`: (results, the sampling settings used, sample
     images, their captions). The settings are those that apply to the model: diffusion's
     steps (None given: 20), guidance scale (None: the pipeline's default) and scheduler; the
     discrete-VAE baseline's guidance scale; a multimodal VAE's pseudo-Gibbs rounds as steps
@@ -338,7 +340,9 @@ def run_task(
         results, images, captions = evaluate_judge(load_judge(model), n)
         return results, {}, images, captions
     scorer = load_judge(judge)
-    run = load_for_task(model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora)
+    run = load_for_task(
+        model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora, lora_weight=lora_weight
+    )
     if task == "text-to-image":
         measured = evaluate_text_to_image(run, scorer, n, seed, batch_size)
     elif task == "reconstruct":

@@ -78,13 +78,17 @@ def evaluate_reconstruction(model: str | Path, data: str, n: int, batch_size: in
 def evaluate_text_to_image(
     model: str | Path, data: str, clip: str | Path | None, n: int, seed: int = 0, batch_size: int = 32,
     steps: int | None = None, guidance_scale: float | None = None, scheduler: str = "dpm++", lora: str | Path | None = None,
+    lora_weight: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
-    """Images generated from the captions of up to `n` items of `data`, judged by the
+    """Images generated (with `lora` adapters at `lora_weight`, if given) from the captions of up to `n` items of `data`, judged by the
     contrastive model `clip`: R-precision and CLIP score beside the real images' own; FID
     of the first half's generated images against the second half's real images, beside
     the floor of the first half's real images against the same."""
     judge = load_judge_model(clip, "text-to-image")
-    generate = load_for_task(model, "text-to-image", steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora)
+    generate = load_for_task(
+        model, "text-to-image", steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora,
+        lora_weight=lora_weight,
+    )
     dataset = _open(data, judge.image_size)
     rows = sampled_rows(dataset, n, seed)
     real, captions = load_rows(dataset, rows)
