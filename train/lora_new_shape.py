@@ -2,7 +2,7 @@
 
   .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8]
       [--preservation 6000] [--preservation-images rendered|generated]
-      [--preservation-target noise|base] [--full]
+      [--preservation-target noise|base] [--foreign-words 0] [--full]
 
 1. Data: `--images` hearts drawn the Shapes way (the eight colours, two sizes, nine
    positions, the same jitter), repeated to half the rows, beside `--preservation`
@@ -112,8 +112,25 @@ def write_folder(folder: Path, rows: list[tuple[Image.Image, dict]]) -> Path:
     return folder
 
 
+def tokenizer_words() -> list[str]:
+    """The whole English words of the base model's tokenizer (MiniLM's WordPiece vocabulary),
+    the new shape's word left out."""
+    from transformers import AutoTokenizer
+
+    vocabulary = AutoTokenizer.from_pretrained(SHAPES_LDM / "tokenizer").get_vocab()
+    return sorted(word for word in vocabulary if word.isalpha() and len(word) >= 3 and word != NEW_SHAPE)
+
+
+def with_foreign_words(caption: str, words: list[str], count: int, rng: random.Random) -> str:
+    """`caption` with `count` of `words` inserted at random places."""
+    tokens = caption.split()
+    for word in rng.sample(words, count):
+        tokens.insert(rng.randrange(len(tokens) + 1), word)
+    return " ".join(tokens)
+
+
 def build_training_data(
-    run: Path, images: int, preservation: int, draw_preservation=None, base_targets: bool = False
+    run: Path, images: int, preservation: int, draw_preservation=None, base_targets: bool = False, foreign_words: int = 0
 ) -> tuple[Path, Path | None]:
     """`images` hearts, each listed often enough to make half the rows, and `preservation`
     ordinary Shapes train captions with their images: rendered (the old classes cost the
@@ -124,7 +141,10 @@ def build_training_data(
     caption for each listing of a heart, so that the adapters learn the word in every
     phrasing and leave the base's phrasings alone. With `base_targets` the old rows go to
     their own folder, returned second, for `train_ldm`'s `preservation_data` (the base
-    UNet's predictions as their targets); otherwise all rows share one folder."""
+    UNet's predictions as their targets); otherwise all rows share one folder. There,
+    `foreign_words` N inserts N words drawn from the whole tokenizer vocabulary into each old
+    caption: what the base draws for those (whatever it is) is kept too, so the adapters
+    also learn to leave words alone that no training caption holds."""
     rng = random.Random(1)
     hearts = [(image, {"shape": NEW_SHAPE, **attributes}) for image, _, attributes in heart_examples(images, seed=1)]
     rows = [
@@ -138,6 +158,9 @@ def build_training_data(
         drawn = [render(sample, 64) for sample, _ in old]
     else:
         drawn = tensor_to_pil(generate_images(draw_preservation, [caption for _, caption in old], seed=2, batch_size=50))
+    if foreign_words:
+        words = tokenizer_words()
+        old = [(sample, with_foreign_words(caption, words, foreign_words, rng)) for sample, caption in old]
     kept = [(image, {"text": caption}) for image, (_, caption) in zip(drawn, old)]
     if base_targets:
         return write_folder(run / "data", rows), write_folder(run / "preservation", kept)
@@ -199,6 +222,10 @@ def main() -> None:
         help="what the old-shape rows train towards: their noise (DreamBooth), or the base UNet's own prediction "
         "(train_ldm's preservation_data: output preservation)",
     )
+    parser.add_argument(
+        "--foreign-words", type=int, default=0,
+        help="with --preservation-target base: words of the whole tokenizer vocabulary inserted into each old caption",
+    )
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="of the LoRA adapters")
@@ -215,13 +242,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.full and args.preservation_target == "base":
         parser.error("--full trains every UNet on one folder of hearts and old shapes: give --preservation-target noise")
+    if args.foreign_words and args.preservation_target != "base":
+        parser.error("--foreign-words: only old rows trained towards the base's predictions can take any caption")
     run = Path(args.run)
     # A rerun keeps what the run folder has (trained adapters, measurements) and adds the rest.
     saved = run / "results.json"
     results: dict = json.loads(saved.read_text()) if saved.is_file() else {}
     results.update(images=args.images, preservation=args.preservation, preservation_images=args.preservation_images,
-                   preservation_target=args.preservation_target, minutes=args.minutes, rank=args.rank,
-                   learning_rate=args.learning_rate, **({"full_learning_rate": args.full_learning_rate} if args.full else {}))
+                   preservation_target=args.preservation_target, foreign_words=args.foreign_words,
+                   minutes=args.minutes, rank=args.rank, learning_rate=args.learning_rate,
+                   **({"full_learning_rate": args.full_learning_rate} if args.full else {}))
 
     def save() -> None:
         saved.write_text(json.dumps(results, indent=2) + "\n")
@@ -245,7 +275,9 @@ def main() -> None:
     if not checkpoints_of(run / "lora"):
         started = time.time()
         draw = load_for_task(SHAPES_LDM, "text-to-image") if args.preservation_images == "generated" else None
-        data, kept = build_training_data(run, args.images, args.preservation, draw, args.preservation_target == "base")
+        data, kept = build_training_data(
+            run, args.images, args.preservation, draw, args.preservation_target == "base", args.foreign_words
+        )
         results["data_seconds"] = round(time.time() - started)
         started = time.time()
         train_ldm(training("lora", args.learning_rate), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank,
