@@ -394,6 +394,7 @@ def test_a_lora_run_resumes_only_with_its_rank(tmp_path, pipeline_folder):
 def test_preserved_rows_train_the_adapters_towards_the_base_unets_own_predictions(pipeline_folder):
     from mmgen.diffusion.training import add_lora_adapters, pretrained_ldm_parts
 
+    torch.manual_seed(0)
     _, encoder, unet, scheduler = pretrained_ldm_parts(pipeline_folder)
     add_lora_adapters(unet, rank=4)
     objective = LatentDiffusionObjective(unet, scheduler, encoder, scaling_factor=1.0, caption_dropout=0.0)
@@ -434,6 +435,8 @@ def test_preservation_data_trains_beside_the_data_and_needs_lora(tmp_path, pipel
                  "--checkpoint-every", "2", "--report-to", "none"]) == 0
     assert (run / "checkpoints" / "checkpoint-0000002" / "model" / "pytorch_lora_weights.safetensors").is_file()
     assert len(list((run / "cache").glob("latents-*.safetensors"))) == 2  # each source encoded (and cached) once
+    saved = json.loads((run / "checkpoints" / "checkpoint-0000002" / "trainer_state.json").read_text())
+    assert saved["data_order"]["preserved_rows"] == 8 and saved["data_order"]["dataset_size"] == 16
     assert main(["train", "ldm", "--pretrained", str(pipeline_folder), "--data", str(data), "--preservation-data",
                  str(kept), "--output-dir", str(tmp_path / "full"), "--max-steps", "1"]) == 2
     assert "add --lora-rank" in capsys.readouterr().err
@@ -476,13 +479,19 @@ def test_lora_weights_load_in_diffusers_and_draw_what_mmgen_sample_draws(tmp_pat
     assert "give them with --lora PATH" in capsys.readouterr().err
 
     diversity = {}  # of 16 draws of one prompt, read by the Shapes judge
-    for name, options in (("base", []), ("weight 0", ["--lora", str(lora), "--lora-weight", "0"]), ("adapted", ["--lora", str(lora)])):
+    for name, options in (
+        ("base", []), ("weight 0", ["--lora", str(lora), "--lora-weight", "0"]), ("adapted", ["--lora", str(lora)])
+    ):
         report = tmp_path / "report.json"
         assert main(["eval", "--task", "text-to-image", "--model", str(pipeline_folder), *options, "--n", "2",
                      "--steps", "3", "--out", str(report)]) == 0
-        diversity[name] = json.loads(report.read_text())["results"]["diversity"]
+        measured = json.loads(report.read_text())
+        assert measured.get("lora_weight") == (0.0 if "0" in options else 1.0 if options else None)
+        diversity[name] = measured["results"]["diversity"]
     assert diversity["weight 0"] == pytest.approx(diversity["base"], rel=1e-5)  # the adapters move it by about 6e-4
     assert diversity["adapted"] != pytest.approx(diversity["base"], rel=1e-4)
+    assert main(["eval", "--task", "text-to-image", "--model", str(pipeline_folder), "--lora-weight", "0.5"]) == 2
+    assert "give them with --lora PATH" in capsys.readouterr().err
     assert main(["sample", "a red star", "--model", str(pipeline_folder), "--lora", str(tmp_path)]) == 2
     assert "no LoRA weights there" in capsys.readouterr().err
     assert main(["sample", "a red star", "--lora", str(lora), "--out", str(out)]) == 2  # onto checkpoints/shapes-ldm

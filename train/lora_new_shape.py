@@ -229,6 +229,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="of the LoRA adapters")
+    parser.add_argument(
+        "--lora-weight", type=float, default=1.0,
+        help="the adapters' weight when measured (shapes-heart-lora is stored at 0.9 of the trained weights)",
+    )
     parser.add_argument("--n", type=int, default=1000, help="prompts per old-vocabulary split")
     parser.add_argument("--full", action="store_true", help="also full fine-tuning and from-scratch runs (curves)")
     parser.add_argument(
@@ -242,6 +246,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.full and args.preservation_target == "base":
         parser.error("--full trains every UNet on one folder of hearts and old shapes: give --preservation-target noise")
+    if args.foreign_words < 0:
+        parser.error(f"--foreign-words must be at least 0, got {args.foreign_words}")
     if args.foreign_words and args.preservation_target != "base":
         parser.error("--foreign-words: only old rows trained towards the base's predictions can take any caption")
     run = Path(args.run)
@@ -281,19 +287,21 @@ def main() -> None:
         results["data_seconds"] = round(time.time() - started)
         started = time.time()
         train_ldm(training("lora", args.learning_rate), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank,
-                  prompts=prompts, preservation_data=kept and str(kept))
+                  prompts=prompts, preservation_data=str(kept) if kept else None)
         results["lora"] = {"seconds": round(time.time() - started)}
     adapters = checkpoints_of(run / "lora")[-1] / "model"
     results.setdefault("lora", {}).update(steps=int(adapters.parent.name.split("-")[1]),
                            adapter_bytes=(adapters / "pytorch_lora_weights.safetensors").stat().st_size)
-    adapted = load_for_task(SHAPES_LDM, "text-to-image", lora=adapters)
+    adapted = load_for_task(SHAPES_LDM, "text-to-image", lora=adapters, lora_weight=args.lora_weight)
     base = load_for_task(SHAPES_LDM, "text-to-image")
-    for name, generate in (("lora", adapted), ("base", base)):
+    # Each weight's measurements under their own name: a rerun at another weight adds them.
+    measured = "lora" if args.lora_weight == 1.0 else f"lora_at_weight_{args.lora_weight}"
+    for name, generate in ((measured, adapted), ("base", base)):
         results.setdefault(name, {})["new_shape"] = new_shape_adherence(generate, classifier, judge)
         results[name]["new_shape_heldout_phrasing"] = new_shape_adherence(generate, classifier, judge, heldout_phrasing=True)
     save()
     print(json.dumps(results, indent=2))
-    for name, generate in (("lora", adapted), ("base", base))[: 2 if args.measure_base else 1]:
+    for name, generate in ((measured, adapted), ("base", base))[: 2 if args.measure_base else 1]:
         if "old_vocabulary" not in results[name]:
             old, _, _ = evaluate_text_to_image(generate, judge, n=args.n, seed=0, batch_size=50)
             results[name]["old_vocabulary"] = {k: v["all"] for k, v in old.items() if k.startswith("adherence/")}

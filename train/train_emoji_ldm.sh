@@ -4,7 +4,7 @@
 # on held-out and training names. Re-running resumes each stage from its last checkpoint;
 # LDM_STEPS can grow between runs (the learning rate is constant after warmup, so a longer
 # run passes through the same steps).
-#   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS]
+#   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS] [MORE_STEPS]
 # The packages: npm pack emoji-datasource-google emoji-datasource-twitter, then
 # GOOGLE=emoji-datasource-google-*.tgz TWITTER=emoji-datasource-twitter-*.tgz.
 set -euo pipefail
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/emoji-ldm}
 LDM_STEPS=${2:-10000}
+MORE_STEPS=${3:-5000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
 DATA=${DATA:-$HOME/mmgen-runs/data/emoji2}
 
@@ -39,15 +40,24 @@ AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0001000/model"
         "france flag" "dog face"
 
 PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
+
+# Stage 3 (the shipped weights: 10,000 + 5,000 steps): the same objective continued from that
+# pipeline with a fresh optimizer and seed (the learning rate is constant after warmup).
+"$MMGEN" train ldm --output-dir "$RUN/ldm-continued" --pretrained "$PIPELINE" --data "$DATA/train" \
+    --max-length 77 --caption-variants 4 --caption-dropout 0.1 \
+    --max-steps "$MORE_STEPS" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
+    --lr-warmup-steps 100 --ema-decay 0.999 --checkpoint-every 500 --validate-every 1000 --seed 1 --resume latest \
+    --validation-prompts "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" \
+        "france flag" "dog face"
+PIPELINE="$RUN/ldm-continued/checkpoints/checkpoint-$(printf %07d "$MORE_STEPS")/model"
 ship_checkpoint "$PIPELINE" emoji-ldm
-for GUIDANCE in 3 7.5; do
-    for SPLIT in heldout train; do
-        "$MMGEN" eval --task text-to-image --model checkpoints/emoji-ldm --data "$DATA/$SPLIT" --clip checkpoints/emoji-clip \
-            --n 300 --steps 20 --guidance-scale "$GUIDANCE" --out "$RUN/eval-$SPLIT-guidance-$GUIDANCE.json"
-    done
+for SPLIT in heldout train; do
+    "$MMGEN" eval --task text-to-image --model checkpoints/emoji-ldm --data "$DATA/$SPLIT" --clip checkpoints/emoji-clip \
+        --n 300 --steps 20 --guidance-scale 3 --out "$RUN/eval-$SPLIT-guidance-3.json"
 done
 "$MMGEN" sample "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" "france flag" \
     "dog face" "thinking face" "fox face" "norway flag" "switzerland flag" "ghost" "maple leaf" "ice cream" \
     "large red square" --model checkpoints/emoji-ldm -n 4 --seed 0 --steps 20 --scheduler dpm++ --out checkpoints/emoji-ldm/grid.png
 "$MMGEN" sample "red heart" "green heart" "blue heart" "purple heart" "yellow heart" --model checkpoints/emoji-ldm \
     -n 16 --seed 100 --steps 20 --out checkpoints/emoji-ldm/hearts.png
+.venv/bin/python train/count_heart_colours.py checkpoints/emoji-ldm -n 32

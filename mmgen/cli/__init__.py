@@ -15,9 +15,9 @@ from pathlib import Path
 
 from mmgen.cli import contrastive, multimodal
 from mmgen.cli.common import (
-    HelpFormatter, add_column_arguments, add_command, add_training_arguments, add_validation_prompts_argument,
-    apply_columns, check_draws, check_guidance_scale, data_columns, image_output, int_list, report_training,
-    training_config_from_args, validation_prompts_from_args, writable_folder,
+    HelpFormatter, add_column_arguments, add_command, add_lora_weight_argument, add_training_arguments,
+    add_validation_prompts_argument, apply_columns, check_draws, check_guidance_scale, check_lora_weight, data_columns,
+    image_output, int_list, report_training, training_config_from_args, validation_prompts_from_args, writable_folder,
 )
 from mmgen.errors import MMGenError
 
@@ -301,7 +301,8 @@ def _add_train_commands(subparsers) -> None:
     ldm.add_argument(
         "--preservation-data", default=None, metavar="SOURCE",
         help="with --lora-rank: images and captions of what the pipeline already draws (e.g. its training data), "
-        "trained beside --data with the base's own predictions as targets, so that the adapters leave them alone",
+        "trained beside --data with the base's own predictions as targets, so that the adapters leave them alone "
+        "(read with the same --image-column/--text-column)",
     )
     ldm.add_argument(
         "--train-text-encoder", action="store_true",
@@ -445,18 +446,6 @@ def _sample(args: argparse.Namespace) -> None:
         ).images
     make_grid(images, columns=args.n).save(out)
     print(f"wrote {out}: {len(prompts)} prompt(s) x {args.n} images, one row per prompt")
-
-
-def add_lora_weight_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--lora-weight", type=float, default=1.0, metavar="W",
-        help="scale of the --lora adapters (0: the base model; below 1 keeps more of what the base drew)",
-    )
-
-
-def check_lora_weight(args: argparse.Namespace) -> None:
-    if args.lora_weight != 1.0 and not args.lora:
-        raise MMGenError("--lora-weight scales LoRA adapters: give them with --lora PATH")
 
 
 def _add_sample_command(subparsers) -> None:

@@ -121,6 +121,22 @@ def check_draws(n: int, prompts: int = 1) -> None:
         raise MMGenError(f"{prompts} prompt(s) x -n {n} = {n * prompts} images; at most {MOST_IMAGES} per call")
 
 
+def add_lora_weight_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--lora-weight", type=float, default=1.0, metavar="W",
+        help="scale of the --lora adapters (0: the base model; below 1 keeps more of what the base drew)",
+    )
+
+
+def check_lora_weight(args: argparse.Namespace) -> None:
+    import math
+
+    if not math.isfinite(args.lora_weight):
+        raise MMGenError(f"--lora-weight must be a finite number, got {args.lora_weight}")
+    if args.lora_weight != 1.0 and not args.lora:
+        raise MMGenError("--lora-weight scales LoRA adapters: give them with --lora PATH")
+
+
 def check_guidance_scale(value: float | None) -> None:
     import math
 

@@ -51,12 +51,16 @@ def latent_scaling_factor(latents: dict[str, torch.Tensor], seed: int = 0) -> fl
 
 
 def cached_latent_dataset(
-    latents: dict[str, torch.Tensor], captions: list[tuple[str, ...]], seed: int = 0, preserved: torch.Tensor | None = None
+    latents: dict[str, torch.Tensor], captions: list[tuple[str, ...]], seed: int = 0,
+    preserved: torch.Tensor | None = None,
 ) -> Dataset:
     """Items `{"latent_mean", "latent_std", "text"}`: a cached image (mirrored at random
     when flips were cached) and one of its captions; with `preserved` (a bool per image)
-    also `"preserved"`, marking the rows whose target is the base model's prediction."""
+    also `"preserved"`, marking the rows whose target is the base model's prediction. Its
+    `resume_settings` count those rows, so a run resumes only with the same split."""
     tensors = {"latent_mean": latents["mean"], "latent_std": latents["std"]}
     if preserved is not None:
         tensors["preserved"] = preserved[:, None].expand(latents["mean"].shape[:2])
-    return CachedViewsDataset(tensors, captions, seed=seed)
+    dataset = CachedViewsDataset(tensors, captions, seed=seed)
+    dataset.resume_settings = {"preserved_rows": 0 if preserved is None else int(preserved.sum())}
+    return dataset

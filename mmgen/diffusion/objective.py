@@ -94,7 +94,8 @@ class LatentDiffusionObjective(nn.Module):
         if preserved is not None and preserved.any():
             preserved = preserved.to(latents.device)
             target = target.clone()
-            target[preserved] = self.base_prediction(noisy[preserved], timesteps[preserved], states[preserved]).to(target.dtype)
+            base = self.base_prediction(noisy[preserved], timesteps[preserved], states[preserved])
+            target[preserved] = base.to(target.dtype)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.snr_gamma:
             snr = compute_snr(self.noise_scheduler, timesteps)
@@ -105,7 +106,9 @@ class LatentDiffusionObjective(nn.Module):
 
     @torch.no_grad()
     def base_prediction(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """The UNet's prediction with its LoRA adapters switched off: the pipeline's own."""
+        """The UNet's prediction with its LoRA adapters switched off: the pipeline's own.
+        (Switching them back on makes every adapter weight trainable again, as training
+        them wants.)"""
         self.unet.disable_adapters()
         try:
             return self.unet(noisy, timesteps, states).sample

@@ -123,7 +123,8 @@ def train_ldm(
         raise ConfigError("--train-text-encoder trains the whole text encoder; with --lora-rank only the UNet's adapters train")
     if preservation_data is not None and lora_rank is None:
         raise ConfigError(
-            "--preservation-data trains towards the base pipeline's predictions, its adapters switched off: add --lora-rank"
+            "--preservation-data trains towards the base pipeline's predictions (its adapters switched off): "
+            "add --lora-rank"
         )
     torch.manual_seed(config.seed)
     state = PartialState()
@@ -137,8 +138,9 @@ def train_ldm(
     else:
         vae, encoder = _autoencoder(autoencoder), None
     vae = vae.to(state.device).eval().requires_grad_(False)
+    size = image_size or vae.config.sample_size
     datasets = [
-        open_dataset(source, size=image_size or vae.config.sample_size, seed=config.seed, caption_variants=caption_variants)
+        open_dataset(source, size=size, seed=config.seed, caption_variants=caption_variants)
         for source in ([data] if preservation_data is None else [data, preservation_data])
     ]
     captions = [caption for part in datasets for caption in dataset_captions(part)[0]]
@@ -197,8 +199,8 @@ def train_ldm(
             pipeline(model).save_pretrained(folder)
 
     preserved = None
-    if preservation_data is not None:
-        preserved = torch.cat([torch.full((len(part["mean"]),), i == 1) for i, part in enumerate(parts)])
+    if preservation_data is not None:  # the rows after `data`'s own
+        preserved = torch.arange(len(latents["mean"])) >= len(parts[0]["mean"])
     train_data = cached_latent_dataset(latents, captions, seed=config.seed, preserved=preserved)
     return Trainer(config, objective, train_data, validate_fn=validate, export_fn=export).train()
 

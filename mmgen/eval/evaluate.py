@@ -52,6 +52,8 @@ def load_text_to_image_pipeline(
     discrete-VAE baseline's, or latent diffusion's (a StableDiffusionPipeline folder;
     `scheduler` picks its sampler, `lora` a folder of LoRA adapters to apply at `lora_weight`)."""
     path = Path(path)
+    if lora is None and lora_weight != 1.0:
+        raise ConfigError(f"lora_weight {lora_weight} scales LoRA adapters, and none were given")
     device = inference_device()
     if (path / "model_index.json").is_file() and checkpoint_class(path) == "DiscreteVAEPipeline":
         if lora is not None:
@@ -329,11 +331,12 @@ def run_task(
     lora: str | Path | None = None,
     lora_weight: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
-    """Evaluate checkpoint `model` (with `lora` adapters at `lora_weight`, if given) on `task`: (results, the sampling settings used, sample
-    images, their captions). The settings are those that apply to the model: diffusion's
-    steps (None given: 20), guidance scale (None: the pipeline's default) and scheduler; the
-    discrete-VAE baseline's guidance scale; a multimodal VAE's pseudo-Gibbs rounds as steps
-    (None: its default); none to reconstruct or judge."""
+    """Evaluate checkpoint `model` (with `lora` adapters at `lora_weight`, if given) on
+    `task`: (results, the sampling settings used, sample images, their captions). The
+    settings are those that apply to the model: diffusion's steps (None given: 20),
+    guidance scale (None: the pipeline's default) and scheduler; the discrete-VAE
+    baseline's guidance scale; a multimodal VAE's pseudo-Gibbs rounds as steps (None: its
+    default); none to reconstruct or judge."""
     if n < 2:
         raise ConfigError(f"--n must be at least 2 (FID and diversity compare samples), got {n}")
     if task == "judge":

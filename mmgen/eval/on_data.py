@@ -80,10 +80,11 @@ def evaluate_text_to_image(
     steps: int | None = None, guidance_scale: float | None = None, scheduler: str = "dpm++", lora: str | Path | None = None,
     lora_weight: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
-    """Images generated (with `lora` adapters at `lora_weight`, if given) from the captions of up to `n` items of `data`, judged by the
-    contrastive model `clip`: R-precision and CLIP score beside the real images' own; FID
-    of the first half's generated images against the second half's real images, beside
-    the floor of the first half's real images against the same."""
+    """Images generated (with `lora` adapters at `lora_weight`) from the captions of up to
+    `n` items of `data`, judged by the contrastive model `clip`: R-precision and CLIP
+    score beside the real images' own; FID of the first half's generated images against
+    the second half's real images, beside the floor of the first half's real images
+    against the same."""
     judge = load_judge_model(clip, "text-to-image")
     generate = load_for_task(
         model, "text-to-image", steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora,

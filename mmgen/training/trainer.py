@@ -158,6 +158,8 @@ class Trainer:
             "num_processes": accelerator.num_processes,
             "seed": config.seed,
             "dataset_size": len(self.train_dataset),
+            # What else decides the batches' contents (e.g. which rows are preserved), as the dataset states it.
+            **getattr(self.train_dataset, "resume_settings", {}),
         }
         self._model_configs = model_configs(self.objective)
         self._lora_adapters = lora_adapters(self.objective)
