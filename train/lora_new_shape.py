@@ -113,8 +113,9 @@ def write_folder(folder: Path, rows: list[tuple[Image.Image, dict]]) -> Path:
 
 
 def tokenizer_words() -> list[str]:
-    """The whole English words of the base model's tokenizer (MiniLM's WordPiece vocabulary),
-    the new shape's word left out."""
+    """The whole words of the base model's tokenizer (MiniLM's WordPiece vocabulary, 21,360
+    of 3 letters or more), the new shape's word left out (words that contain it, such as
+    "hearts", stay: shapes-heart-lora was trained with this list)."""
     from transformers import AutoTokenizer
 
     vocabulary = AutoTokenizer.from_pretrained(SHAPES_LDM / "tokenizer").get_vocab()
