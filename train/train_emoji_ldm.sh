@@ -60,4 +60,5 @@ done
     "large red square" --model checkpoints/emoji-ldm -n 4 --seed 0 --steps 20 --scheduler dpm++ --out checkpoints/emoji-ldm/grid.png
 "$MMGEN" sample "red heart" "green heart" "blue heart" "purple heart" "yellow heart" --model checkpoints/emoji-ldm \
     -n 16 --seed 100 --steps 20 --out checkpoints/emoji-ldm/hearts.png
-.venv/bin/python train/count_heart_colours.py checkpoints/emoji-ldm -n 32
+.venv/bin/python train/count_colours.py checkpoints/emoji-ldm -n 32
+.venv/bin/python train/count_colours.py checkpoints/emoji-ldm -n 32 --noun star

@@ -1,11 +1,13 @@
-"""Count the coloured hearts an emoji pipeline draws in their named colour.
+"""Count how often an emoji pipeline draws a thing in its named colour.
 
-  .venv/bin/python train/count_heart_colours.py checkpoints/emoji-ldm [-n 32]
+  .venv/bin/python train/count_colours.py checkpoints/emoji-ldm [-n 32] [--noun heart]
 
-For "red heart", "green heart", "blue heart", "purple heart" and "yellow heart", draws n
-images (seed 100, 20 DPM++ steps, guidance 3) and names each one's colour by the median
-hue of its saturated pixels. The bands were checked on the real glyphs: Google's five
-hearts read as their own colours (its pink heart reads magenta).
+For "red heart", "green heart", "blue heart", "purple heart" and "yellow heart" (or another
+noun: "star" names no emoji in these colours, so it measures colour words on a thing
+never drawn in them), draws n images (seed 100, 20 DPM++ steps, the pipeline's guidance
+unless `--guidance`) and names each one's colour by the median hue of its saturated
+pixels. The bands were checked on the real glyphs: Google's five hearts read as their own
+colours (its pink heart reads magenta).
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a text-to-image pipeline folder")
     parser.add_argument("-n", type=int, default=32, help="images per colour")
+    parser.add_argument("--noun", default="heart", help="what to draw in each colour")
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
     args = parser.parse_args()
     pipe = load_text_to_image_pipeline(args.model, scheduler="dpm++")
     pipe.set_progress_bar_config(disable=True)
     counts = {}
     for colour in COLOURS:
-        images = pipe([f"{colour} heart"] * args.n, num_inference_steps=20, guidance_scale=3.0,
+        images = pipe([f"{colour} {args.noun}"] * args.n, num_inference_steps=20, guidance_scale=args.guidance,
                       generator=torch.Generator().manual_seed(100)).images
         names = [colour_name(image) for image in images]
         counts[colour] = {"right": names.count(colour), "n": args.n, "read": {n: names.count(n) for n in sorted(set(names))}}
