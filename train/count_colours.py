@@ -1,10 +1,10 @@
 """Count how often an emoji pipeline draws a thing in its named colour.
 
-  .venv/bin/python train/count_colours.py checkpoints/emoji-ldm [-n 32] [--noun heart]
+  .venv/bin/python train/count_colours.py checkpoints/emoji-ldm [-n 32] [--noun heart] [--guidance G]
 
 For "red heart", "green heart", "blue heart", "purple heart" and "yellow heart" (or another
-noun: "star" names no emoji in these colours, so it measures colour words on a thing
-never drawn in them), draws n images (seed 100, 20 DPM++ steps, the pipeline's guidance
+noun: "balloon", whose one training glyph is red, measures colour words on pairs never
+trained on), draws n images (seed 100, 20 DPM++ steps, the pipeline's guidance
 unless `--guidance`) and names each one's colour by the median hue of its saturated
 pixels. The bands were checked on the real glyphs: Google's five hearts read as their own
 colours (its pink heart reads magenta).
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("model", help="a text-to-image pipeline folder")
     parser.add_argument("-n", type=int, default=32, help="images per colour")
     parser.add_argument("--noun", default="heart", help="what to draw in each colour")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     args = parser.parse_args()
     pipe = load_text_to_image_pipeline(args.model, scheduler="dpm++")
     pipe.set_progress_bar_config(disable=True)
@@ -56,7 +56,8 @@ def main() -> None:
                       generator=torch.Generator().manual_seed(100)).images
         names = [colour_name(image) for image in images]
         counts[colour] = {"right": names.count(colour), "n": args.n, "read": {n: names.count(n) for n in sorted(set(names))}}
-    print(json.dumps(counts, indent=2))
+    guidance = pipe.default_guidance_scale if args.guidance is None else args.guidance
+    print(json.dumps({"model": args.model, "noun": args.noun, "guidance_scale": guidance, "counts": counts}, indent=2))
 
 
 if __name__ == "__main__":

@@ -61,4 +61,4 @@ done
 "$MMGEN" sample "red heart" "green heart" "blue heart" "purple heart" "yellow heart" --model checkpoints/emoji-ldm \
     -n 16 --seed 100 --steps 20 --out checkpoints/emoji-ldm/hearts.png
 .venv/bin/python train/count_colours.py checkpoints/emoji-ldm -n 32
-.venv/bin/python train/count_colours.py checkpoints/emoji-ldm -n 32 --noun star
+.venv/bin/python train/count_colours.py checkpoints/emoji-ldm -n 32 --noun balloon
