@@ -152,6 +152,26 @@ def test_a_saved_minilm_reloads_whole_and_keeps_its_cache_key(tmp_path, minilm):
     torch.testing.assert_close(first(["a red star"]).pooled, minilm(["a red star"]).pooled)
 
 
+def test_a_bert_loaded_from_a_pipeline_is_wrapped_without_its_random_pooler(tmp_path, minilm):
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    minilm.save_pretrained(tmp_path)
+
+    def loaded_as_pipelines_load_it():  # diffusers builds BERT's pooler, which a pipeline does not store
+        model = AutoModel.from_pretrained(tmp_path / "text_encoder", dtype=torch.float32)
+        assert model.pooler is not None
+        return TextEncoder(minilm.tokenizer, model)
+
+    first, second = loaded_as_pipelines_load_it(), loaded_as_pipelines_load_it()
+    assert first.model.pooler is None
+    assert first.fingerprint() == second.fingerprint() == minilm.fingerprint()  # cached encodings still hit
+    first.save_pretrained(tmp_path / "again")
+    with safe_open(tmp_path / "again" / "text_encoder" / "model.safetensors", framework="pt") as weights:
+        assert not [name for name in weights.keys() if "pooler" in name]
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F16"}  # a frozen MiniLM: half size
+
+
 def test_cache_is_keyed_by_weights(tmp_path, caption_tokenizer):
     torch.manual_seed(0)
     first = TextEncoder.clip(caption_tokenizer, hidden_size=32, num_layers=1, num_heads=2, trainable=False)

@@ -216,10 +216,6 @@ def pretrained_ldm_parts(path: str | Path) -> tuple[AutoencoderKL, TextEncoder, 
     train) and its noise schedule as a DDPM training scheduler, as diffusers' fine-tuning
     scripts take them."""
     pipe = TextToImagePipeline.from_pretrained(path)
-    if getattr(pipe.text_encoder, "pooler", None) is not None:
-        # Loading gives a BERT a random pooler that no caption state uses; as a trained
-        # parameter it would break DDP, and its randomness the cache key (see TextEncoder.minilm).
-        pipe.text_encoder.pooler = None
     encoder = TextEncoder(pipe.tokenizer, pipe.text_encoder, trainable=False)
     unet = pipe.unet.train().requires_grad_(True)
     return pipe.vae, encoder, unet, DDPMScheduler.from_config(pipe.scheduler.config)

@@ -137,6 +137,12 @@ class TextEncoder(nn.Module):
         being trained (to sample with it during training) must not freeze it."""
         super().__init__()
         self.tokenizer = tokenizer
+        if getattr(model, "pooler", None) is not None:
+            # BERT's pooler, which `forward` never uses (MiniLM pools by the mean). A pipeline
+            # stores none, so loading one gives a random pooler: it would change the
+            # fingerprint at every load (no cached encoding would hit), be saved in float32
+            # with it, and be an unused parameter under DDP if trained.
+            model.pooler = None
         self.model = model
         # Saved with the config, so a diffusers StableDiffusionPipeline that loads this
         # encoder passes the attention mask too and computes the same states as mmgen.
@@ -194,14 +200,9 @@ class TextEncoder(nn.Module):
         require_safetensors(model_dir)
         with loading(path):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-            # A saved MiniLM has no pooler (see `minilm`); BERT would build a random one, and
-            # its random weights would change the fingerprint, so no cached encoding would hit.
-            bert = AutoConfig.from_pretrained(model_dir).model_type == "bert"
             with quiet_loading():  # float32 whatever the stored precision: CPUs compute float16 slowly
-                model = AutoModel.from_pretrained(
-                    model_dir, dtype=torch.float32, use_safetensors=True, **({"add_pooling_layer": False} if bert else {})
-                )
-        return cls(tokenizer, model, trainable=trainable)
+                model = AutoModel.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True)
+        return cls(tokenizer, model, trainable=trainable)  # without the random pooler BERT builds
 
     def save_pretrained(self, path: str | Path) -> None:
         """Writes tokenizer/ and text_encoder/; a frozen encoder in float16 (see `saved_as_half`)."""
