@@ -4,7 +4,7 @@
 # on held-out and training names. Re-running resumes each stage from its last checkpoint;
 # LDM_STEPS can grow between runs (the learning rate is constant after warmup, so a longer
 # run passes through the same steps).
-#   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS] [MORE_STEPS]
+#   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS] [MORE_STEPS] [LAST_STEPS]
 # The packages: npm pack emoji-datasource-google emoji-datasource-twitter, then
 # GOOGLE=emoji-datasource-google-*.tgz TWITTER=emoji-datasource-twitter-*.tgz.
 set -euo pipefail
@@ -13,6 +13,7 @@ source train/ship_checkpoint.sh
 RUN=${1:-$HOME/mmgen-runs/emoji-ldm}
 LDM_STEPS=${2:-10000}
 MORE_STEPS=${3:-5000}
+LAST_STEPS=${4:-4000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
 DATA=${DATA:-$HOME/mmgen-runs/data/emoji2}
 
@@ -41,8 +42,9 @@ AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0001000/model"
 
 PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
 
-# Stage 3 (the shipped weights: 10,000 + 5,000 steps): the same objective continued from that
-# pipeline with a fresh optimizer and seed (the learning rate is constant after warmup).
+# Stages 3 and 4 (the shipped weights: 10,000 + 5,000 + 4,000 steps): the same objective
+# continued from the last pipeline, each with a fresh optimizer and seed (the learning rate is
+# constant after warmup).
 "$MMGEN" train ldm --output-dir "$RUN/ldm-continued" --pretrained "$PIPELINE" --data "$DATA/train" \
     --max-length 77 --caption-variants 4 --caption-dropout 0.1 \
     --max-steps "$MORE_STEPS" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
@@ -50,6 +52,13 @@ PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
     --validation-prompts "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" \
         "france flag" "dog face"
 PIPELINE="$RUN/ldm-continued/checkpoints/checkpoint-$(printf %07d "$MORE_STEPS")/model"
+"$MMGEN" train ldm --output-dir "$RUN/ldm-continued-2" --pretrained "$PIPELINE" --data "$DATA/train" \
+    --max-length 77 --caption-variants 4 --caption-dropout 0.1 \
+    --max-steps "$LAST_STEPS" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
+    --lr-warmup-steps 100 --ema-decay 0.999 --checkpoint-every 500 --validate-every 1000 --seed 2 --resume latest \
+    --validation-prompts "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" \
+        "france flag" "dog face"
+PIPELINE="$RUN/ldm-continued-2/checkpoints/checkpoint-$(printf %07d "$LAST_STEPS")/model"
 ship_checkpoint "$PIPELINE" emoji-ldm
 for SPLIT in heldout train; do
     "$MMGEN" eval --task text-to-image --model checkpoints/emoji-ldm --data "$DATA/$SPLIT" --clip checkpoints/emoji-clip \
