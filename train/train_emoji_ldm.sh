@@ -3,7 +3,8 @@
 # captioned with their names; data from `mmgen data emoji`), judged by checkpoints/emoji-clip
 # on held-out and training names. Re-running resumes each stage from its last checkpoint;
 # LDM_STEPS can grow between runs (the learning rate is constant after warmup, so a longer
-# run passes through the same steps).
+# run passes through the same steps); once a later stage has run, delete its folders
+# (ldm-continued*) first, or it resumes from the earlier stage's old end.
 #   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS] [MORE_STEPS] [LAST_STEPS]
 # The packages: npm pack emoji-datasource-google emoji-datasource-twitter, then
 # GOOGLE=emoji-datasource-google-*.tgz TWITTER=emoji-datasource-twitter-*.tgz.

@@ -200,9 +200,15 @@ class TextEncoder(nn.Module):
         require_safetensors(model_dir)
         with loading(path):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            # Not building BERT's pooler at all (rather than dropping it, as __init__ would)
+            # leaves the global random state as it was: a run seeded before this load then
+            # starts from the same weights whether its encoder is a folder or `minilm`.
+            bert = AutoConfig.from_pretrained(model_dir).model_type == "bert"
             with quiet_loading():  # float32 whatever the stored precision: CPUs compute float16 slowly
-                model = AutoModel.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True)
-        return cls(tokenizer, model, trainable=trainable)  # without the random pooler BERT builds
+                model = AutoModel.from_pretrained(
+                    model_dir, dtype=torch.float32, use_safetensors=True, **({"add_pooling_layer": False} if bert else {})
+                )
+        return cls(tokenizer, model, trainable=trainable)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Writes tokenizer/ and text_encoder/; a frozen encoder in float16 (see `saved_as_half`)."""
