@@ -18,6 +18,8 @@ LAST_STEPS=${4:-4000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
 DATA=${DATA:-$HOME/mmgen-runs/data/emoji2}
 
+VALIDATION=("red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" "france flag" "dog face")
+
 [ -f "$DATA/heldout/metadata.jsonl" ] || "$MMGEN" data emoji --package "$GOOGLE" "$TWITTER" --out "$DATA"
 
 # Stage 1: AutoencoderKL, 64 x 64 x 3 -> 16 x 16 x 4 (emoji hold text, faces and flags:
@@ -38,28 +40,24 @@ AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0001000/model"
     --block-out-channels 64,128,256 --layers-per-block 1 --attention-head-dim 8 --caption-dropout 0.1 \
     --max-steps "$LDM_STEPS" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
     --lr-warmup-steps 500 --ema-decay 0.999 --checkpoint-every 500 --validate-every 500 --seed 0 --resume latest \
-    --validation-prompts "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" \
-        "france flag" "dog face"
+    --validation-prompts "${VALIDATION[@]}"
 
 PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
 
 # Stages 3 and 4 (the shipped weights: 10,000 + 5,000 + 4,000 steps): the same objective
 # continued from the last pipeline, each with a fresh optimizer and seed (the learning rate is
-# constant after warmup).
-"$MMGEN" train ldm --output-dir "$RUN/ldm-continued" --pretrained "$PIPELINE" --data "$DATA/train" \
-    --max-length 77 --caption-variants 4 --caption-dropout 0.1 \
-    --max-steps "$MORE_STEPS" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
-    --lr-warmup-steps 100 --ema-decay 0.999 --checkpoint-every 500 --validate-every 1000 --seed 1 --resume latest \
-    --validation-prompts "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" \
-        "france flag" "dog face"
-PIPELINE="$RUN/ldm-continued/checkpoints/checkpoint-$(printf %07d "$MORE_STEPS")/model"
-"$MMGEN" train ldm --output-dir "$RUN/ldm-continued-2" --pretrained "$PIPELINE" --data "$DATA/train" \
-    --max-length 77 --caption-variants 4 --caption-dropout 0.1 \
-    --max-steps "$LAST_STEPS" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
-    --lr-warmup-steps 100 --ema-decay 0.999 --checkpoint-every 500 --validate-every 1000 --seed 2 --resume latest \
-    --validation-prompts "red heart" "green heart" "blue heart" "purple heart" "yellow heart" "grinning face" \
-        "france flag" "dog face"
-PIPELINE="$RUN/ldm-continued-2/checkpoints/checkpoint-$(printf %07d "$LAST_STEPS")/model"
+# constant after warmup). continue_training FOLDER STEPS SEED trains STEPS more steps from
+# $PIPELINE, then points $PIPELINE at their last checkpoint.
+continue_training() {
+    "$MMGEN" train ldm --output-dir "$RUN/$1" --pretrained "$PIPELINE" --data "$DATA/train" \
+        --max-length 77 --caption-variants 4 --caption-dropout 0.1 \
+        --max-steps "$2" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
+        --lr-warmup-steps 100 --ema-decay 0.999 --checkpoint-every 500 --validate-every 1000 --seed "$3" \
+        --resume latest --validation-prompts "${VALIDATION[@]}"
+    PIPELINE="$RUN/$1/checkpoints/checkpoint-$(printf %07d "$2")/model"
+}
+continue_training ldm-continued "$MORE_STEPS" 1
+continue_training ldm-continued-2 "$LAST_STEPS" 2
 ship_checkpoint "$PIPELINE" emoji-ldm
 for SPLIT in heldout train; do
     "$MMGEN" eval --task text-to-image --model checkpoints/emoji-ldm --data "$DATA/$SPLIT" --clip checkpoints/emoji-clip \
