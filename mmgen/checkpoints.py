@@ -24,7 +24,7 @@ def pipeline_class_name(path: str | Path, kind: str) -> str:
         raise CheckpointError(f"{path}: no such checkpoint folder")
     index = path / "model_index.json"
     if not index.is_file():
-        raise CheckpointError(f"{path}: not a {kind} (no model_index.json)")
+        raise CheckpointError(f"{path}: not a {kind} (no model_index.json){_inner_model_hint(path)}")
     config = _read_config(index)
     for name, value in config.items():
         if name.startswith("_") or not isinstance(value, list) or None in value:
@@ -86,7 +86,16 @@ def checkpoint_class(path: str | Path) -> str:
                 return class_name
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint folder")
-    raise CheckpointError(f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name)")
+    raise CheckpointError(
+        f"{path}: not a model checkpoint (no model_index.json or config.json with _class_name){_inner_model_hint(path)}"
+    )
+
+
+def _inner_model_hint(path: Path) -> str:
+    """A training checkpoint folder (checkpoint-0001000/) holds the model in model/, beside
+    the optimizer state: name that folder when it is what was meant."""
+    inner = path / "model"
+    return f"; did you mean {inner}?" if (inner / "model_index.json").is_file() or (inner / "config.json").is_file() else ""
 
 
 def require_checkpoint_class(path: str | Path, expected: str, trained_by: str) -> None:

@@ -87,6 +87,13 @@ def test_bad_values_name_the_problem(arguments, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_a_missing_validation_prompts_file_is_named_not_drawn(tmp_path, capsys):
+    missing = tmp_path / "myprompts.txt"
+    assert main(["train", "ldm", "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "--report-to", "none",
+                 "--validation-prompts", str(missing)]) == 2
+    assert f"--validation-prompts {missing}: no such file" in capsys.readouterr().err
+
+
 def test_training_flags_cover_the_config():
     parser = argparse.ArgumentParser()
     add_training_arguments(parser)
@@ -168,6 +175,24 @@ def test_a_damaged_pipeline_is_one_line(tmp_path, capsys, damage, message, comma
     err = capsys.readouterr().err
     assert err.startswith("mmgen: error: ") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "o.json").exists()
+
+
+def test_lora_adapters_of_another_pipeline_are_one_line_naming_the_shapes(tmp_path, capsys):
+    from mmgen.checkpoints import CHECKPOINTS_DIR
+
+    assert main(["sample", "a red heart", "--model", str(CHECKPOINTS_DIR / "emoji-ldm"), "--lora",
+                 str(CHECKPOINTS_DIR / "shapes-heart-lora"), "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmgen: error: ") and err.count("\n") == 1, err[:300]
+    assert "LoRA weights for another pipeline's UNet (" in err and "[8, 64] in the adapters, [8, 128] in the UNet" in err
+
+
+def test_a_training_checkpoint_folder_points_at_its_model(tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-0000010"
+    (checkpoint / "model").mkdir(parents=True)
+    (checkpoint / "model" / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    assert main(["sample", "a red star", "--model", str(checkpoint), "--out", str(tmp_path / "o.png")]) == 2
+    assert f"(no model_index.json); did you mean {checkpoint / 'model'}?" in capsys.readouterr().err
 
 
 def test_a_damaged_multimodal_vae_is_one_line(tmp_path, capsys):
@@ -287,4 +312,27 @@ def test_column_flags_read_data_whose_columns_have_other_names(tmp_path, capsys)
                  "--size", "16", "--out", str(out)]) == 0
     assert rows[0].caption in capsys.readouterr().out  # the caption column, not the one named text
     assert main(["data", "check", str(folder), "--size", "16"]) == 2  # without the flags: no file_name column
-    assert "missing or empty 'file_name'" in capsys.readouterr().err
+    assert "no 'file_name' column (this line has 'path', 'caption', 'text'; --image-column names another)" in capsys.readouterr().err
+
+
+def test_the_autoencoder_trains_on_images_without_captions(tmp_path, capsys):
+    from mmgen.data.shapes import render
+
+    shapes = ShapesDataset("val", n=5, size=16)
+    plain, listed = tmp_path / "plain", tmp_path / "listed"
+    plain.mkdir(), listed.mkdir()
+    for i in range(4):
+        render(shapes.sample(i), 16).save(plain / f"{i}.png")
+        render(shapes.sample(i), 16).save(listed / f"{i}.png")
+    rows = [{"file_name": f"{i}.png"} for i in range(4)] + [{"file_name": None, "text": "a caption without its image"}]
+    (listed / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for folder in (plain, listed):
+        run = tmp_path / f"ae-{folder.name}"
+        assert main(["train", "autoencoder", "--data", str(folder), "--image-size", "16", "--block-out-channels", "8,16",
+                     "--max-steps", "2", "--batch-size", "4", "--output-dir", str(run), "--report-to", "none"]) == 0
+        assert (run / "checkpoints" / "checkpoint-0000002" / "model" / "config.json").is_file()
+    autoencoder = tmp_path / "ae-plain" / "checkpoints" / "checkpoint-0000002" / "model"
+    capsys.readouterr()
+    assert main(["train", "ldm", "--data", str(plain), "--autoencoder", str(autoencoder), "--output-dir",
+                 str(tmp_path / "ldm"), "--max-steps", "1", "--report-to", "none"]) == 2  # text-to-image needs captions
+    assert "caption file 0.txt: file not found" in capsys.readouterr().err

@@ -3,13 +3,14 @@ user's own data (mmgen eval --data)."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from mmgen.cli import main
-from mmgen.contrastive import ImageTextRetrieval, recall_at_k, train_contrastive
+from mmgen.contrastive import ImageTextRetrieval, r_precision, recall_at_k, train_contrastive
 from mmgen.contrastive.training import ContrastiveObjective, random_shift
 from mmgen.data.shapes import export_shapes
 from mmgen.training import TrainingConfig
@@ -59,6 +60,33 @@ def test_a_saved_contrastive_model_ranks_as_before_and_does_not_copy_minilm(clip
     retrieval.save_pretrained(saved.parent / "again")
     after = ImageTextRetrieval.from_pretrained(saved.parent / "again").embed_texts(captions)
     assert torch.allclose(before, after) and torch.allclose(before.norm(dim=1), torch.ones(2))
+
+
+def test_r_precision_ranks_among_further_candidate_captions():
+    images = torch.eye(4)[:2]  # two images, each exactly its own caption's direction
+    texts = torch.eye(4)
+    texts[2] = torch.tensor([0.9, 0.0, 0.0, 0.1])  # a further caption close to image 0
+    assert r_precision(images, texts[:2], ["a", "b"]) == 1.0
+    assert r_precision(images, texts, ["a", "b", "c", "d"]) == 1.0  # 0.9 < 1: still first
+    texts[2] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # a tie counts against the true match
+    assert r_precision(images, texts, ["a", "b", "c", "d"]) == 0.5
+    assert r_precision(images, texts, ["a", "b", "a", "d"]) == 1.0  # unless it is the same caption
+
+
+def test_other_captions_fill_the_candidates_from_the_rest_of_the_data():
+    from mmgen.eval.on_data import CANDIDATES, other_captions
+
+    class Captions(list):
+        def item_captions(self, index):
+            return [self[index]]
+
+    data = Captions([f"caption {i % 150}" for i in range(300)])
+    added = other_captions(data, [0, 1, 2], ["caption 0", "caption 1", "caption 2"], seed=0)
+    assert len(added) == CANDIDATES - 3 and len(set(added)) == len(added)
+    assert not {"caption 0", "caption 1", "caption 2"} & set(added)
+    assert added == other_captions(data, [0, 1, 2], ["caption 0", "caption 1", "caption 2"], seed=0)
+    assert other_captions(data, list(range(100)), [data[i] for i in range(100)], seed=0) == []  # enough already
+    assert len(other_captions(Captions(["x", "y", "z"]), [0], ["x"], seed=0)) == 2  # the data runs out
 
 
 def test_recall_counts_ranks_and_ignores_duplicate_captions():
@@ -131,7 +159,9 @@ def test_eval_on_own_data_gives_reconstruct_text_to_image_impute_and_retrieval(t
     assert reconstruct["images"] == 16 and reconstruct["psnr"] > 0 and reconstruct["fid"] >= 0
     generated = _eval(tmp_path, "t2i", "--task", "text-to-image", "--model", str(pipeline), "--data", data,
                       "--n", "24", "--steps", "2", "--clip", clip)
-    assert generated["prompts"] == 24 and generated["candidates"] == 24
+    distinct = len({json.loads(line)["text"] for line in (folder / "metadata.jsonl").read_text().splitlines()})
+    # 24 prompts, each ranked among the data's other captions, not only the other 23 prompts
+    assert generated["prompts"] == 24 and generated["candidates"] == min(100, distinct) > 24
     assert generated["r_precision_real"] > 3 / 24  # the judge reads the real images
     assert {"r_precision", "clip_score", "clip_score_real", "fid", "fid_real_floor"} <= set(generated)
     imputed = _eval(tmp_path, "impute", "--task", "impute", "--model", str(mvae), "--data", data, "--n", "24",
@@ -153,7 +183,8 @@ def test_retrieve_finds_images_for_a_text_and_captions_for_an_image(tmp_path, fo
     out = tmp_path / "found.png"
     assert main(["retrieve", "--model", clip, "--data", str(folder), "--text", "a red circle", "-k", "3",
                  "--out", str(out)]) == 0
-    assert out.is_file() and capsys.readouterr().out.count("item ") == 3
+    found = [line.split()[1].rstrip(":") for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert out.is_file() and len(found) == 3 and all(Path(file).parent == folder and Path(file).is_file() for file in found)
     image = next(folder.glob("*.png"))
     assert main(["retrieve", "--model", clip, "--data", str(folder), "--image", str(image), "-k", "2"]) == 0
     assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]) == 2

@@ -80,6 +80,30 @@ def test_metadata_folder_items(metadata_folder: Path) -> None:
     assert (gray["score"], gray["source"]) == (None, None)
 
 
+def test_a_metadata_csv_reads_like_the_jsonl(metadata_folder: Path) -> None:
+    from_jsonl = ImageTextDataset.from_folder(metadata_folder, size=16)
+    (metadata_folder / "metadata.jsonl").unlink()
+    # As a spreadsheet saves it: a BOM, quoted cells, empty cells, numbers as text.
+    (metadata_folder / "metadata.csv").write_text(
+        '\ufefffile_name,text,score,source\r\nred.png,a red square,0.5,web\r\nsub/rgba.png,"green",2,\r\n'
+        'gray.png,dark,,\r\n', encoding="utf-8")
+    from_csv = ImageTextDataset.from_folder(metadata_folder, size=16)
+    assert len(from_csv) == len(from_jsonl) == 3
+    for csv_item, jsonl_item in zip(from_csv, from_jsonl):
+        assert {k: v for k, v in csv_item.items() if k != "pixel_values"} == \
+            {k: v for k, v in jsonl_item.items() if k != "pixel_values"}
+        assert torch.equal(csv_item["pixel_values"], jsonl_item["pixel_values"])
+    (metadata_folder / "metadata.csv").write_text("file_name,text\nred.png,12\nmissing.png,x\n")
+    with pytest.warns(UserWarning, match="skipped 1 of 2 entries"):
+        skipping = ImageTextDataset.from_folder(metadata_folder, size=16, on_error="skip")
+    assert skipping[0]["text"] == "12"  # a caption column stays text
+    with pytest.raises(DataError, match=r"missing.png: file not found \(metadata.csv line 3\)"):
+        ImageTextDataset.from_folder(metadata_folder)
+    write_metadata(metadata_folder, [{"file_name": "red.png", "text": "red"}])
+    with pytest.raises(DataError, match="holds both metadata.jsonl and metadata.csv; keep one"):
+        ImageTextDataset.from_folder(metadata_folder)
+
+
 def test_pixel_values_in_range_and_centre_cropped(tmp_path: Path) -> None:
     # 16 wide, 32 tall: top quarter blue, middle half red, bottom quarter blue.
     # The centre 16x16 crop is all red; a crop from the top would include blue.
@@ -123,8 +147,12 @@ def test_upper_case_caption_files_pair_and_an_exact_txt_wins(tmp_path: Path) -> 
     (tmp_path / "both.TXT").write_text("upper")
     (tmp_path / "both.txt").write_text("lower")
 
+    save_image(tmp_path / "notepad.png")
+    (tmp_path / "notepad.txt").write_text("\ufeffsaved with a byte order mark", encoding="utf-8")
+
     dataset = ImageTextDataset.from_folder(tmp_path, size=16)
-    assert [dataset[i]["text"] for i in range(len(dataset))] == ["from a camera", "lower"]
+    assert [dataset[i]["text"] for i in range(len(dataset))] == [
+        "from a camera", "lower", "saved with a byte order mark"]
 
 
 def test_hf_dataset_with_custom_columns(tmp_path: Path) -> None:
@@ -199,8 +227,12 @@ def test_entries_missing_a_caption_or_an_image_are_kept_with_none_when_allowed(t
     rows = [{"file_name": "a.png", "text": "red", "mood": "calm"}, {"file_name": "b.png", "text": None, "mood": "busy"},
             {"text": "no image", "mood": "calm"}, {"file_name": None, "mood": "busy"}]
     (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with pytest.raises(DataError, match="b.png: missing or empty 'text'"):
+    with pytest.raises(DataError, match="b.png: empty 'text'"):
         ImageTextDataset.from_folder(folder)
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": 123}) + "\n")
+    with pytest.raises(DataError, match="a.png: 'text' is int 123, expected text"):
+        ImageTextDataset.from_folder(folder)
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     items = [item for item in ImageTextDataset.from_folder(folder, size=16, allow_missing=True)]
     assert [item["text"] for item in items] == ["red", None, "no image", None]
     assert [item["pixel_values"] is None for item in items] == [False, False, True, True]

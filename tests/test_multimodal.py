@@ -894,6 +894,13 @@ def test_conditional_vae_generates_given_a_frozen_text_encoders_embedding(tmp_pa
     reloaded = ConditionalVAE.from_pretrained(tmp_path)
     again = reloaded.impute({"caption": ["a red square", "a blue square"]}, mean=True, output_type="pt")["image"]
     torch.testing.assert_close(again, generated)  # MiniLM passes may differ in the last bits
+    from mmgen.cli import main  # --text goes to the caption read by the text encoder
+
+    assert main(["impute", "--model", str(tmp_path), "--text", "a red square", "-n", "2", "--out",
+                 str(tmp_path / "red.png")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "red.png").size == (2 * 8 + 3 * 2, 8 + 2 * 2)  # two 8 px draws, 2 px padding
     with pytest.raises(DataError, match="non-empty captions"):
         model.impute({"caption": [" "]})
     with pytest.raises(ConfigError, match="can only condition"):

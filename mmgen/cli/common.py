@@ -181,6 +181,8 @@ def add_validation_prompts_argument(parser: argparse.ArgumentParser) -> None:
 
 def validation_prompts_from_args(values: list[str] | None) -> list[str] | None:
     """--validation-prompts: the prompts, or the lines of the one file given."""
+    if values and len(values) == 1 and values[0].lower().endswith(".txt") and not Path(values[0]).is_file():
+        raise MMGenError(f"--validation-prompts {values[0]}: no such file")
     if values and len(values) == 1 and Path(values[0]).is_file():
         try:
             values = [line.strip() for line in Path(values[0]).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -86,11 +86,12 @@ def _retrieve(args: argparse.Namespace) -> None:
                 print(f"  {score:.3f}  {caption}")
         return
     ranked = retrieval.rank_images(args.text, images, top_k=args.k)
+    source = getattr(dataset, "item_source", lambda row: f"item {row}")  # Shapes items have no file
     shown, labels = [], []
     for text, best in zip(args.text, ranked):
         print(f"{text}:")
         for index, score in best:
-            print(f"  {score:.3f}  item {rows[index]}: {captions[index] or '(no caption)'}")
+            print(f"  {score:.3f}  {source(rows[index])}: {captions[index] or '(no caption)'}")
             shown.append(images[index])
             labels.append(f"{text} ({score:.2f})")
     captioned_grid(tensor_to_pil(torch.stack(shown)), labels, columns=len(ranked[0])).save(out)

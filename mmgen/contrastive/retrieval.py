@@ -108,24 +108,25 @@ class ImageTextRetrieval:
         return [[(j, float(s)) for s, j in zip(row_scores, row)] for row_scores, row in zip(best.values, best.indices.tolist())]
 
 
-def candidate_sets(captions: list[str], candidates: int = 100, seed: int = 0) -> list[list[int]]:
-    """For each item i: i first, then up to `candidates` - 1 other items whose captions
-    differ from i's (a duplicate caption is not a wrong answer), drawn by `seed`."""
+def candidate_sets(captions: list[str], candidates: int = 100, seed: int = 0, queries: int | None = None) -> list[list[int]]:
+    """For each of the first `queries` items i (default: all): i first, then up to
+    `candidates` - 1 other items whose captions differ from i's (a duplicate caption is not
+    a wrong answer), drawn by `seed`. Items past `queries` are only ever candidates."""
     rng = random.Random(seed)
     indices = range(len(captions))
     sets = []
-    for i, caption in enumerate(captions):
+    for i, caption in enumerate(captions[:queries]):
         others = [j for j in indices if captions[j] != caption]
         sets.append([i, *rng.sample(others, min(candidates - 1, len(others)))])
     return sets
 
 
 def true_match_ranks(scores: torch.Tensor, captions: list[str], candidates: int = 100, seed: int = 0) -> list[int]:
-    """For query i (row i of `scores` [N, N], its true match in column i): how many of its
-    candidates (`candidate_sets`) score at least as high as the true match; 0 is first.
-    Ties count against the true match."""
+    """For query i (row i of `scores` [N, M], M >= N, its true match in column i; `captions`
+    those of the M columns): how many of its candidates (`candidate_sets`) score at least as
+    high as the true match; 0 is first. Ties count against the true match."""
     ranks = []
-    for i, chosen in enumerate(candidate_sets(captions, candidates, seed)):
+    for i, chosen in enumerate(candidate_sets(captions, candidates, seed, queries=len(scores))):
         row = scores[i, chosen]
         ranks.append(int((row[1:] >= row[0]).sum()))
     return ranks
@@ -150,6 +151,7 @@ def recall_at_k(
 
 def r_precision(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions: list[str], candidates: int = 100, seed: int = 0) -> float:
     """The share of images whose own caption ranks first among it and 99 others (R@1
-    image->text): how text-to-image benchmarks score prompt adherence."""
+    image->text): how text-to-image benchmarks score prompt adherence. Image i's caption is
+    `captions[i]`; captions (and `text_embeds` rows) past the images' are further candidates."""
     ranks = true_match_ranks(image_embeds.float() @ text_embeds.float().T, captions, candidates, seed)
     return sum(rank == 0 for rank in ranks) / len(ranks)

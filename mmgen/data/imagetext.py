@@ -7,7 +7,8 @@
   relative to the folder and every other key becomes an extra field of the item. A column
   whose values are all image paths (``"image_side": "side/a.png"``) is a further *image
   column*: its files are checked like ``file_name``'s, and with ``image_sizes`` naming it
-  the item holds the image as a tensor of that size (else its path, as written).
+  the item holds the image as a tensor of that size (else its path, as written). A
+  ``metadata.csv`` with the same columns works the same way (numeric columns are numbers).
 * DALLE-pytorch pairs (used when there is no ``metadata.jsonl``): ``foo.png`` next to
   ``foo.txt`` (or ``foo.TXT``), found recursively; each non-empty line of the .txt is one
   caption, and one of them is drawn per item.
@@ -27,12 +28,13 @@ an item is the same in every DataLoader worker and after a training resume.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import random
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -48,7 +50,7 @@ from mmgen.data.transforms import pil_to_tensor, resize_and_crop, to_rgb
 from mmgen.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-METADATA_FILE = "metadata.jsonl"
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 ON_ERROR_CHOICES = ("raise", "skip")
 # Keys every item has; an extra column with one of these names would silently overwrite it.
 _ITEM_KEYS = ("pixel_values", "text")
@@ -135,10 +137,12 @@ class ImageTextDataset(Dataset):
         if not root.is_dir():
             raise DataError(f"{root}: is a file, expected a folder of images")
         root = root.resolve()
-        if (root / METADATA_FILE).is_file():
+        if metadata_file(root) is not None:
             records = _scan_metadata(root, problems, allow_missing, image_column, text_column)
         elif (image_column, text_column) != ("file_name", "text"):
-            raise DataError(f"{root}: column names apply to a {METADATA_FILE} or a Hugging Face dataset; this folder has neither")
+            raise DataError(
+                f"{root}: column names apply to a metadata.jsonl or .csv, or a Hugging Face dataset; this folder has none"
+            )
         else:
             records = _scan_pairs(root, problems, allow_missing)
         if verify_images:
@@ -147,7 +151,7 @@ class ImageTextDataset(Dataset):
             problems,
             usable=len(records),
             source=str(root),
-            empty=f"no images found (expected a {METADATA_FILE}, or images such as foo.png with captions in foo.txt)",
+            empty="no images found (expected a metadata.jsonl or .csv, or images such as foo.png with captions in foo.txt)",
         )
         return cls(
             records, size=size, random_flip=random_flip, random_crop=random_crop, seed=seed, skipped=problems.items,
@@ -229,6 +233,10 @@ class ImageTextDataset(Dataset):
         """Every caption an item can draw (for precomputing text encodings), without images."""
         return [caption for i in range(len(self)) for caption in self.item_captions(i)]
 
+    def item_source(self, index: int) -> str:
+        """Where item `index` comes from: its image file, or its metadata line or row."""
+        return self._records[index].label
+
     def item_metadata(self, index: int) -> dict[str, Any]:
         """Item `index`'s extra metadata columns other than image columns, without loading
         its images."""
@@ -306,7 +314,8 @@ class _Problems:
 
     def add(self, file: str, reason: str) -> None:
         if self.on_error == "raise":
-            raise DataError(f"{file}: {reason} (`mmgen data check` lists every bad entry; on_error='skip' skips them)")
+            raise DataError(f"{file}: {reason} (`mmgen data check` lists every bad entry to fix or remove; "
+                            "in Python, on_error='skip' skips them)")
         self.items.append((file, reason))
 
 
@@ -319,7 +328,7 @@ def _report(problems: _Problems, usable: int, source: str, empty: str) -> None:
     count = len(problems.items)
     reasons = "; ".join(f"{file}: {reason}" for file, reason in problems.items[:_REASONS_QUOTED])
     if count > _REASONS_QUOTED:
-        reasons += f"; ... ({count - _REASONS_QUOTED} more in .skipped)"
+        reasons += f"; ... and {count - _REASONS_QUOTED} more (`mmgen data check` lists them all)"
     if not usable:
         raise DataError(f"{source}: no usable entries, all {count} are bad: {reasons}")
     # stacklevel 3: point at the user's from_folder / from_hf call.
@@ -373,6 +382,17 @@ def _captions(value: Any) -> tuple[str, ...]:
     return tuple(v.strip() for v in values if isinstance(v, str) and v.strip())
 
 
+def _why_missing(row: dict, column: str, option: str) -> str:
+    """Why a metadata row gives no value for `column`: the column is absent (listing the ones
+    it has, which a wrong name shows), not text, or empty."""
+    if column not in row:
+        return f"no {column!r} column (this line has {', '.join(map(repr, row)) or 'none'}; {option} names another)"
+    value = row[column]
+    if value is None or isinstance(value, (str, list, tuple)):
+        return f"empty {column!r}"
+    return f"{column!r} is {type(value).__name__} {value!r}, expected text"
+
+
 def _extra_columns(columns: Iterable[str], exclude: Sequence[str], source: str) -> list[str]:
     extra = [c for c in dict.fromkeys(columns) if c not in exclude]
     clashing = [c for c in extra if c in _ITEM_KEYS]
@@ -406,19 +426,20 @@ def _invalid_text(captions: tuple[str, ...]) -> str | None:
     return None
 
 
-def _scan_metadata(
-    root: Path, problems: _Problems, allow_missing: bool = False, image_column: str = "file_name", text_column: str = "text"
-) -> list[_Record]:
-    metadata = root / METADATA_FILE
-    try:
-        lines = metadata.read_bytes().splitlines()
-    except OSError as exc:
-        raise DataError(f"{metadata}: cannot read ({exc})") from exc
-    entries: list[tuple[str, Path | None, tuple[str, ...], dict]] = []  # label, image, captions, row
+def metadata_file(root: Path) -> Path | None:
+    """The folder's metadata.jsonl or metadata.csv (as Hugging Face imagefolder reads them);
+    None if it has neither, a DataError if both (which one is meant is not clear)."""
+    found = [root / name for name in METADATA_FILES if (root / name).is_file()]
+    if len(found) > 1:
+        raise DataError(f"{root}: holds both {' and '.join(p.name for p in found)}; keep one")
+    return found[0] if found else None
+
+
+def _jsonl_rows(metadata: Path, lines: list[bytes], problems: _Problems) -> Iterator[tuple[str, dict]]:
+    """(where, row) for each object line; bad lines are reported."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():  # blank lines (a trailing newline, say) are not entries
             continue
-        where = f"{METADATA_FILE} line {number}"
         try:
             row = json.loads(line)  # bytes: json detects UTF-8/16/32 and a BOM itself
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -430,16 +451,63 @@ def _scan_metadata(
         if not isinstance(row, dict):
             problems.add(f"{metadata} line {number}", f"expected a JSON object, got {type(row).__name__}")
             continue
+        yield f"{metadata.name} line {number}", row
+
+
+def _csv_rows(metadata: Path, data: bytes, text_columns: Sequence[str]) -> Iterator[tuple[str, dict]]:
+    """(where, row) for each CSV row. Cells are text, so a column other than `text_columns`
+    whose every filled cell is a number becomes numbers (as pandas, which Hugging Face reads
+    CSVs with, does) and empty cells are missing (None): the multimodal VAEs then see
+    real-valued columns."""
+    try:
+        text = data.decode("utf-8-sig")  # spreadsheets often save a BOM
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{metadata}: not UTF-8 text (byte {exc.start})") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = [(reader.line_num, row) for row in reader]
+    if reader.fieldnames is None:
+        return
+    columns = {}
+    for column in reader.fieldnames:
+        cells = [row.get(column) for _, row in rows]
+        columns[column] = [None if not cell or not cell.strip() else cell for cell in cells]
+        filled = [cell for cell in columns[column] if cell is not None]
+        if column not in text_columns and filled and all(_number(cell) is not None for cell in filled):
+            columns[column] = [None if cell is None else _number(cell) for cell in columns[column]]
+    for i, (line, _) in enumerate(rows):
+        yield f"{metadata.name} line {line}", {column: cells[i] for column, cells in columns.items()}
+
+
+def _number(cell: str) -> int | float | None:
+    for parse in (int, float):
+        try:
+            return parse(cell)
+        except ValueError:
+            pass
+    return None
+
+
+def _scan_metadata(
+    root: Path, problems: _Problems, allow_missing: bool = False, image_column: str = "file_name", text_column: str = "text"
+) -> list[_Record]:
+    metadata = metadata_file(root)
+    try:
+        data = metadata.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{metadata}: cannot read ({exc})") from exc
+    rows = (_csv_rows(metadata, data, (image_column, text_column)) if metadata.suffix == ".csv" else _jsonl_rows(metadata, data.splitlines(), problems))
+    entries: list[tuple[str, Path | None, tuple[str, ...], dict]] = []  # label, image, captions, row
+    for where, row in rows:
         file_name, captions = row.get(image_column), _captions(row.get(text_column))
         if file_name is None and allow_missing:
             invalid = _invalid_text(captions)
             if invalid:
-                problems.add(f"{metadata} line {number}", invalid)
+                problems.add(str(root / where), invalid)
                 continue
-            entries.append((f"{metadata} line {number}", None, captions, row))
+            entries.append((str(root / where), None, captions, row))
             continue
         if not isinstance(file_name, str) or not file_name.strip():
-            problems.add(f"{metadata} line {number}", f"missing or empty {image_column!r}")
+            problems.add(str(root / where), _why_missing(row, image_column, "--image-column"))
             continue
         if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute():
             problems.add(file_name, f"{image_column} must be relative to the dataset folder ({where})")
@@ -450,7 +518,7 @@ def _scan_metadata(
             problems.add(str(path), f"{reason} ({where})")
             continue
         if not captions and not allow_missing:
-            problems.add(str(path), f"missing or empty {text_column!r} ({where})")
+            problems.add(str(path), f"{_why_missing(row, text_column, '--text-column')} ({where})")
             continue
         invalid = _invalid_text(captions)
         if invalid:
@@ -533,7 +601,7 @@ def _scan_pairs(root: Path, problems: _Problems, allow_missing: bool = False) ->
                 problems.add(str(image), f"caption file {caption_file.name}: {reason}")
                 continue
             try:
-                text = caption_file.read_text(encoding="utf-8")
+                text = caption_file.read_text(encoding="utf-8-sig")  # Windows editors start files with a BOM
             except (OSError, UnicodeDecodeError) as exc:
                 problems.add(str(image), f"cannot read caption file {caption_file.name} ({exc})")
                 continue

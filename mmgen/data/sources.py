@@ -3,7 +3,7 @@
 `open_dataset(source)` understands:
 
 - `shapes` or `shapes:SPLIT`: the built-in Shapes dataset, rendered on the fly;
-- a folder with `metadata.jsonl` (Hugging Face imagefolder) or with `foo.png` + `foo.txt` pairs;
+- a folder with `metadata.jsonl` or `metadata.csv` (Hugging Face imagefolder) or with `foo.png` + `foo.txt` pairs;
 - a folder written by `datasets.Dataset.save_to_disk` (of a `DatasetDict`: one split's subfolder);
 - `hf:NAME` or `hf:NAME:SPLIT`: `datasets.load_dataset(NAME)` (from your local Hugging Face cache).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from mmgen.data.imagetext import ImageTextDataset
+from mmgen.data.imagetext import ImageTextDataset, metadata_file
 from mmgen.data.shapes import SPLITS, ShapesDataset
 from mmgen.errors import DataError
 
@@ -74,8 +74,8 @@ def open_dataset(
         size=size, random_flip=random_flip, on_error=on_error, seed=seed, allow_missing=allow_missing,
         caption_variants=caption_variants,
     )
-    if image_sizes and not (Path(source) / "metadata.jsonl").is_file():
-        raise DataError(f"{source}: image columns come from folders with a metadata.jsonl")
+    if image_sizes and metadata_file(Path(source)) is None:
+        raise DataError(f"{source}: image columns come from folders with a metadata.jsonl or .csv")
     if source.startswith("hf:"):
         name, _, split = source[3:].partition(":")
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from transformers import logging as transformers_logging
@@ -89,11 +90,14 @@ class TextToImagePipeline(StableDiffusionPipeline):
         if not weights.is_file():
             raise CheckpointError(f"{path}: no LoRA weights there (no {LORA_WEIGHTS})")
         try:
-            with quiet_loading(), loading(path):
+            with quiet_loading(errors=False), loading(path):  # diffusers logs a mismatch per tensor
                 self.load_lora_weights(weights.parent, weight_name=weights.name)
         except RuntimeError as error:  # adapters shaped for another UNet
-            detail = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"{path}: LoRA weights for another pipeline's UNet ({detail[:160]})") from error
+            mismatch = re.search(r"size mismatch for (\S+): copying a param with shape torch.Size\((\[.*?\])\) from "
+                                 r"checkpoint, the shape in current model is torch.Size\((\[.*?\])\)", str(error))
+            detail = (f"{mismatch[1]}: {mismatch[2]} in the adapters, {mismatch[3]} in the UNet" if mismatch
+                      else str(error).strip().splitlines()[0])
+            raise CheckpointError(f"{path}: LoRA weights for another pipeline's UNet ({detail[:200]})") from error
         adapters = self.get_list_adapters().get("unet", [])
         if not adapters:
             raise CheckpointError(f"{path}: none of its LoRA weights fit this pipeline's UNet (trained on another pipeline?)")

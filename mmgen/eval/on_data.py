@@ -12,6 +12,7 @@ contrastive model trained on such data (`mmgen train clip`) where a task needs a
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,15 @@ def evaluate_text_to_image(
     rows = sampled_rows(dataset, n, seed)
     real, captions = load_rows(dataset, rows)
     generated = generate_images(generate, captions, seed, batch_size)
-    text_embeds = judge.embed_texts(captions)
+    candidates = captions + other_captions(dataset, rows, captions, seed)
+    candidate_embeds = judge.embed_texts(candidates)
+    text_embeds = candidate_embeds[: len(captions)]
     generated_features, real_features = judge.image_features(generated), judge.image_features(real)
     normalize = torch.nn.functional.normalize
     generated_embeds, real_embeds = normalize(generated_features, dim=-1), normalize(real_features, dim=-1)
     results: dict[str, Any] = {
-        "r_precision": r_precision(generated_embeds, text_embeds, captions, CANDIDATES, seed),
-        "r_precision_real": r_precision(real_embeds, text_embeds, captions, CANDIDATES, seed),
+        "r_precision": r_precision(generated_embeds, candidate_embeds, candidates, CANDIDATES, seed),
+        "r_precision_real": r_precision(real_embeds, candidate_embeds, candidates, CANDIDATES, seed),
     }
     results["r_precision_relative"] = results["r_precision"] / max(results["r_precision_real"], 1e-12)
     results["clip_score"] = 100 * float((generated_embeds * text_embeds).sum(1).mean())
@@ -111,8 +114,28 @@ def evaluate_text_to_image(
         results["fid"] = feature_fid(generated_features[:half], reference)
         results["fid_real_floor"] = feature_fid(real_features[:half], reference)
     results["prompts"] = len(captions)
-    results["candidates"] = min(CANDIDATES, len(set(captions)))
+    results["candidates"] = min(CANDIDATES, len(set(candidates)))
     return results, getattr(generate, "settings", {}), tensor_to_pil(generated[:16]), captions[:16]
+
+
+def other_captions(dataset: Dataset, rows: list[int], captions: list[str], seed: int) -> list[str]:
+    """Captions of items other than `rows` (whose captions are `captions`), drawn by `seed`,
+    until they and `captions` make CANDIDATES distinct captions: each prompt is then ranked
+    among 99 others of the data however few prompts are measured (none are added when the
+    prompts suffice)."""
+    item_captions = getattr(dataset, "item_captions", lambda index: [dataset[index]["text"]])
+    distinct, chosen = set(captions), set(rows)
+    others = [i for i in range(len(dataset)) if i not in chosen]
+    random.Random(seed).shuffle(others)
+    added = []
+    for i in others:
+        if len(distinct) >= CANDIDATES:
+            break
+        caption = next(iter(item_captions(i)), None)
+        if caption and caption not in distinct:
+            distinct.add(caption)
+            added.append(caption)
+    return added
 
 
 def evaluate_imputation(

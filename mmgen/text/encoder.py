@@ -78,17 +78,20 @@ def minilm_path() -> Path:
 
 
 @contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
+def quiet_loading(errors: bool = True) -> Iterator[None]:
     """Load models without transformers' and diffusers' per-load progress bars and
     reports: a MiniLM's unused pooler, which mmgen drops on purpose, and a pipeline whose
     text encoder is a BERT where Stable Diffusion's is a CLIPTextModel read to users like a
-    broken checkpoint."""
+    broken checkpoint. Without `errors`, their error logs too, where the caller raises the
+    failure as one line of its own."""
+    import logging
+
     from diffusers.utils import logging as diffusers_logging
 
     libraries = (transformers_logging, diffusers_logging)
     saved = [(library, library.get_verbosity(), library.is_progress_bar_enabled()) for library in libraries]
     for library in libraries:
-        library.set_verbosity_error()
+        library.set_verbosity(logging.ERROR if errors else logging.CRITICAL)
         library.disable_progress_bar()
     try:
         yield

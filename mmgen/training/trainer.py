@@ -164,6 +164,9 @@ class Trainer:
         self._model_configs = model_configs(self.objective)
         self._lora_adapters = lora_adapters(self.objective)
         step, resumed_from = self._resume(ema, data_order) if config.resume else (0, None)
+        if step > config.max_steps:
+            raise ConfigError(f"{resumed_from} is at step {step}, past --max-steps {config.max_steps}: "
+                              "give a larger --max-steps to train on (or another --output-dir to start over)")
         self._data_order = data_order
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
