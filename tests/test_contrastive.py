@@ -11,6 +11,7 @@ from torch import nn
 
 from mmgen.cli import main
 from mmgen.contrastive import ImageTextRetrieval, r_precision, recall_at_k, train_contrastive
+from mmgen.contrastive.retrieval import candidate_sets
 from mmgen.contrastive.training import ContrastiveObjective, random_shift
 from mmgen.data.shapes import export_shapes
 from mmgen.training import TrainingConfig
@@ -71,6 +72,15 @@ def test_r_precision_ranks_among_further_candidate_captions():
     texts[2] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # a tie counts against the true match
     assert r_precision(images, texts, ["a", "b", "c", "d"]) == 0.5
     assert r_precision(images, texts, ["a", "b", "a", "d"]) == 1.0  # unless it is the same caption
+    with pytest.raises(ValueError, match="a column per caption"):
+        r_precision(torch.eye(4), texts[:2], ["a", "b"])
+
+
+def test_candidate_captions_are_distinct_wrong_answers():
+    captions = ["a", "b", "a", "a", "c", "b", "d"]
+    for i, chosen in enumerate(candidate_sets(captions, candidates=10, seed=0)):
+        assert chosen[0] == i and len(chosen) == 4  # itself, then one item of each other caption
+        assert sorted(captions[j] for j in chosen[1:]) == sorted(set(captions) - {captions[i]})
 
 
 def test_other_captions_fill_the_candidates_from_the_rest_of_the_data():
@@ -183,7 +193,9 @@ def test_retrieve_finds_images_for_a_text_and_captions_for_an_image(tmp_path, fo
     out = tmp_path / "found.png"
     assert main(["retrieve", "--model", clip, "--data", str(folder), "--text", "a red circle", "-k", "3",
                  "--out", str(out)]) == 0
-    found = [line.split()[1].rstrip(":") for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    # "  0.123  FILE: caption" per image found
+    found = [line.strip().split("  ", 1)[1].rsplit(": ", 1)[0] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("  ")]
     assert out.is_file() and len(found) == 3 and all(Path(file).parent == folder and Path(file).is_file() for file in found)
     image = next(folder.glob("*.png"))
     assert main(["retrieve", "--model", clip, "--data", str(folder), "--image", str(image), "-k", "2"]) == 0

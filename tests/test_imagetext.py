@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -102,6 +103,38 @@ def test_a_metadata_csv_reads_like_the_jsonl(metadata_folder: Path) -> None:
     write_metadata(metadata_folder, [{"file_name": "red.png", "text": "red"}])
     with pytest.raises(DataError, match="holds both metadata.jsonl and metadata.csv; keep one"):
         ImageTextDataset.from_folder(metadata_folder)
+    (metadata_folder / "metadata.jsonl").unlink()
+
+
+@pytest.mark.parametrize(
+    "csv_text, message",
+    [
+        ("file_name,text\nred.png,a red, round square\n", "line 2: 3 cells, the header has 2 (quote a cell that holds a comma)"),
+        ('file_name,text\nred.png,"unclosed\ngray.png,dark\n', "not valid CSV"),
+        ("file_name,text,text\nred.png,one,two\n", "the header names the column 'text' twice"),
+        ("file_name,,text\nred.png,x,red\n", "the header's column 2 has no name"),
+        ("file_name,text\n", "metadata.csv: no rows under a header"),
+        ("", "metadata.csv: no rows under a header"),
+    ],
+)
+def test_a_bad_metadata_csv_is_named(metadata_folder: Path, csv_text: str, message: str) -> None:
+    (metadata_folder / "metadata.jsonl").unlink()
+    (metadata_folder / "metadata.csv").write_text(csv_text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        ImageTextDataset.from_folder(metadata_folder)
+
+
+def test_metadata_csv_numbers_and_missing_cells(metadata_folder: Path) -> None:
+    (metadata_folder / "metadata.jsonl").unlink()
+    (metadata_folder / "metadata.csv").write_text(
+        'file_name,text,weight,count,code,label\nred.png,"a red, round\nsquare",2.5,NA,007,1_000\n'
+        "sub/rgba.png,green,-1e3,3,12,x\ngray.png,dark,nan,,inf,\n")
+    items = list(ImageTextDataset.from_folder(metadata_folder, size=16))
+    assert items[0]["text"] == "a red, round\nsquare"  # a quoted cell keeps its comma and line break
+    assert [item["weight"] for item in items] == [2.5, -1000.0, None]  # nan: missing, as pandas reads it
+    assert [item["count"] for item in items] == [None, 3, None]
+    assert [item["code"] for item in items] == ["007", "12", "inf"]  # not all finite numbers: text
+    assert [item["label"] for item in items] == ["1_000", "x", None]
 
 
 def test_pixel_values_in_range_and_centre_cropped(tmp_path: Path) -> None:

@@ -981,6 +981,14 @@ def test_metadata_columns_become_modalities_and_numbers_are_read():
     assert torch.isfinite(MultimodalELBO(model)(batch)["loss"])
     with pytest.raises(DataError, match=r"metadata column 'flag' holds true/false values"):
         infer_spec(type("Flags", (Rows,), {"rows": [{"flag": True}, {"flag": False}]})())
+    # Whole numbers read as numbers (a CSV's digits) can be declared labels.
+    digits = type("Digits", (Rows,), {"rows": [{"digit": 7}, {"digit": 3}, {"digit": None}]})()
+    specs, _, _ = complete_spec({"digit": {"kind": "categorical", "columns": ["digit"]}}, digits)
+    assert specs["digit"]["classes"] == {"digit": ["3", "7"]}
+    model = MultimodalVAE(specs, latent_dim=4, aggregation="poe")
+    assert model.observe({"digit": [7, "3", None]}).values["digit"].tolist() == [[2], [1], [0]]
+    with pytest.raises(DataError, match=r"column 'weight' must hold labels \(strings or whole numbers\)"):
+        complete_spec({"w": {"kind": "categorical", "columns": ["weight"]}}, Rows())
 
 
 def test_a_malformed_likelihood_weight_is_a_usage_error(capsys):

@@ -128,7 +128,7 @@ def test_resuming_a_finished_run_does_nothing(tmp_path):
     again = make_trainer(tmp_path, max_steps=3, resume="latest").train()
     assert again.step == 3 and again.losses == [] and again.last_checkpoint == first.last_checkpoint
     saved = (tmp_path / "training_config.json").read_text()
-    with pytest.raises(ConfigError, match=r"checkpoint-0000003 is at step 3, past --max-steps 2: give a larger"):
+    with pytest.raises(ConfigError, match=r"checkpoint-0000003 is at step 3, past this run's 2 steps: give more steps"):
         make_trainer(tmp_path, max_steps=2, resume="latest").train()
     assert (tmp_path / "training_config.json").read_text() == saved  # the run's settings are left as they were
 

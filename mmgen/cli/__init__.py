@@ -115,7 +115,7 @@ def _add_data_commands(subparsers) -> None:
     emoji.add_argument("--package", nargs="+", required=True, help="npm tarballs (or unpacked folders), first the main one")
     emoji.add_argument("--out", required=True, help="folder to write into")
 
-    source_help = "shapes[:SPLIT], an image folder (metadata.jsonl or image+txt pairs), a saved HF dataset, or hf:NAME[:SPLIT]"
+    source_help = "shapes[:SPLIT], an image folder (metadata.jsonl or .csv, or image+txt pairs), a saved HF dataset, or hf:NAME[:SPLIT]"
     preview = add_command(commands, "preview", _data_preview, "render a grid of a dataset's images with their captions under them (and print the captions)")
     preview.add_argument("source", help=source_help)
     preview.add_argument("--out", default="preview.png", help="PNG to write")

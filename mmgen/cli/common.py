@@ -207,7 +207,7 @@ def add_column_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("data columns")
         group.add_argument(
             "--image-column", default=None,
-            help="column of the main image (default: file_name in a metadata.jsonl, image in a Hugging Face dataset)",
+            help="column of the main image (default: file_name in a metadata.jsonl or .csv, image in a Hugging Face dataset)",
         )
         group.add_argument("--text-column", default=None, help="column of the captions (default: text)")
 

@@ -146,7 +146,7 @@ def _impute(args: argparse.Namespace) -> None:
     inputs: dict = {}
     for given in args.image or []:
         name, sep, file = given.rpartition("=")
-        name = name if sep else _only(kinds, ("image",), f"--image {given}")
+        name = name if sep else _only(kinds, "image", f"--image {given}")
         if not Path(file).is_file():
             raise MMGenError(f"--image {given}: no such file")
         try:
@@ -154,10 +154,9 @@ def _impute(args: argparse.Namespace) -> None:
         except Exception as error:  # PIL raises many types (OSError, DecompressionBombError, SyntaxError, ...)
             raise MMGenError(f"--image {given}: not a readable image ({type(error).__name__}: {error})") from error
     if args.text is not None:
-        # A caption is a text modality, or a conditional VAE's caption read by a text encoder.
-        inputs[_only(kinds, ("text", "text_embedding"), "--text")] = [args.text]
+        inputs.update({name: [args.text] for name in _caption_readers(model, kinds)})
     if args.attributes:
-        inputs[_only(kinds, ("categorical",), "--attributes")] = [assignments(args.attributes, "--attributes")]
+        inputs[_only(kinds, "categorical", "--attributes")] = [assignments(args.attributes, "--attributes")]
     for name, numbers in assignments(args.values or [], "--values").items():
         try:
             inputs[name] = [[float(number) for number in numbers.split(",")]]
@@ -190,12 +189,25 @@ def _impute(args: argparse.Namespace) -> None:
                 print(f"{name}: {shown}")
 
 
-def _only(kinds: dict[str, str], accepted: tuple[str, ...], option: str) -> str:
-    """The model's one modality of an accepted kind, which an option without a NAME= gives."""
-    names = [name for name, kind in kinds.items() if kind in accepted]
+def _caption_readers(model, kinds: dict[str, str]) -> list[str]:
+    """The modalities --text gives: the model's captions, as a text modality or (conditional
+    VAEs) read by a frozen text encoder, or both when both read the one caption column."""
+    names = [name for name, kind in kinds.items() if kind in ("text", "text_embedding")]
+    columns = sorted({model.codecs[name].column for name in names})
+    if len(columns) != 1:
+        found = ", ".join(f"{name} (column {model.codecs[name].column})" for name in names) or "none"
+        raise MMGenError(f"--text: the model needs one caption column, it has {len(columns)}: {found}; "
+                         "give captions by modality in Python, model.impute({NAME: caption})")
+    return names
+
+
+def _only(kinds: dict[str, str], kind: str, option: str) -> str:
+    """The model's one modality of `kind`, which an option without a NAME= gives."""
+    names = [name for name, each in kinds.items() if each == kind]
     if len(names) != 1:
-        found = f"{option}: the model has {len(names)} {' or '.join(accepted)} modalities ({', '.join(names) or 'none'})"
-        raise MMGenError(f"{found}; name one, as NAME=VALUE" if accepted == ("image",) else found)
+        raise MMGenError(f"{option}: the model has {len(names)} {kind} modalities ({', '.join(names) or 'none'}); "
+                         "name one, as NAME=VALUE" if kind == "image" else
+                         f"{option}: the model has {len(names)} {kind} modalities ({', '.join(names) or 'none'})")
     return names[0]
 
 

@@ -110,13 +110,16 @@ class ImageTextRetrieval:
 
 def candidate_sets(captions: list[str], candidates: int = 100, seed: int = 0, queries: int | None = None) -> list[list[int]]:
     """For each of the first `queries` items i (default: all): i first, then up to
-    `candidates` - 1 other items whose captions differ from i's (a duplicate caption is not
-    a wrong answer), drawn by `seed`. Items past `queries` are only ever candidates."""
+    `candidates` - 1 other items with distinct captions that differ from i's (a duplicate
+    caption is not a wrong answer, nor a second distractor), drawn by `seed`. Items past
+    `queries` are only ever candidates."""
     rng = random.Random(seed)
-    indices = range(len(captions))
+    first_item: dict[str, int] = {}  # each distinct caption's first item, in item order
+    for j, caption in enumerate(captions):
+        first_item.setdefault(caption, j)
     sets = []
     for i, caption in enumerate(captions[:queries]):
-        others = [j for j in indices if captions[j] != caption]
+        others = [j for other, j in first_item.items() if other != caption]
         sets.append([i, *rng.sample(others, min(candidates - 1, len(others)))])
     return sets
 
@@ -125,6 +128,8 @@ def true_match_ranks(scores: torch.Tensor, captions: list[str], candidates: int 
     """For query i (row i of `scores` [N, M], M >= N, its true match in column i; `captions`
     those of the M columns): how many of its candidates (`candidate_sets`) score at least as
     high as the true match; 0 is first. Ties count against the true match."""
+    if scores.shape[1] != len(captions) or scores.shape[0] > scores.shape[1]:
+        raise ValueError(f"scores {list(scores.shape)} need a column per caption ({len(captions)}) and one per query")
     ranks = []
     for i, chosen in enumerate(candidate_sets(captions, candidates, seed, queries=len(scores))):
         row = scores[i, chosen]

@@ -9,7 +9,7 @@
   column*: its files are checked like ``file_name``'s, and with ``image_sizes`` naming it
   the item holds the image as a tensor of that size (else its path, as written). A
   ``metadata.csv`` with the same columns works the same way (numeric columns are numbers).
-* DALLE-pytorch pairs (used when there is no ``metadata.jsonl``): ``foo.png`` next to
+* DALLE-pytorch pairs (used when there is no metadata file): ``foo.png`` next to
   ``foo.txt`` (or ``foo.TXT``), found recursively; each non-empty line of the .txt is one
   caption, and one of them is drawn per item.
 
@@ -33,6 +33,7 @@ import io
 import json
 import os
 import random
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,14 +121,14 @@ class ImageTextDataset(Dataset):
         image_column: str = "file_name",
         text_column: str = "text",
     ) -> ImageTextDataset:
-        """A folder with a top-level metadata.jsonl (HF imagefolder), else image + .txt pairs.
-        In metadata.jsonl, `image_column` holds the main image's path and `text_column` the
+        """A folder with a top-level metadata.jsonl or metadata.csv (HF imagefolder), else
+        image + .txt pairs. In the metadata, `image_column` holds the main image's path and `text_column` the
         caption (with other names, a `text` column is left out and a `file_name` column is
         kept as plain paths: mmgen calls the main image file_name).
 
         `verify_images` decodes every image now, so a bad file fails (or is skipped) here
         rather than hours into training. `allow_missing`: an entry without a caption (an
-        image without its .txt, a null or absent "text") or, in metadata.jsonl, without an
+        image without its .txt, a null or absent "text") or, in the metadata, without an
         image (a null or absent "file_name") is kept with None there.
         """
         problems = _Problems(on_error)
@@ -388,7 +389,7 @@ def _why_missing(row: dict, column: str, option: str) -> str:
     if column not in row:
         return f"no {column!r} column (this line has {', '.join(map(repr, row)) or 'none'}; {option} names another)"
     value = row[column]
-    if value is None or isinstance(value, (str, list, tuple)):
+    if value is None or value == [] or isinstance(value, str) and not value.strip():
         return f"empty {column!r}"
     return f"{column!r} is {type(value).__name__} {value!r}, expected text"
 
@@ -454,36 +455,72 @@ def _jsonl_rows(metadata: Path, lines: list[bytes], problems: _Problems) -> Iter
         yield f"{metadata.name} line {number}", row
 
 
-def _csv_rows(metadata: Path, data: bytes, text_columns: Sequence[str]) -> Iterator[tuple[str, dict]]:
-    """(where, row) for each CSV row. Cells are text, so a column other than `text_columns`
-    whose every filled cell is a number becomes numbers (as pandas, which Hugging Face reads
-    CSVs with, does) and empty cells are missing (None): the multimodal VAEs then see
-    real-valued columns."""
+def _csv_rows(metadata: Path, data: bytes, text_columns: Sequence[str], problems: _Problems) -> Iterator[tuple[str, dict]]:
+    """(where, row) for each CSV row; a row with more cells than the header is reported.
+    Cells are text, so a column other than `text_columns` whose every filled cell is a number
+    becomes numbers, and empty and NA cells there are missing (None), as pandas (which
+    Hugging Face reads CSVs with) does: the multimodal VAEs then see real-valued columns."""
     try:
         text = data.decode("utf-8-sig")  # spreadsheets often save a BOM
     except UnicodeDecodeError as exc:
         raise DataError(f"{metadata}: not UTF-8 text (byte {exc.start})") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows = [(reader.line_num, row) for row in reader]
-    if reader.fieldnames is None:
-        return
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # strict: an unclosed quote is an error
+    rows, header = [], None
+    try:
+        while True:
+            first_line = reader.line_num + 1  # a quoted cell may span lines: name the row's first
+            cells = next(reader, None)
+            if cells is None:
+                break
+            if not any(cell.strip() for cell in cells):
+                continue
+            if header is None:
+                header = _csv_header(metadata, cells)
+            elif len(cells) > len(header):
+                problems.add(f"{metadata} line {first_line}", f"{len(cells)} cells, the header has {len(header)} "
+                             "(quote a cell that holds a comma)")
+            else:
+                rows.append((first_line, dict(zip(header, cells))))  # missing trailing cells: missing values
+    except csv.Error as exc:
+        raise DataError(f"{metadata} line {reader.line_num}: not valid CSV ({exc})") from exc
+    if header is None or not rows and not problems.items:
+        raise DataError(f"{metadata}: no rows under a header")
     columns = {}
-    for column in reader.fieldnames:
+    for column in header:
         cells = [row.get(column) for _, row in rows]
-        columns[column] = [None if not cell or not cell.strip() else cell for cell in cells]
-        filled = [cell for cell in columns[column] if cell is not None]
-        if column not in text_columns and filled and all(_number(cell) is not None for cell in filled):
-            columns[column] = [None if cell is None else _number(cell) for cell in columns[column]]
+        cells = [None if cell is None or not cell.strip() else cell for cell in cells]
+        if column not in text_columns:
+            numbers = [None if cell is None or cell.strip().lower() in _NA_CELLS else _number(cell) for cell in cells]
+            if any(number is not None for number in numbers) and all(
+                number is not None or cell is None or cell.strip().lower() in _NA_CELLS for number, cell in zip(numbers, cells)
+            ):
+                cells = numbers
+        columns[column] = cells
     for i, (line, _) in enumerate(rows):
         yield f"{metadata.name} line {line}", {column: cells[i] for column, cells in columns.items()}
 
 
+# Cells pandas reads as missing in a numeric column (its default na_values, the common ones).
+_NA_CELLS = {"na", "n/a", "nan", "null", "none", "#n/a", "<na>", "-nan"}
+
+
+def _csv_header(metadata: Path, cells: list[str]) -> list[str]:
+    header = [cell.strip() for cell in cells]
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise DataError(f"{metadata}: the header's column {position} has no name")
+        if header.count(name) > 1:
+            raise DataError(f"{metadata}: the header names the column {name!r} twice")
+    return header
+
+
 def _number(cell: str) -> int | float | None:
-    for parse in (int, float):
-        try:
-            return parse(cell)
-        except ValueError:
-            pass
+    """The cell as a finite int or float, or None if it is not one ("1_000" is text)."""
+    cell = cell.strip()
+    if re.fullmatch(r"[+-]?\d+", cell):
+        return int(cell)
+    if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", cell):
+        return float(cell)
     return None
 
 
@@ -495,7 +532,7 @@ def _scan_metadata(
         data = metadata.read_bytes()
     except OSError as exc:
         raise DataError(f"{metadata}: cannot read ({exc})") from exc
-    rows = (_csv_rows(metadata, data, (image_column, text_column)) if metadata.suffix == ".csv" else _jsonl_rows(metadata, data.splitlines(), problems))
+    rows = (_csv_rows(metadata, data, (image_column, text_column), problems) if metadata.suffix == ".csv" else _jsonl_rows(metadata, data.splitlines(), problems))
     entries: list[tuple[str, Path | None, tuple[str, ...], dict]] = []  # label, image, captions, row
     for where, row in rows:
         file_name, captions = row.get(image_column), _captions(row.get(text_column))

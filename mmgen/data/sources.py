@@ -68,7 +68,7 @@ def open_dataset(
         if split not in SPLITS:
             raise DataError(f"unknown Shapes split {split!r}; choose from {', '.join(SPLITS)}")
         if image_sizes:
-            raise DataError(f"{source}: Shapes has one image; image columns come from folders with a metadata.jsonl")
+            raise DataError(f"{source}: Shapes has one image; image columns come from folders with a metadata.jsonl or .csv")
         return ShapesDataset(split=split, n=n, size=size, seed=seed, caption_variants=caption_variants)
     options = dict(
         size=size, random_flip=random_flip, on_error=on_error, seed=seed, allow_missing=allow_missing,

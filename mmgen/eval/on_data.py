@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from mmgen.contrastive import ImageTextRetrieval, r_precision, recall_at_k
 from mmgen.data import open_dataset
 from mmgen.data.collate import load_rows, sampled_rows
+from mmgen.data.frozen import item_captions
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.errors import ConfigError, DataError
 from mmgen.eval.evaluate import inference_device, load_for_task
@@ -123,7 +124,6 @@ def other_captions(dataset: Dataset, rows: list[int], captions: list[str], seed:
     until they and `captions` make CANDIDATES distinct captions: each prompt is then ranked
     among 99 others of the data however few prompts are measured (none are added when the
     prompts suffice)."""
-    item_captions = getattr(dataset, "item_captions", lambda index: [dataset[index]["text"]])
     distinct, chosen = set(captions), set(rows)
     others = [i for i in range(len(dataset)) if i not in chosen]
     random.Random(seed).shuffle(others)
@@ -131,7 +131,7 @@ def other_captions(dataset: Dataset, rows: list[int], captions: list[str], seed:
     for i in others:
         if len(distinct) >= CANDIDATES:
             break
-        caption = next(iter(item_captions(i)), None)
+        caption = next(iter(item_captions(dataset, i)), None)
         if caption and caption not in distinct:
             distinct.add(caption)
             added.append(caption)
@@ -144,7 +144,7 @@ def evaluate_imputation(
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
     """A multimodal VAE's images drawn from captions, for every caption modality and image
     modality, on those of `n` items of `data` (drawn by `seed`) that have a caption:
-    R-precision among 100 of the data's captions under the contrastive model `clip`, beside
+    R-precision among up to 100 of those captions under the contrastive model `clip`, beside
     the real images' own (where the item has that image), and how many captions each
     caption modality gave. Needs no labels."""
     from mmgen.data.collate import collate_examples

@@ -522,6 +522,11 @@ class TextModality(Modality):
         return [re.sub(r" ([,.;:!?'])", r"\1", re.sub(r" ?- ?", "-", text)).strip() for text in texts]
 
 
+def is_whole_number(value: Any) -> bool:
+    """An int label (a CSV's digit column), not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class CategoricalModality(Modality):
     """Named categorical attributes, e.g. {"shape": [...], "color": [...]}, read from columns
     of those names. Each attribute may also be unknown (its own embedding), so a sample can
@@ -611,6 +616,7 @@ class CategoricalModality(Modality):
         indices = []
         for attribute, labels in self.classes.items():
             label = value.get(attribute)
+            label = str(label) if is_whole_number(label) else label  # labels are text (see the spec)
             if label is not None and label not in labels:
                 raise DataError(f"{attribute} {label!r} is not one of {', '.join(labels)}")
             indices.append(labels.index(label) + 1 if label is not None else 0)

@@ -164,9 +164,6 @@ class Trainer:
         self._model_configs = model_configs(self.objective)
         self._lora_adapters = lora_adapters(self.objective)
         step, resumed_from = self._resume(ema, data_order) if config.resume else (0, None)
-        if step > config.max_steps:
-            raise ConfigError(f"{resumed_from} is at step {step}, past --max-steps {config.max_steps}: "
-                              "give a larger --max-steps to train on (or another --output-dir to start over)")
         self._data_order = data_order
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -314,6 +311,9 @@ class Trainer:
         if path is None:
             return 0, None
         state = json.loads((path / "trainer_state.json").read_text())
+        if state["step"] > self.config.max_steps:
+            raise ConfigError(f"{path} is at step {state['step']}, past this run's {self.config.max_steps} steps: "
+                              "give more steps (--max-steps, --epochs) to train on, or another --output-dir to start over")
         saved = state.get("data_order", {})
         changed = {k: (saved[k], v) for k, v in data_order.items() if k in saved and saved[k] != v}
         if changed:
