@@ -75,6 +75,16 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert completed.stderr.strip() == f"mmgen: error: {tmp_path / 'missing'}: no such folder"
 
 
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmgen.cli", "data", "preview", "shapes:val", "--n", "4", "--size", "16", "--out",
+         str(tmp_path / "p.png")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # as `| head` does once it has read enough
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1 and stderr == ""
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -315,7 +325,7 @@ def test_column_flags_read_data_whose_columns_have_other_names(tmp_path, capsys)
     assert "no 'file_name' column (this line has 'path', 'caption', 'text'; --image-column names another)" in capsys.readouterr().err
 
 
-def test_the_autoencoder_trains_on_images_without_captions(tmp_path, capsys):
+def test_image_models_train_on_images_without_captions(tmp_path, capsys):
     from mmgen.data.shapes import render
 
     shapes = ShapesDataset("val", n=5, size=16)
@@ -330,6 +340,11 @@ def test_the_autoencoder_trains_on_images_without_captions(tmp_path, capsys):
         run = tmp_path / f"ae-{folder.name}"
         assert main(["train", "autoencoder", "--data", str(folder), "--image-size", "16", "--block-out-channels", "8,16",
                      "--max-steps", "2", "--batch-size", "4", "--output-dir", str(run), "--report-to", "none"]) == 0
+        assert (run / "checkpoints" / "checkpoint-0000002" / "model" / "config.json").is_file()
+        run = tmp_path / f"dvae-{folder.name}"
+        assert main(["train", "dvae", "--data", str(folder), "--image-size", "16", "--num-tokens", "32", "--codebook-dim",
+                     "16", "--hidden-channels", "16", "--num-layers", "2", "--max-steps", "2", "--batch-size", "4",
+                     "--temperature-steps", "2", "--output-dir", str(run), "--report-to", "none"]) == 0
         assert (run / "checkpoints" / "checkpoint-0000002" / "model" / "config.json").is_file()
     autoencoder = tmp_path / "ae-plain" / "checkpoints" / "checkpoint-0000002" / "model"
     capsys.readouterr()

@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,10 @@ def test_coherence_on_own_data_with_a_trained_classifier(three_image_folder, tmp
     assert results["classifier/large"] == 1.0
     assert set(results["coherence/subsets"]) == {"small->large"} and 0 <= results["coherence/k=1"] <= 1
     assert "coherence/joint" not in results  # one scored modality: nothing to agree with
+    assert main(["eval", "--task", "impute", "--model", str(model / "checkpoints" / "checkpoint-0000004" / "model"),
+                 "--data", str(three_image_folder), "--classifier", f"large={classifier}/checkpoints/checkpoint-0000060/model",
+                 "--label", "xy", "--n", "16", "--batch-size", "8", "--out", str(tmp_path / "other.json")]) == 2
+    assert not (tmp_path / "other.json").exists()  # a classifier of another column: no scores of 0 to read as results
 
 
 def _fake_mnist(path: Path) -> Path:
@@ -329,7 +334,7 @@ def test_a_categorical_modality_may_share_its_name_with_its_column():
     assert from_column.present.tolist() == [[True, False], [True, True]]
 
 
-def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_path):
+def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_path, capsys):
     from mmgen.cli import main
 
     spec = tmp_path / "spec.json"
@@ -344,3 +349,16 @@ def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_pa
     after = MultimodalVAE.from_pretrained(tmp_path / "tuned" / "checkpoints" / "checkpoint-0000001" / "model").state_dict()
     assert before.keys() == after.keys()
     assert max(float((after[name] - value).abs().max()) for name, value in before.items() if value.is_floating_point()) < 1e-4
+
+    # Data without one of the model's modalities would teach it that the modality is always missing.
+    spec.write_text(json.dumps({"small": SPEC["small"], "attributes": {"kind": "categorical", "columns": ["label"]}}))
+    assert main(["train", "mvae", "--modalities", str(spec), "--latent-dim", "8", "--max-steps", "1",
+                 "--output-dir", str(tmp_path / "labelled"), *common]) == 0
+    unlabelled = Path(shutil.copytree(three_image_folder, tmp_path / "unlabelled"))
+    rows = [json.loads(line) for line in (unlabelled / "metadata.jsonl").read_text().splitlines()]
+    (unlabelled / "metadata.jsonl").write_text("".join(json.dumps({**row, "label": None}) + "\n" for row in rows))
+    assert main(["train", "mvae", "--pretrained", str(tmp_path / "labelled" / "checkpoints" / "checkpoint-0000001" / "model"),
+                 "--max-steps", "1", "--output-dir", str(tmp_path / "tuned-unlabelled"), "--data", str(unlabelled),
+                 "--batch-size", "8", "--report-to", "none"]) == 2
+    assert "no value of the model's modality 'attributes' (columns: label) in its first 32 items" in capsys.readouterr().err
+    assert not (tmp_path / "tuned-unlabelled" / "checkpoints").exists()

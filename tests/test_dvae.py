@@ -280,6 +280,10 @@ def test_prior_checkpoints_are_pipelines_that_sample_from_the_cli(tmp_path, prio
     main(["sample", "a red star", "-n", "2", "--top-k", "1", "--model", str(pipeline), "--out", str(greedy)])
     tiles = np.asarray(Image.open(greedy))
     assert np.array_equal(tiles[2:18, 2:18], tiles[2:18, 20:36])  # top-1: both samples identical
+    capsys.readouterr()
+    assert main(["sample", "a red star", "--steps", "3", "--scheduler", "ddim", "--model", str(pipeline), "--out",
+                 str(tmp_path / "ignored.png")]) == 2
+    assert "--steps, --scheduler: only for diffusion models" in capsys.readouterr().err
 
     report = tmp_path / "eval.json"
     assert main(["eval", "--task", "text-to-image", "--model", str(pipeline), "--n", "2", "--out", str(report)]) == 0

@@ -987,6 +987,7 @@ def test_metadata_columns_become_modalities_and_numbers_are_read():
     assert specs["digit"]["classes"] == {"digit": ["3", "7"]}
     model = MultimodalVAE(specs, latent_dim=4, aggregation="poe")
     assert model.observe({"digit": [7, "3", None]}).values["digit"].tolist() == [[2], [1], [0]]
+    assert model.observe(collate_examples([{"digit": 3}, {"digit": 7}])).values["digit"].tolist() == [[1], [2]]
     with pytest.raises(DataError, match=r"column 'weight' must hold labels \(strings or whole numbers\)"):
         complete_spec({"w": {"kind": "categorical", "columns": ["weight"]}}, Rows())
 

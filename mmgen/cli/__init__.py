@@ -9,6 +9,7 @@ live in a module of their own (`mmgen.cli.multimodal`: `train mvae`, `train clas
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -412,7 +413,7 @@ def _sample(args: argparse.Namespace) -> None:
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
     check_texts(prompts)
     check_draws(args.n, len(prompts))
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise MMGenError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size < 1:
         raise MMGenError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -426,10 +427,17 @@ def _sample(args: argparse.Namespace) -> None:
             raise MMGenError(f"{option} must be {rule}, got {value}")
     out = image_output(args.out)
     check_lora_weight(args)
-    pipe = load_text_to_image_pipeline(args.model, scheduler=args.scheduler, lora=args.lora, lora_weight=args.lora_weight)
+    pipe = load_text_to_image_pipeline(
+        args.model, scheduler=args.scheduler or "dpm++", lora=args.lora, lora_weight=args.lora_weight
+    )
     pipe.set_progress_bar_config(disable=True)
     token_sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
-    if type(pipe).__name__ != "DiscreteVAEPipeline":
+    if type(pipe).__name__ == "DiscreteVAEPipeline":
+        given = [option for option, value in (("--steps", args.steps), ("--scheduler", args.scheduler)) if value is not None]
+        if given:
+            raise MMGenError(f"{', '.join(given)}: only for diffusion models; {args.model} is a discrete-VAE pipeline, "
+                             "which draws its image tokens one by one")
+    else:
         given = [f"--{name.replace('_', '-')}" for name, value in token_sampling.items() if value is not None]
         if given:
             raise MMGenError(f"{', '.join(given)}: only for discrete-VAE pipelines; {args.model} is a diffusion model")
@@ -441,7 +449,7 @@ def _sample(args: argparse.Namespace) -> None:
     images = []
     for batch in tqdm(batches, desc="sampling", unit="batch", disable=len(batches) == 1):
         images += pipe(
-            batch, num_inference_steps=args.steps, guidance_scale=guidance_scale, generator=generator,
+            batch, num_inference_steps=args.steps or 20, guidance_scale=guidance_scale, generator=generator,
             **{name: value for name, value in token_sampling.items() if value is not None},
         ).images
     make_grid(images, columns=args.n).save(out)
@@ -467,9 +475,10 @@ def _add_sample_command(subparsers) -> None:
         help="LoRA adapters for --model (a folder with pytorch_lora_weights.safetensors: mmgen train ldm --lora-rank)",
     )
     add_lora_weight_argument(command)
-    command.add_argument("--steps", type=int, default=20, help="sampling steps (diffusion)")
+    command.add_argument("--steps", type=int, default=None, help="sampling steps of diffusion models (default: 20)")
     command.add_argument(
-        "--scheduler", default="dpm++", help="diffusion sampler: dpm++, ddim, ddpm, euler, euler-a, pndm or unipc"
+        "--scheduler", default=None,
+        help="sampler of diffusion models: dpm++ (the default), ddim, ddpm, euler, euler-a, pndm or unipc"
     )
     command.add_argument(
         "--guidance-scale", type=float, default=None,
@@ -647,6 +656,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         apply_columns(args)
         args.handler(args)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below rather than at exit
+    except BrokenPipeError:
+        # The reader of the output (`mmgen ... | head`) stopped reading: stop quietly, as Unix
+        # tools do, with nothing left for Python to flush into the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except MMGenError as error:
         print(f"mmgen: error: {_one_line(error)}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 from mmgen.data.collate import collate_examples
 from mmgen.data.imagetext import ImageTextDataset
 from mmgen.data.shapes import ShapesDataset, export_shapes, parse_caption, shapes_grid
-from mmgen.data.sources import DataSource, open_dataset
+from mmgen.data.sources import DataSource, open_dataset, open_images
 
 __all__ = [
     "DataSource",
@@ -12,6 +12,7 @@ __all__ = [
     "collate_examples",
     "export_shapes",
     "open_dataset",
+    "open_images",
     "parse_caption",
     "shapes_grid",
 ]

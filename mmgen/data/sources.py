@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from mmgen.data.imagetext import ImageTextDataset, metadata_file
 from mmgen.data.shapes import SPLITS, ShapesDataset
@@ -98,6 +98,18 @@ def open_dataset(
     return ImageTextDataset.from_folder(
         path, image_sizes=image_sizes, image_column=image_column or "file_name", text_column=text_column or "text", **options
     )
+
+
+def open_images(source: str | DataSource, **options) -> Dataset:
+    """`open_dataset` for models of images alone (autoencoders, discrete VAEs): captions may
+    be missing, and only the items that have an image are kept (a metadata row without one
+    is no sample of such a model)."""
+    dataset = open_dataset(source, allow_missing=True, **options)
+    has_image = getattr(dataset, "item_has_image", None)
+    rows = [i for i in range(len(dataset)) if has_image is None or has_image(i)]
+    if not rows:
+        raise DataError(f"{source}: no entry has an image")
+    return dataset if len(rows) == len(dataset) else Subset(dataset, rows)
 
 
 def _datasets():

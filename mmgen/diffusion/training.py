@@ -8,17 +8,16 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
-from torch.utils.data import Dataset, Subset
 
 from mmgen.checkpoints import load_trained
-from mmgen.data import open_dataset
+from mmgen.data import open_dataset, open_images
 from mmgen.data.frozen import dataset_captions, validation_prompts
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder, reconstruct
 from mmgen.diffusion.latents import cached_latent_dataset, encode_dataset, latent_scaling_factor
 from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
-from mmgen.errors import ConfigError, DataError
+from mmgen.errors import ConfigError
 from mmgen.text import TextEncoder, load_text_encoder, training_conditioning
 from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
 
@@ -47,8 +46,7 @@ def train_autoencoder(
     else:
         image_size = image_size or 64
         vae = build_autoencoder(block_out_channels, latent_channels, image_size=image_size)
-    dataset = open_dataset(data, size=image_size, seed=config.seed, random_flip=random_flip, allow_missing=True)
-    dataset = _images_only(dataset, data)
+    dataset = open_images(data, size=image_size, seed=config.seed, random_flip=random_flip)
     originals = torch.stack([dataset[i]["pixel_values"] for i in range(min(8, len(dataset)))])
 
     def validate(model: AutoencoderObjective, step: int, output_dir: Path) -> None:
@@ -61,16 +59,6 @@ def train_autoencoder(
 
     objective = AutoencoderObjective(vae, kl_weight=kl_weight, reconstruction_loss=reconstruction_loss)
     return Trainer(config, objective, dataset, validate_fn=validate, export_fn=export).train()
-
-
-def _images_only(dataset: Dataset, source: str) -> Dataset:
-    """The items that have an image: an autoencoder needs no captions, so a folder of images
-    without any trains it, and a metadata row without an image is not a sample of it."""
-    has_image = getattr(dataset, "item_has_image", None)
-    rows = [i for i in range(len(dataset)) if has_image is None or has_image(i)]
-    if not rows:
-        raise DataError(f"{source}: no entry has an image")
-    return dataset if len(rows) == len(dataset) else Subset(dataset, rows)
 
 
 def train_ldm(

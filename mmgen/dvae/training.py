@@ -9,7 +9,7 @@ import torch
 from accelerate import PartialState
 
 from mmgen.checkpoints import load_trained
-from mmgen.data import open_dataset
+from mmgen.data import open_dataset, open_images
 from mmgen.data.frozen import CachedViewsDataset, dataset_captions, validation_prompts
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
@@ -57,7 +57,7 @@ def train_dvae(
             image_size=image_size, num_tokens=num_tokens, codebook_dim=codebook_dim, hidden_channels=hidden_channels,
             num_layers=num_layers, num_resnet_blocks=num_resnet_blocks,
         )
-    dataset = open_dataset(data, size=image_size, seed=config.seed, random_flip=random_flip)
+    dataset = open_images(data, size=image_size, seed=config.seed, random_flip=random_flip)
     steps = config.steps_for_epochs(len(dataset), PartialState().num_processes)
     if steps < temperature_steps:
         warnings.warn(

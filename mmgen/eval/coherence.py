@@ -17,6 +17,19 @@ from mmgen.errors import ConfigError, DataError
 from mmgen.eval.classifier import ImageClassifier
 
 
+def _check_labels(classifiers: dict[str, ImageClassifier], labels: list[str], label_column: str) -> None:
+    """A DataError when a classifier knows none of the labels the data's column holds (one
+    trained on another column scores 0 everywhere, which reads like a result)."""
+    for name, classifier in classifiers.items():
+        known = classifier.config.labels
+        if not set(known) & set(labels):
+            raise DataError(
+                f"the classifier for {name!r} knows the labels {', '.join(known[:5])}{', ...' if len(known) > 5 else ''}, "
+                f"none of which the column {label_column!r} holds ({', '.join(sorted(set(labels))[:5])}, ...): "
+                "was it trained on another column?"
+            )
+
+
 def coherence_on_data(
     model, dataset: Dataset, classifiers: dict[str, ImageClassifier], label_column: str, n: int = 1000,
     batch_size: int = 250, seed: int = 0, given: str | None = None, gibbs_steps: int | None = None,
@@ -47,6 +60,8 @@ def coherence_on_data(
         if label_column not in batch:
             raise DataError(f"the data has no label column {label_column!r}")
         labels = [str(label) for label in batch[label_column]]
+        if start == 0:
+            _check_labels(classifiers, labels, label_column)
         values = {name: model.codecs[name].read(batch) for name in model.names}
         tensors = {name: model.codecs[name].batch_tensors({name: values[name]}, len(labels)) for name in model.names}
         for name, classifier in classifiers.items():

@@ -582,10 +582,12 @@ class CategoricalModality(Modality):
 
     def read(self, batch: dict[str, Any]) -> Any:
         values = batch.get(self.name)
-        # Under its own name, unless that is also one of its columns holding labels
-        # (a modality "category" over the column "category").
+        # Under its own name, unless that is also one of its columns holding labels (a
+        # modality "category" over the column "category"; a batch of whole-number labels
+        # is a tensor [B], where the modality's own values are [B, attributes]).
         whole = values is not None and (
-            self.name not in self.classes or isinstance(values, torch.Tensor) or any(isinstance(v, dict) for v in values)
+            self.name not in self.classes or isinstance(values, torch.Tensor) and values.ndim == 2
+            or any(isinstance(v, dict) for v in values)
         )
         if whole:
             return values
@@ -616,6 +618,8 @@ class CategoricalModality(Modality):
         indices = []
         for attribute, labels in self.classes.items():
             label = value.get(attribute)
+            if isinstance(label, torch.Tensor) and label.ndim == 0:  # a batch's column of whole numbers
+                label = label.item()
             label = str(label) if is_whole_number(label) else label  # labels are text (see the spec)
             if label is not None and label not in labels:
                 raise DataError(f"{attribute} {label!r} is not one of {', '.join(labels)}")

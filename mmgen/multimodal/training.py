@@ -20,7 +20,7 @@ from mmgen.data import open_dataset
 from mmgen.data.frozen import validation_prompts
 from mmgen.data.seeding import derive_seed
 from mmgen.data.collate import collate_examples
-from mmgen.errors import ConfigError
+from mmgen.errors import ConfigError, DataError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
@@ -102,6 +102,20 @@ def build_model(
     return model
 
 
+def _check_data_holds_modalities(
+    model: MultimodalVAE | ConditionalVAE, dataset: Dataset, source: str, sample: int = 64
+) -> None:
+    """A DataError when the first `sample` items hold no value of one of a pretrained
+    model's modalities: fine-tuning on them would teach it that the modality is always
+    missing (data for another model, or columns named otherwise)."""
+    observed = model.observe(collate_examples([dataset[i] for i in range(min(sample, len(dataset)))]))
+    for name, present in zip(model.names, observed.present):
+        if not present.any():
+            columns = ", ".join(model.columns(name))
+            raise DataError(f"{source}: no value of the model's modality {name!r} (columns: {columns}) in its first "
+                            f"{observed.size} items; fine-tune on data that holds it")
+
+
 def train_multimodal_vae(
     config: TrainingConfig,
     data: str = "shapes",
@@ -134,6 +148,7 @@ def train_multimodal_vae(
         data, size=model_options.get("image_size") or 64, seed=config.seed, allow_missing=True,
         caption_variants=caption_variants,
     )
+    fine_tuning = model is not None
     if model is None:
         model = build_model(dataset, aggregation=aggregation, **model_options)
     elif model_options:
@@ -145,6 +160,8 @@ def train_multimodal_vae(
                 if added:
                     logger.info("modality %s: its caption decoder learns to write %d new tokens", name, added)
     dataset.set_image_sizes(model.image_sizes())
+    if fine_tuning:
+        _check_data_holds_modalities(model, dataset, data)
     if missing_fraction > 0 and isinstance(model, ConditionalVAE):
         raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
     train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
