@@ -293,3 +293,11 @@ def test_eval_names_a_wrong_checkpoint(tmp_path):
         load_for_task(tmp_path / "model", "reconstruct")
     with pytest.raises(CheckpointError, match="not a Shapes judge"):
         load_judge(tmp_path / "model" / "vae")
+
+
+def test_label_columns_of_whole_numbers_read_as_the_classifiers_labels():
+    from mmgen.data import collate_examples
+    from mmgen.eval.coherence import label_texts
+
+    assert label_texts(collate_examples([{"digit": 3}, {"digit": 7}])["digit"]) == ["3", "7"]
+    assert label_texts(["calm", None]) == ["calm", "None"]

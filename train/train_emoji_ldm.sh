@@ -2,10 +2,12 @@
 # Reproduces checkpoints/emoji-ldm: latent diffusion on real emoji (Google's 64 px glyphs,
 # captioned with their names; data from `mmgen data emoji`), judged by checkpoints/emoji-clip
 # on held-out and training names. Re-running resumes each stage from its last checkpoint;
-# LDM_STEPS can grow between runs (the learning rate is constant after warmup, so a longer
-# run passes through the same steps); once a later stage has run, delete its folders
-# (ldm-continued*) first, or it resumes from the earlier stage's old end.
-#   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS] [MORE_STEPS] [LAST_STEPS]
+# LDM_STEPS, MORE_STEPS and LAST_STEPS can grow between runs (the learning rate is constant
+# after warmup, so a longer run passes through the same steps), ANNEAL_STEPS cannot (its
+# rate decays over the whole stage: delete ldm-annealed to change it); once a later stage has
+# run, delete its folders (ldm-continued*, ldm-annealed) first, or it resumes from the
+# earlier stage's old end.
+#   bash train/train_emoji_ldm.sh [RUN_DIR] [LDM_STEPS] [MORE_STEPS] [LAST_STEPS] [ANNEAL_STEPS]
 # The packages: npm pack emoji-datasource-google emoji-datasource-twitter, then
 # GOOGLE=emoji-datasource-google-*.tgz TWITTER=emoji-datasource-twitter-*.tgz.
 set -euo pipefail
@@ -15,6 +17,7 @@ RUN=${1:-$HOME/mmgen-runs/emoji-ldm}
 LDM_STEPS=${2:-10000}
 MORE_STEPS=${3:-5000}
 LAST_STEPS=${4:-4000}
+ANNEAL_STEPS=${5:-2000}
 MMGEN=${MMGEN:-.venv/bin/mmgen}
 DATA=${DATA:-$HOME/mmgen-runs/data/emoji2}
 
@@ -44,20 +47,23 @@ AUTOENCODER="$RUN/autoencoder/checkpoints/checkpoint-0001000/model"
 
 PIPELINE="$RUN/ldm/checkpoints/checkpoint-$(printf %07d "$LDM_STEPS")/model"
 
-# Stages 3 and 4 (the shipped weights: 10,000 + 5,000 + 4,000 steps): the same objective
-# continued from the last pipeline, each with a fresh optimizer and seed (the learning rate is
-# constant after warmup). continue_training FOLDER STEPS SEED trains STEPS more steps from
-# $PIPELINE, then points $PIPELINE at their last checkpoint.
+# Stages 3 to 5 (the shipped weights: 10,000 + 5,000 + 4,000 + 2,000 steps): the same objective
+# continued from the last pipeline, each with a fresh optimizer and seed; the learning rate is
+# constant after warmup, and in the last stage decays to zero (a cosine), which settles what the
+# constant rate left wavering (purple hearts between purple and pink). continue_training FOLDER
+# STEPS SEED [SCHEDULE] trains STEPS more steps from $PIPELINE, then points $PIPELINE at their
+# last checkpoint.
 continue_training() {
     "$MMGEN" train ldm --output-dir "$RUN/$1" --pretrained "$PIPELINE" --data "$DATA/train" \
         --max-length 77 --caption-variants 4 --caption-dropout 0.1 \
-        --max-steps "$2" --batch-size 32 --learning-rate 3e-4 --lr-scheduler constant_with_warmup \
+        --max-steps "$2" --batch-size 32 --learning-rate 3e-4 --lr-scheduler "${4:-constant_with_warmup}" \
         --lr-warmup-steps 100 --ema-decay 0.999 --checkpoint-every 500 --validate-every 1000 --seed "$3" \
         --resume latest --validation-prompts "${VALIDATION[@]}"
     PIPELINE="$RUN/$1/checkpoints/checkpoint-$(printf %07d "$2")/model"
 }
 continue_training ldm-continued "$MORE_STEPS" 1
 continue_training ldm-continued-2 "$LAST_STEPS" 2
+continue_training ldm-annealed "$ANNEAL_STEPS" 3 cosine
 ship_checkpoint "$PIPELINE" emoji-ldm
 for SPLIT in heldout train; do
     "$MMGEN" eval --task text-to-image --model checkpoints/emoji-ldm --data "$DATA/$SPLIT" --clip checkpoints/emoji-clip \
@@ -70,3 +76,4 @@ done
     -n 16 --seed 100 --steps 20 --out checkpoints/emoji-ldm/hearts.png
 .venv/bin/python train/count_colours.py checkpoints/emoji-ldm -n 32
 .venv/bin/python train/count_colours.py checkpoints/emoji-ldm -n 32 --noun balloon
+.venv/bin/python train/heart_names.py checkpoints/emoji-ldm --data "$DATA/train"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import warnings
 from pathlib import Path
@@ -395,7 +396,7 @@ def _sample(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from mmgen.data.transforms import make_grid
-    from mmgen.eval.evaluate import default_guidance_scale, load_text_to_image_pipeline
+    from mmgen.eval.evaluate import SAMPLING_STEPS, default_guidance_scale, load_text_to_image_pipeline
     from mmgen.text.encoder import check_texts
 
     prompts = list(args.prompts)
@@ -449,7 +450,7 @@ def _sample(args: argparse.Namespace) -> None:
     images = []
     for batch in tqdm(batches, desc="sampling", unit="batch", disable=len(batches) == 1):
         images += pipe(
-            batch, num_inference_steps=args.steps or 20, guidance_scale=guidance_scale, generator=generator,
+            batch, num_inference_steps=args.steps or SAMPLING_STEPS, guidance_scale=guidance_scale, generator=generator,
             **{name: value for name, value in token_sampling.items() if value is not None},
         ).images
     make_grid(images, columns=args.n).save(out)
@@ -651,6 +652,17 @@ def _one_line(error: MMGenError) -> str:
     return message
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on
+    it; where poll is missing, as on Windows, say no)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -658,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
         sys.stdout.flush()  # here, so that a reader gone away is caught below rather than at exit
     except BrokenPipeError:
+        if not _stdout_closed():  # another pipe broke (a data loader's, say): a real failure
+            raise
         # The reader of the output (`mmgen ... | head`) stopped reading: stop quietly, as Unix
         # tools do, with nothing left for Python to flush into the closed pipe at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

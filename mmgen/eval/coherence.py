@@ -17,6 +17,12 @@ from mmgen.errors import ConfigError, DataError
 from mmgen.eval.classifier import ImageClassifier
 
 
+def label_texts(values) -> list[str]:
+    """A batch's label column as the text labels classifiers are trained on: a column of
+    whole numbers is collated into a tensor, whose items are read as their numbers."""
+    return [str(value.item() if isinstance(value, torch.Tensor) else value) for value in values]
+
+
 def _check_labels(classifiers: dict[str, ImageClassifier], labels: list[str], label_column: str) -> None:
     """A DataError when a classifier knows none of the labels the data's column holds (one
     trained on another column scores 0 everywhere, which reads like a result)."""
@@ -25,7 +31,8 @@ def _check_labels(classifiers: dict[str, ImageClassifier], labels: list[str], la
         if not set(known) & set(labels):
             raise DataError(
                 f"the classifier for {name!r} knows the labels {', '.join(known[:5])}{', ...' if len(known) > 5 else ''}, "
-                f"none of which the column {label_column!r} holds ({', '.join(sorted(set(labels))[:5])}, ...): "
+                f"none of which the column {label_column!r} holds ({', '.join(sorted(set(labels))[:5])}"
+                f"{', ...' if len(set(labels)) > 5 else ''}): "
                 "was it trained on another column?"
             )
 
@@ -59,7 +66,7 @@ def coherence_on_data(
         batch = collate_examples([dataset[i] for i in range(start, min(start + batch_size, count))])
         if label_column not in batch:
             raise DataError(f"the data has no label column {label_column!r}")
-        labels = [str(label) for label in batch[label_column]]
+        labels = label_texts(batch[label_column])
         if start == 0:
             _check_labels(classifiers, labels, label_column)
         values = {name: model.codecs[name].read(batch) for name in model.names}

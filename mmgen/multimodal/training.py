@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from mmgen.data import open_dataset
 from mmgen.data.frozen import validation_prompts
 from mmgen.data.seeding import derive_seed
 from mmgen.data.collate import collate_examples
-from mmgen.errors import ConfigError, DataError
+from mmgen.errors import ConfigError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
@@ -102,18 +103,19 @@ def build_model(
     return model
 
 
-def _check_data_holds_modalities(
+def _warn_of_absent_modalities(
     model: MultimodalVAE | ConditionalVAE, dataset: Dataset, source: str, sample: int = 64
 ) -> None:
-    """A DataError when the first `sample` items hold no value of one of a pretrained
-    model's modalities: fine-tuning on them would teach it that the modality is always
-    missing (data for another model, or columns named otherwise)."""
+    """Warn when the first `sample` items hold no value of one of a pretrained model's
+    modalities: data for another model, or columns named otherwise, would teach it that the
+    modality is always missing. (A warning: data without a modality is also a way to train.)"""
     observed = model.observe(collate_examples([dataset[i] for i in range(min(sample, len(dataset)))]))
     for name, present in zip(model.names, observed.present):
         if not present.any():
-            columns = ", ".join(model.columns(name))
-            raise DataError(f"{source}: no value of the model's modality {name!r} (columns: {columns}) in its first "
-                            f"{observed.size} items; fine-tune on data that holds it")
+            warnings.warn(
+                f"{source}: no value of the model's modality {name!r} (columns: {', '.join(model.columns(name))}) in "
+                f"its first {observed.size} items; fine-tuning teaches the model it is missing", stacklevel=3,
+            )
 
 
 def train_multimodal_vae(
@@ -153,15 +155,14 @@ def train_multimodal_vae(
         model = build_model(dataset, aggregation=aggregation, **model_options)
     elif model_options:
         raise ConfigError(f"train_multimodal_vae: {', '.join(model_options)} build a model; you gave one")
-    else:
+    dataset.set_image_sizes(model.image_sizes())
+    if fine_tuning:
+        _warn_of_absent_modalities(model, dataset, data)
         for name, codec in model.codecs.items():
             if codec.kind == "text":
                 added = model.learn_to_write(name, modality_captions(name, codec.column, dataset))
                 if added:
                     logger.info("modality %s: its caption decoder learns to write %d new tokens", name, added)
-    dataset.set_image_sizes(model.image_sizes())
-    if fine_tuning:
-        _check_data_holds_modalities(model, dataset, data)
     if missing_fraction > 0 and isinstance(model, ConditionalVAE):
         raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
     train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
