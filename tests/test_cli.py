@@ -351,3 +351,22 @@ def test_image_models_train_on_images_without_captions(tmp_path, capsys):
     assert main(["train", "ldm", "--data", str(plain), "--autoencoder", str(autoencoder), "--output-dir",
                  str(tmp_path / "ldm"), "--max-steps", "1", "--report-to", "none"]) == 2  # text-to-image needs captions
     assert "caption file 0.txt: file not found" in capsys.readouterr().err
+
+
+def test_on_error_skip_trains_past_bad_entries(tmp_path, capsys):
+    from mmgen.data.shapes import render
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shapes = ShapesDataset("val", n=4, size=16)
+    for i in range(4):
+        render(shapes.sample(i), 16).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(shapes.sample(i).caption)
+    (data / "broken.png").write_bytes(b"not a png")
+    command = ["train", "autoencoder", "--data", str(data), "--image-size", "16", "--block-out-channels", "8,16",
+               "--max-steps", "1", "--batch-size", "4", "--output-dir", str(tmp_path / "run"), "--report-to", "none"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "broken.png: " in err and "--on-error skip" in err
+    with pytest.warns(UserWarning, match="skipped 1 of 5 entries"):
+        assert main([*command, "--on-error", "skip"]) == 0

@@ -364,3 +364,23 @@ def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_pa
                      str(tmp_path / "labelled" / "checkpoints" / "checkpoint-0000001" / "model"), "--max-steps", "1",
                      "--output-dir", str(tmp_path / "tuned-unlabelled"), "--data", str(unlabelled), "--batch-size", "8",
                      "--report-to", "none"]) == 0
+
+
+def test_a_conditional_vae_names_an_item_without_its_condition_before_training(three_image_folder, tmp_path, capsys):
+    from mmgen.cli import main
+
+    rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
+    rows[5]["xy"] = None
+    rows[9]["image_mid"] = None
+    (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({name: SPEC[name] for name in ("small", "mid", "xy")}))
+    for conditions, message in (("xy", "1 of 32 items lack 'xy'"), ("mid", "1 of 32 items lack 'mid'")):
+        run = tmp_path / f"cvae-{conditions}"
+        assert main(["train", "mvae", "--data", str(three_image_folder), "--modalities", str(spec), "--aggregation",
+                     "cvae", "--target", "small", "--conditions", conditions, "--latent-dim", "4", "--max-steps", "1",
+                     "--batch-size", "8", "--output-dir", str(run), "--report-to", "none"]) == 2
+        err = capsys.readouterr().err
+        first = three_image_folder.resolve() / "small" / ("5.png" if conditions == "xy" else "9.png")
+        assert message in err and f"(the first: {first})" in err
+        assert not run.exists() or not any(run.iterdir())  # stopped before anything was written

@@ -198,7 +198,8 @@ DATA_OPTIONS = ("data", "source", "validation_data", "preservation_data")
 
 
 def add_column_arguments(parser: argparse.ArgumentParser) -> None:
-    """--image-column and --text-column on every command under `parser` that takes data."""
+    """--image-column, --text-column and --on-error on every command under `parser` that
+    takes data."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for command in dict.fromkeys(action.choices.values()):
@@ -210,21 +211,32 @@ def add_column_arguments(parser: argparse.ArgumentParser) -> None:
             help="column of the main image (default: file_name in a metadata.jsonl or .csv, image in a Hugging Face dataset)",
         )
         group.add_argument("--text-column", default=None, help="column of the captions (default: text)")
+        if not any(action.dest == "on_error" for action in parser._actions):
+            group.add_argument(
+                "--on-error", default="raise", choices=("raise", "skip"),
+                help="bad entries (an unreadable image, a missing caption): stop at the first, or skip them all with "
+                "one warning that counts them (`mmgen data check` lists them)",
+            )
 
 
 def apply_columns(args: argparse.Namespace) -> None:
-    """Give the data options the --image-column / --text-column names (as DataSources)."""
+    """Give the data options the --image-column / --text-column names and --on-error (as
+    DataSources)."""
     image_column, text_column = getattr(args, "image_column", None), getattr(args, "text_column", None)
-    if not (image_column or text_column):
+    on_error = getattr(args, "on_error", "raise")
+    if not (image_column or text_column or on_error != "raise"):
         return
     from mmgen.data import DataSource
 
     for option in DATA_OPTIONS:
         value = getattr(args, option, None)
         if isinstance(value, str):
-            setattr(args, option, DataSource(value, image_column, text_column))
+            setattr(args, option, DataSource(value, image_column, text_column, on_error))
 
 
 def data_columns(args: argparse.Namespace) -> dict[str, str]:
-    """The --image-column / --text-column given, for a report's settings."""
-    return {name: value for name in ("image_column", "text_column") if (value := getattr(args, name, None))}
+    """The --image-column / --text-column given, and --on-error skip, for a report's settings."""
+    settings = {name: value for name in ("image_column", "text_column") if (value := getattr(args, name, None))}
+    if getattr(args, "on_error", "raise") != "raise":
+        settings["on_error"] = args.on_error
+    return settings

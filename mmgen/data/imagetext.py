@@ -316,7 +316,7 @@ class _Problems:
     def add(self, file: str, reason: str) -> None:
         if self.on_error == "raise":
             raise DataError(f"{file}: {reason} (`mmgen data check` lists every bad entry to fix or remove; "
-                            "in Python, on_error='skip' skips them)")
+                            "--on-error skip, in Python on_error='skip', skips them)")
         self.items.append((file, reason))
 
 

@@ -26,12 +26,14 @@ from mmgen.errors import DataError
 class DataSource:
     """A data source (anything `open_dataset` takes) with the names of its image and
     caption columns where they are not the defaults (metadata.jsonl: `file_name` and
-    `text`; Hugging Face datasets: `image` and `text`); what `--data` with
-    `--image-column` / `--text-column` becomes."""
+    `text`; Hugging Face datasets: `image` and `text`), and what to do with bad entries
+    ("skip"; default: raise); what `--data` with `--image-column` / `--text-column` /
+    `--on-error` becomes."""
 
     path: str
     image_column: str | None = None
     text_column: str | None = None
+    on_error: str | None = None
 
     def __str__(self) -> str:
         return self.path
@@ -60,6 +62,7 @@ def open_dataset(
     caption's columns of a metadata.jsonl or a Hugging Face dataset."""
     if isinstance(source, DataSource):
         image_column, text_column = image_column or source.image_column, text_column or source.text_column
+        on_error = source.on_error or on_error
         source = source.path
     if source == "shapes" or source.startswith("shapes:"):
         if image_column or text_column:

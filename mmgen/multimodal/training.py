@@ -19,9 +19,10 @@ from torch.utils.data import Dataset
 
 from mmgen.data import open_dataset
 from mmgen.data.frozen import validation_prompts
+from mmgen.data.imagetext import ImageTextDataset, item_key
 from mmgen.data.seeding import derive_seed
 from mmgen.data.collate import collate_examples
-from mmgen.errors import ConfigError
+from mmgen.errors import ConfigError, DataError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
@@ -118,6 +119,27 @@ def _warn_of_absent_modalities(
             )
 
 
+def _check_every_item_has_its_conditions(model: ConditionalVAE, dataset: Dataset, source: str) -> None:
+    """A DataError before training, naming the first item without one of a conditional
+    VAE's conditions (training would stop at its batch). Conditions read from metadata and
+    captions are checked without loading images; Shapes has every one."""
+    if not isinstance(dataset, ImageTextDataset):
+        return
+    rows = [{**dataset.item_metadata(i), "text": next(iter(dataset.item_captions(i)), None)} for i in range(len(dataset))]
+    for name in model.conditions:
+        codec = model.codecs[name]
+        if codec.kind == "image":
+            missing = [i for i in range(len(dataset)) if not dataset.item_has_image(i, item_key(codec.column))]
+        else:
+            values = codec.read(collate_examples(rows)) or [None] * len(rows)
+            missing = [i for i, value in enumerate(values) if value is None]
+        if missing:
+            raise DataError(
+                f"{source}: {len(missing)} of {len(dataset)} items lack {name!r}, a condition of the conditional VAE "
+                f"(the first: {dataset.item_source(missing[0])}); give every item its conditions, or leave those out"
+            )
+
+
 def train_multimodal_vae(
     config: TrainingConfig,
     data: str = "shapes",
@@ -163,8 +185,10 @@ def train_multimodal_vae(
                 added = model.learn_to_write(name, modality_captions(name, codec.column, dataset))
                 if added:
                     logger.info("modality %s: its caption decoder learns to write %d new tokens", name, added)
-    if missing_fraction > 0 and isinstance(model, ConditionalVAE):
-        raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
+    if isinstance(model, ConditionalVAE):
+        if missing_fraction > 0:
+            raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
+        _check_every_item_has_its_conditions(model, dataset, data)
     train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
     shown = collate_examples([dataset[i] for i in range(min(8, len(dataset)))])
     drawn = [name for name, codec in model.codecs.items() if codec.kind == "image"]
