@@ -370,3 +370,8 @@ def test_on_error_skip_trains_past_bad_entries(tmp_path, capsys):
     assert "broken.png: " in err and "--on-error skip" in err
     with pytest.warns(UserWarning, match="skipped 1 of 5 entries"):
         assert main([*command, "--on-error", "skip"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:  # data check lists every bad entry, whatever the column flags
+        main(["data", "check", str(data), "--text-column", "text"])
+    out = capsys.readouterr().out
+    assert exit.value.code == 1 and "broken.png" in out and "4 usable examples, 1 skipped" in out

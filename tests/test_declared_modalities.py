@@ -370,11 +370,17 @@ def test_a_conditional_vae_names_an_item_without_its_condition_before_training(t
     from mmgen.cli import main
 
     rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
+    rows = [{**row, "weight": float(i)} for i, row in enumerate(rows)]  # a number for every item
+    (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**{name: SPEC[name] for name in ("small", "mid", "xy")},
+                                "weight": {"kind": "real", "column": "weight"}}))
+    assert main(["train", "mvae", "--data", str(three_image_folder), "--modalities", str(spec), "--aggregation", "cvae",
+                 "--target", "small", "--conditions", "weight", "mid", "--latent-dim", "4", "--max-steps", "1",
+                 "--batch-size", "8", "--output-dir", str(tmp_path / "complete"), "--report-to", "none"]) == 0
     rows[5]["xy"] = None
     rows[9]["image_mid"] = None
     (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({name: SPEC[name] for name in ("small", "mid", "xy")}))
     for conditions, message in (("xy", "1 of 32 items lack 'xy'"), ("mid", "1 of 32 items lack 'mid'")):
         run = tmp_path / f"cvae-{conditions}"
         assert main(["train", "mvae", "--data", str(three_image_folder), "--modalities", str(spec), "--aggregation",

@@ -124,7 +124,10 @@ def _add_data_commands(subparsers) -> None:
     preview.add_argument("--n", type=int, default=16, help="number of examples")
     preview.add_argument("--size", type=int, default=64, help="image side in pixels")
     preview.add_argument("--seed", type=int, default=0, help="seed of Shapes and of random captions")
-    preview.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="what to do with bad entries")
+    preview.add_argument(
+        "--on-error", default="raise", choices=("raise", "skip"),
+        help="bad entries: stop at the first, or skip them (`mmgen data check` lists them)",
+    )
     preview.add_argument("--shuffle", action="store_true", help="show random entries (drawn by --seed), not the first n")
 
     check = add_command(
@@ -132,6 +135,7 @@ def _add_data_commands(subparsers) -> None:
     )
     check.add_argument("source", help=source_help)
     check.add_argument("--size", type=int, default=64, help="image side in pixels")
+    check.add_argument("--on-error", default="skip", help=argparse.SUPPRESS)  # it always skips: no --on-error to give
 
     encode = add_command(
         commands, "encode-text", _data_encode_text,

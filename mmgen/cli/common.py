@@ -231,7 +231,8 @@ def apply_columns(args: argparse.Namespace) -> None:
     for option in DATA_OPTIONS:
         value = getattr(args, option, None)
         if isinstance(value, str):
-            setattr(args, option, DataSource(value, image_column, text_column, on_error))
+            # Only a skip is carried: a command may pass its own (data check always skips).
+            setattr(args, option, DataSource(value, image_column, text_column, on_error if on_error == "skip" else None))
 
 
 def data_columns(args: argparse.Namespace) -> dict[str, str]:

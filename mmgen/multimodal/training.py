@@ -122,17 +122,23 @@ def _warn_of_absent_modalities(
 def _check_every_item_has_its_conditions(model: ConditionalVAE, dataset: Dataset, source: str) -> None:
     """A DataError before training, naming the first item without one of a conditional
     VAE's conditions (training would stop at its batch). Conditions read from metadata and
-    captions are checked without loading images; Shapes has every one."""
+    captions are checked without loading images; Shapes has every one. (Only presence: an
+    empty caption still stops training, with its own error.)"""
     if not isinstance(dataset, ImageTextDataset):
         return
-    rows = [{**dataset.item_metadata(i), "text": next(iter(dataset.item_captions(i)), None)} for i in range(len(dataset))]
+    read = [name for name in model.conditions if model.codecs[name].kind != "image"]
+    rows = [
+        {**dataset.item_metadata(i), "text": next(iter(dataset.item_captions(i)), None)} for i in range(len(dataset))
+    ] if read else []
     for name in model.conditions:
         codec = model.codecs[name]
         if codec.kind == "image":
             missing = [i for i in range(len(dataset)) if not dataset.item_has_image(i, item_key(codec.column))]
         else:
-            values = codec.read(collate_examples(rows)) or [None] * len(rows)
-            missing = [i for i, value in enumerate(values) if value is None]
+            values = codec.read(collate_examples(rows))
+            # A column of numbers for every item is collated into one tensor: none missing.
+            missing = ([] if isinstance(values, torch.Tensor) else
+                       list(range(len(rows))) if values is None else [i for i, value in enumerate(values) if value is None])
         if missing:
             raise DataError(
                 f"{source}: {len(missing)} of {len(dataset)} items lack {name!r}, a condition of the conditional VAE "
