@@ -8,6 +8,15 @@ from typing import Any
 import torch
 
 
+def as_label(value: Any) -> Any:
+    """A label as text: a whole number (a CSV's digit column, or its item in the tensor
+    `collate_examples` stacks such a column into) becomes its digits; anything else (a
+    string, None) is returned as it is."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        value = value.item()
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors and numbers; keep everything else (captions, labels, optional
     metadata columns that may be missing for some rows) as plain lists."""

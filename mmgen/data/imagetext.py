@@ -122,9 +122,9 @@ class ImageTextDataset(Dataset):
         text_column: str = "text",
     ) -> ImageTextDataset:
         """A folder with a top-level metadata.jsonl or metadata.csv (HF imagefolder), else
-        image + .txt pairs. In the metadata, `image_column` holds the main image's path and `text_column` the
-        caption (with other names, a `text` column is left out and a `file_name` column is
-        kept as plain paths: mmgen calls the main image file_name).
+        image + .txt pairs. In the metadata, `image_column` holds the main image's path and
+        `text_column` the caption (with other names, a `text` column is left out and a
+        `file_name` column is kept as plain paths: mmgen calls the main image file_name).
 
         `verify_images` decodes every image now, so a bad file fails (or is skipped) here
         rather than hours into training. `allow_missing`: an entry without a caption (an
@@ -490,9 +490,10 @@ def _csv_rows(metadata: Path, data: bytes, text_columns: Sequence[str], problems
         cells = [row.get(column) for _, row in rows]
         cells = [None if cell is None or not cell.strip() else cell for cell in cells]
         if column not in text_columns:
-            numbers = [None if cell is None or cell.strip().lower() in _NA_CELLS else _number(cell) for cell in cells]
+            filled = [None if cell is None or cell.strip().lower() in _NA_CELLS else cell for cell in cells]
+            numbers = [None if cell is None else _number(cell) for cell in filled]
             if any(number is not None for number in numbers) and all(
-                number is not None or cell is None or cell.strip().lower() in _NA_CELLS for number, cell in zip(numbers, cells)
+                (number is None) == (cell is None) for number, cell in zip(numbers, filled)
             ):
                 cells = numbers
         columns[column] = cells
@@ -532,7 +533,10 @@ def _scan_metadata(
         data = metadata.read_bytes()
     except OSError as exc:
         raise DataError(f"{metadata}: cannot read ({exc})") from exc
-    rows = (_csv_rows(metadata, data, (image_column, text_column), problems) if metadata.suffix == ".csv" else _jsonl_rows(metadata, data.splitlines(), problems))
+    if metadata.suffix == ".csv":
+        rows = _csv_rows(metadata, data, (image_column, text_column), problems)
+    else:
+        rows = _jsonl_rows(metadata, data.splitlines(), problems)
     entries: list[tuple[str, Path | None, tuple[str, ...], dict]] = []  # label, image, captions, row
     for where, row in rows:
         file_name, captions = row.get(image_column), _captions(row.get(text_column))

@@ -12,15 +12,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from mmgen.data.collate import collate_examples
+from mmgen.data.collate import as_label, collate_examples
 from mmgen.errors import ConfigError, DataError
 from mmgen.eval.classifier import ImageClassifier
-
-
-def label_texts(values) -> list[str]:
-    """A batch's label column as the text labels classifiers are trained on: a column of
-    whole numbers is collated into a tensor, whose items are read as their numbers."""
-    return [str(value.item() if isinstance(value, torch.Tensor) else value) for value in values]
 
 
 def _check_labels(classifiers: dict[str, ImageClassifier], labels: list[str], label_column: str) -> None:
@@ -66,7 +60,7 @@ def coherence_on_data(
         batch = collate_examples([dataset[i] for i in range(start, min(start + batch_size, count))])
         if label_column not in batch:
             raise DataError(f"the data has no label column {label_column!r}")
-        labels = label_texts(batch[label_column])
+        labels = [str(as_label(value)) for value in batch[label_column]]
         if start == 0:
             _check_labels(classifiers, labels, label_column)
         values = {name: model.codecs[name].read(batch) for name in model.names}

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from mmgen.data.collate import as_label
 from mmgen.data.transforms import pil_to_tensor, resize_and_crop, tensor_to_pil, to_rgb
 from mmgen.errors import ConfigError, DataError
 from mmgen.text import TextEncoder, text_encoder_config
@@ -522,11 +523,6 @@ class TextModality(Modality):
         return [re.sub(r" ([,.;:!?'])", r"\1", re.sub(r" ?- ?", "-", text)).strip() for text in texts]
 
 
-def is_whole_number(value: Any) -> bool:
-    """An int label (a CSV's digit column), not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class CategoricalModality(Modality):
     """Named categorical attributes, e.g. {"shape": [...], "color": [...]}, read from columns
     of those names. Each attribute may also be unknown (its own embedding), so a sample can
@@ -617,10 +613,7 @@ class CategoricalModality(Modality):
             raise DataError(f"modality {self.name!r} has no attribute {sorted(unknown)[0]!r}; known: {', '.join(self.classes)}")
         indices = []
         for attribute, labels in self.classes.items():
-            label = value.get(attribute)
-            if isinstance(label, torch.Tensor) and label.ndim == 0:  # a batch's column of whole numbers
-                label = label.item()
-            label = str(label) if is_whole_number(label) else label  # labels are text (see the spec)
+            label = as_label(value.get(attribute))
             if label is not None and label not in labels:
                 raise DataError(f"{attribute} {label!r} is not one of {', '.join(labels)}")
             indices.append(labels.index(label) + 1 if label is not None else 0)

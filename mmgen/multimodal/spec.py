@@ -37,10 +37,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from mmgen.data.collate import as_label
 from mmgen.data.frozen import dataset_captions
 from mmgen.data.imagetext import item_key
 from mmgen.errors import ConfigError, DataError
-from mmgen.multimodal.modalities import KINDS, caption_tokens, default_widths, is_whole_number
+from mmgen.multimodal.modalities import KINDS, caption_tokens, default_widths
 from mmgen.text.encoder import minilm_path
 
 MAIN_IMAGE = "pixel_values"  # the item key of a dataset's main image (a folder's file_name)
@@ -211,9 +212,10 @@ def _categorical(
                 raise DataError(f"modality {name!r} reads the column {column!r}, which the data lacks "
                                 f"(its metadata columns: {', '.join(metadata) or 'none'})")
             labels = [v for v in metadata[column] if v is not None]
-            if not all(isinstance(v, str) or is_whole_number(v) for v in labels):
+            labels = [as_label(v) for v in labels]  # a CSV's digits are numbers: their labels are text
+            if not all(isinstance(v, str) for v in labels):
                 raise DataError(f"modality {name!r}: column {column!r} must hold labels (strings or whole numbers)")
-            classes[column] = sorted({str(v) for v in labels})  # a CSV's digits are numbers: their labels are text
+            classes[column] = sorted(set(labels))
         settings["classes"] = classes
     settings.setdefault("hide_probability", defaults.attribute_hide_probability)
     return settings

@@ -126,19 +126,21 @@ def _check_every_item_has_its_conditions(model: ConditionalVAE, dataset: Dataset
     empty caption still stops training, with its own error.)"""
     if not isinstance(dataset, ImageTextDataset):
         return
-    read = [name for name in model.conditions if model.codecs[name].kind != "image"]
-    rows = [
-        {**dataset.item_metadata(i), "text": next(iter(dataset.item_captions(i)), None)} for i in range(len(dataset))
-    ] if read else []
+    metadata = None  # every item's metadata and first caption, as one batch, read once if needed
     for name in model.conditions:
         codec = model.codecs[name]
         if codec.kind == "image":
             missing = [i for i in range(len(dataset)) if not dataset.item_has_image(i, item_key(codec.column))]
         else:
-            values = codec.read(collate_examples(rows))
+            if metadata is None:
+                metadata = collate_examples([
+                    {**dataset.item_metadata(i), "text": next(iter(dataset.item_captions(i)), None)}
+                    for i in range(len(dataset))
+                ])
+            values = codec.read(metadata)
             # A column of numbers for every item is collated into one tensor: none missing.
             missing = ([] if isinstance(values, torch.Tensor) else
-                       list(range(len(rows))) if values is None else [i for i, value in enumerate(values) if value is None])
+                       list(range(len(dataset))) if values is None else [i for i, value in enumerate(values) if value is None])
         if missing:
             raise DataError(
                 f"{source}: {len(missing)} of {len(dataset)} items lack {name!r}, a condition of the conditional VAE "
