@@ -55,6 +55,19 @@ def test_data_preview_and_check_read_a_user_folder(tmp_path, capsys):
     assert "000001.png" in out and "3 usable examples, 1 skipped" in out
 
 
+def test_data_check_lists_uncaptioned_entries_without_failing(tmp_path, capsys):
+    folder = tmp_path / "data"
+    assert main(["data", "shapes", "--out", str(folder), "--n", "3", "--size", "16"]) == 0
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
+    rows[1]["text"] = ""  # the multimodal VAEs train on its image; text-to-image training skips it
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    capsys.readouterr()
+    assert main(["data", "check", str(folder), "--size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert f"no caption  {folder.resolve() / rows[1]['file_name']}" in out
+    assert "2 usable examples, 0 skipped, 1 without a caption or image" in out
+
+
 def test_data_encode_text_fills_the_cache_once(tmp_path, capsys):
     arguments = ["data", "encode-text", "shapes:val", "--n", "20", "--cache-dir", str(tmp_path)]
     assert main(arguments) == 0

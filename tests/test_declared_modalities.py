@@ -175,6 +175,32 @@ def test_training_logs_each_modalitys_log_likelihood(three_image_folder):
     assert output["log_likelihood/xy"] < -1.8 and output["log_likelihood/small"] < output["log_likelihood/xy"]
 
 
+def test_real_columns_are_modelled_standardised_and_given_back_raw(three_image_folder, tmp_path):
+    from mmgen.multimodal.training import build_model
+
+    dataset = open_dataset(str(three_image_folder), allow_missing=True)
+    model = build_model(dataset, modalities={"xy": SPEC["xy"]}, latent_dim=4)
+    spec = model.config.modalities["xy"]
+    # xy is (k, -k) for k = 0..3, each as often
+    assert spec["mean"] == pytest.approx([1.5, -1.5]) and spec["std"] == pytest.approx([1.25 ** 0.5] * 2)
+    codec = model.codecs["xy"]
+    values, _ = codec.batch_tensors({"xy": [[3.0, -3.0]]}, 1)
+    assert values[0].tolist() == pytest.approx([1.5 / 1.25 ** 0.5, -1.5 / 1.25 ** 0.5])
+    assert torch.equal(codec.checked(torch.tensor([[3.0, -3.0]])), values)  # stacked tensors alike
+    assert codec.from_decoded(values)[0] == pytest.approx([3.0, -3.0])
+    model.save_pretrained(tmp_path / "model")
+    reloaded = MultimodalVAE.from_pretrained(tmp_path / "model").codecs["xy"]
+    assert (reloaded.mean, reloaded.std) == (codec.mean, codec.std)
+    rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
+    (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps({**row, "year": 2026.1}) + "\n" for row in rows))
+    constant = build_model(open_dataset(str(three_image_folder), allow_missing=True), modalities={"year": {"kind": "real"}})
+    assert constant.config.modalities["year"]["std"] == [1.0]  # only shifted
+    with pytest.raises(ConfigError, match="'x': give both mean and std"):
+        MultimodalVAE({"x": {"kind": "real", "dim": 1, "mean": [0.0]}})
+    with pytest.raises(ConfigError, match="'x': std must be positive"):
+        MultimodalVAE({"x": {"kind": "real", "dim": 1, "mean": [0.0], "std": [0.0]}})
+
+
 def test_specs_are_checked_against_the_data(three_image_folder, tmp_path):
     from mmgen.multimodal.training import build_model
 

@@ -971,13 +971,14 @@ def test_metadata_columns_become_modalities_and_numbers_are_read():
     assert weights == {} and tokenizer is None  # no captions: no text modality
     model = MultimodalVAE(specs, latent_dim=4, aggregation="poe")
     observed = model.observe({"weight": [2.5, None], "pose": [[0.1, 0.2], [0.3, 0.4]], "mood": ["calm", None]})
-    assert observed.values["weight"].tolist() == [[2.5], [0.0]]
+    # modelled standardised by the data's mean and deviation (weight: 1.75 and 0.75), missing as 0
+    assert observed.values["weight"].tolist() == [[1.0], [0.0]]
     assert observed.present.tolist() == [[True, False], [False, False], [True, True], [True, False]]
     # As training sees them: collation stacks a column of numbers into one tensor [B] (integers stay integers).
     batch = collate_examples(Rows.rows)
     assert batch["count"].dtype == torch.long
     observed = model.observe(batch)
-    assert observed.values["count"].tolist() == [[3.0], [4.0]] and observed.values["weight"].tolist() == [[2.5], [1.0]]
+    assert observed.values["count"].tolist() == [[-1.0], [1.0]] and observed.values["weight"].tolist() == [[1.0], [-1.0]]
     assert torch.isfinite(MultimodalELBO(model)(batch)["loss"])
     with pytest.raises(DataError, match=r"metadata column 'flag' holds true/false values"):
         infer_spec(type("Flags", (Rows,), {"rows": [{"flag": True}, {"flag": False}]})())

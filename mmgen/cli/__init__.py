@@ -70,13 +70,32 @@ def _data_check(args: argparse.Namespace) -> None:
 
     with warnings.catch_warnings():  # the skipped entries are listed below, one per line
         warnings.simplefilter("ignore")
-        dataset = open_dataset(args.source, size=args.size, on_error="skip")
+        dataset = open_dataset(args.source, size=args.size, on_error="skip", allow_missing=True)
+        if hasattr(dataset, "has_images") and not dataset.has_images():
+            # No entry has its main image (a wrong column, most likely): the strict reading says why.
+            dataset = open_dataset(args.source, size=args.size, on_error="skip")
     skipped = getattr(dataset, "skipped", [])
     for file, reason in skipped:
         print(f"skipped  {file}: {reason}")
-    print(f"{len(dataset)} usable examples, {len(skipped)} skipped")
+    # Entries lacking a caption or their image are usable by some trainers only: listed, not failed.
+    partial = [(i, lacking) for i in range(len(dataset)) if (lacking := _lacking(dataset, i))]
+    for i, lacking in partial:
+        print(f"no {lacking}  {dataset.item_source(i)}: the multimodal VAEs train on what it has; "
+              "text-to-image training skips it")
+    complete = len(dataset) - len(partial)
+    print(f"{complete} usable examples, {len(skipped)} skipped"
+          + (f", {len(partial)} without a caption or image" if partial else ""))
     if skipped:
         raise SystemExit(1)
+
+
+def _lacking(dataset, index: int) -> str:
+    """What item `index` lacks ("caption", "image" or both), or "" if complete."""
+    if not hasattr(dataset, "item_has_image"):  # Shapes: always complete
+        return ""
+    lacking = [name for name, present in (("caption", dataset.item_captions(index)),
+                                          ("image", dataset.item_has_image(index))) if not present]
+    return " and ".join(lacking)
 
 
 def _data_encode_text(args: argparse.Namespace) -> None:

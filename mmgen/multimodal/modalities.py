@@ -651,19 +651,33 @@ class CategoricalModality(Modality):
 
 class RealModality(Modality):
     """Real vectors of a fixed length: MLP encoder and decoder, Gaussian likelihood with a
-    fixed scale."""
+    fixed scale. With `mean` and `std` (per dimension; the spec takes them from the data)
+    values are modelled standardised, so that a column in thousands and one in thousandths
+    weigh alike and `scale` is in standard deviations; users give and get raw values."""
 
     kind = "real"
 
-    def __init__(self, name: str, latent_dim: int, dim: int, hidden: int = 128, scale: float = 1.0, column: str | None = None):
+    def __init__(
+        self, name: str, latent_dim: int, dim: int, hidden: int = 128, scale: float = 1.0, column: str | None = None,
+        mean: list[float] | None = None, std: list[float] | None = None,
+    ):
         super().__init__(name, latent_dim)
         self.dim, self.hidden, self.scale, self.column = dim, hidden, scale, column or name
+        if (mean is None) != (std is None):
+            raise ConfigError(f"modality {name!r}: give both mean and std, or neither")
+        for setting, value in (("mean", mean), ("std", std)):
+            if value is not None and len(value) != dim:
+                raise ConfigError(f"modality {name!r}: {setting} has {len(value)} values for dim {dim}")
+        if std is not None and min(std) <= 0:
+            raise ConfigError(f"modality {name!r}: std must be positive, got {std}")
+        self.mean, self.std = mean, std
         self.encoder_body = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.encoder_head = GaussianHead(hidden, latent_dim)
         self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dim": self.dim, "hidden": self.hidden, "scale": self.scale, "column": self.column}
+        return {"kind": self.kind, "dim": self.dim, "hidden": self.hidden, "scale": self.scale, "column": self.column,
+                "mean": self.mean, "std": self.std}
 
     @property
     def dimension(self) -> int:
@@ -681,18 +695,26 @@ class RealModality(Modality):
 
     def checked(self, values: torch.Tensor) -> torch.Tensor:
         # Collation stacks a column of numbers into [B] (integers stay integers).
-        return super().checked(values.float().reshape(len(values), -1) if values.dim() == 1 else values.float())
+        values = super().checked(values.float().reshape(len(values), -1) if values.dim() == 1 else values.float())
+        return self._standardised(values)
 
     def to_tensor(self, value: Any) -> torch.Tensor:
         tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1)  # a number is a vector of one
         if tensor.shape != (self.dim,):
             raise DataError(f"modality {self.name!r} takes vectors of {self.dim} numbers, got shape {tuple(tensor.shape)}")
-        return tensor
+        return self._standardised(tensor)
+
+    def _standardised(self, values: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return values
+        return (values - torch.tensor(self.mean, device=values.device)) / torch.tensor(self.std, device=values.device)
 
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.dim)
 
     def from_decoded(self, decoded: torch.Tensor) -> list[list[float]]:
+        if self.mean is not None:
+            decoded = decoded * torch.tensor(self.std, device=decoded.device) + torch.tensor(self.mean, device=decoded.device)
         return decoded.tolist()
 
 

@@ -19,7 +19,9 @@ Kinds and their settings (see mmgen.multimodal.modalities for each):
   tokenizer and the tokens the decoder writes come from the captions;
 - categorical: `columns` (metadata columns of labels; their labels come from the data) or
   `classes` ({column: [labels]}), `hidden`, `hide_probability`;
-- real: `column` (default: the name), `dim` (default: the data's), `hidden`, `scale`;
+- real: `column` (default: the name), `dim` (default: the data's), `hidden`, `scale` (in
+  standard deviations), `mean` and `std` (per dimension, default: the data's; values are
+  modelled standardised, given and returned raw);
 - text_embedding (a condition of the conditional VAE): `encoder`, `column`.
 
 Every kind also takes `weight`, the factor on its log-likelihood in the ELBO (default 1).
@@ -35,6 +37,7 @@ from numbers import Number
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from mmgen.data.collate import as_label
@@ -231,7 +234,20 @@ def _real(name: str, settings: dict[str, Any], metadata: dict[str, list[Any]]) -
         if dim is None:
             raise DataError(f"modality {name!r}: column {column!r} must hold numbers or lists of numbers")
         settings["dim"] = dim
+    given = [v for v in metadata.get(column, []) if v is not None]
+    # Stats only of values this modality can read; others fail, named, when it reads them.
+    if "mean" not in settings and "std" not in settings and given and _numeric(given) == settings["dim"]:
+        settings.update(_standardisation(given))
     return settings
+
+
+def _standardisation(values: list[Any]) -> dict[str, list[float]]:
+    """Per-dimension mean and standard deviation of a column's numbers (a constant
+    dimension, whose deviation is rounding error, gets 1: it is only shifted)."""
+    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in values])
+    mean, std = stacked.mean(0), stacked.std(0, correction=0)
+    std = torch.where(std > 1e-9 * (1 + mean.abs()), std, torch.ones_like(std))
+    return {"mean": mean.tolist(), "std": std.tolist()}
 
 
 def _tokenizer(
