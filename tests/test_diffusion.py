@@ -220,6 +220,7 @@ def test_cli_sample_writes_a_grid(tmp_path, pipeline_folder, capsys):
         (["eval", "--task", "text-to-image", "--model", "m", "--out", "r.png"], "--out r.png: the report is JSON"),
         (["eval", "--task", "text-to-image", "--model", "m", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["eval", "--task", "text-to-image", "--model", "m", "--steps", "0"], "--steps must be at least 1 for --task text-to-image"),
+        (["eval", "--task", "impute", "--model", "m", "--splits", "test"], "--splits chooses the Shapes prompt splits"),
         (["sample", "a red star", "--out", "grid"], "--out grid: no file extension; use .png or .jpg"),
         (["sample", "--prompts-file", "/no/prompts.txt"], "--prompts-file /no/prompts.txt: no such file"),
     ],
@@ -227,6 +228,15 @@ def test_cli_sample_writes_a_grid(tmp_path, pipeline_folder, capsys):
 def test_cli_sample_and_eval_name_bad_input(arguments, message, capsys):
     assert main(arguments) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_measures_only_the_splits_asked_for(pipeline_folder, tmp_path):
+    report = tmp_path / "report.json"
+    assert main(["eval", "--task", "text-to-image", "--model", str(pipeline_folder), "--splits", "freeform",
+                 "heldout-phrasing", "--n", "2", "--steps", "2", "--out", str(report)]) == 0
+    results = json.loads(report.read_text())["results"]
+    # no test split: no FID nor diversity, which are measured on it
+    assert set(results) == {"adherence/heldout-phrasing", "adherence/freeform", "adherence/freeform-unseen-phrasings"}
 
 
 def test_cli_sample_refuses_token_sampling_options_for_diffusion(pipeline_folder, capsys):

@@ -539,6 +539,8 @@ def _eval(args: argparse.Namespace) -> None:
         raise MMGenError(f"--steps must be at least {fewest_steps} for --task {args.task}, got {args.steps}")
     if args.lora and args.task != "text-to-image":
         raise MMGenError(f"--lora adapts text-to-image pipelines; --task {args.task} takes none")
+    if args.splits and (args.task != "text-to-image" or args.data):
+        raise MMGenError("--splits chooses the Shapes prompt splits of --task text-to-image (without --data)")
     check_lora_weight(args)
     torch.manual_seed(args.seed)
     if args.data:
@@ -549,7 +551,7 @@ def _eval(args: argparse.Namespace) -> None:
         results, settings, images, captions = evaluate.run_task(
             args.task, args.model, args.judge, n=args.n, seed=args.seed, batch_size=args.batch_size,
             steps=args.steps, guidance_scale=args.guidance_scale, scheduler=args.scheduler, lora=args.lora,
-            lora_weight=args.lora_weight,
+            lora_weight=args.lora_weight, **({"splits": args.splits} if args.splits else {}),
         )
     adapters = {"lora": args.lora, "lora_weight": args.lora_weight} if args.lora else {}
     report = {
@@ -591,6 +593,7 @@ def _evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]
 
 def _add_eval_command(subparsers) -> None:
     from mmgen.checkpoints import SHAPES_JUDGE
+    from mmgen.eval.prompts import PROMPT_SPLITS
 
     command = add_command(
         subparsers, "eval", _eval, "measure a checkpoint on Shapes with the judge, or on your data",
@@ -611,6 +614,11 @@ def _add_eval_command(subparsers) -> None:
         "--task", required=True, choices=("text-to-image", "impute", "reconstruct", "retrieval", "judge"), help="what to measure"
     )
     command.add_argument("--n", type=int, default=500, help="prompts (or images) per split")
+    command.add_argument(
+        "--splits", nargs="+", default=None, choices=PROMPT_SPLITS, metavar="SPLIT",
+        help=f"text-to-image on Shapes: the prompt splits to measure, of {', '.join(PROMPT_SPLITS)} (default: all; "
+        "FID and diversity come with test)",
+    )
     command.add_argument("--seed", type=int, default=0, help="sampling seed")
     command.add_argument("--out", default="results.json", help="JSON to write; the grid goes next to it as .png")
     command.add_argument("--judge", default=str(SHAPES_JUDGE), help="Shapes judge checkpoint")

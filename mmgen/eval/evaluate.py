@@ -8,7 +8,7 @@ callable that the task's metrics take. Model families add their classes to `LOAD
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from mmgen.data.seeding import derive_seed
 from mmgen.data.shapes import OFFSET_JITTER, RADIUS_JITTER, ShapesDataset, ShapesSample, parse_caption, render
 from mmgen.data.transforms import pil_to_tensor, tensor_to_pil
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.eval.prompts import FIXED_PHRASINGS, freeform_prompts
+from mmgen.eval.prompts import FIXED_PHRASINGS, PROMPT_SPLITS, freeform_prompts
 from mmgen.eval.judge import ATTRIBUTE_NAMES, ShapesJudge, judge_accuracy, load_judge, real_images
 from mmgen.eval.metrics import (
     GenerateFn,
@@ -220,13 +220,6 @@ def _real_renderings(prompts: list[str], size: int, stream: str) -> torch.Tensor
     return torch.stack(images)
 
 
-# Where text conditioning is measured: `test` and `compositional` (the training captions'
-# phrasing; compositional holds out pairs), `heldout-phrasing` (sentence shapes and
-# synonyms no training caption uses) and `freeform` (prompts as people type them, scored
-# on the attributes each determines).
-PROMPT_SPLITS = ("test", "compositional", "heldout-phrasing", "freeform")
-
-
 def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str | None]]]:
     if split == "freeform":
         return freeform_prompts(n)
@@ -236,25 +229,36 @@ def _split_prompts(split: str, n: int) -> tuple[list[str], dict[str, list[str | 
 
 
 def evaluate_text_to_image(
-    generate: GenerateFn, judge: ShapesJudge, n: int, seed: int = 0, batch_size: int = 32, image_size: int = 64
+    generate: GenerateFn, judge: ShapesJudge, n: int, seed: int = 0, batch_size: int = 32, image_size: int = 64,
+    splits: Sequence[str] = PROMPT_SPLITS,
 ) -> tuple[dict[str, Any], list[Image.Image], list[str]]:
-    """Adherence on the PROMPT_SPLITS' prompts (and on the free-form ones without the
-    phrasings that training augmentation took up), FID against real `test` images on judge
-    features (with the real-vs-real floor: the same prompts drawn again), and diversity
-    for one prompt."""
+    """Adherence on the prompts of `splits` (of PROMPT_SPLITS; with `freeform`, also on the
+    free-form prompts without the phrasings that training augmentation took up); with
+    `test`, FID against real `test` images on judge features (with the real-vs-real floor:
+    the same prompts drawn again) and diversity for one prompt."""
+    unknown = [split for split in splits if split not in PROMPT_SPLITS]
+    if unknown or not splits:
+        raise ConfigError(f"splits must be some of {', '.join(PROMPT_SPLITS)}, got {', '.join(splits) or 'none'}")
     results: dict[str, Any] = {}
     generated: dict[str, torch.Tensor] = {}
     prompts: dict[str, list[str]] = {}
     attributes: dict[str, dict[str, list[str | None]]] = {}
     for split in PROMPT_SPLITS:
+        if split not in splits:
+            continue
         prompts[split], attributes[split] = _split_prompts(split, n)
         generated[split] = _at_size(generate_images(generate, prompts[split], seed, batch_size), image_size)
         results[f"adherence/{split}"] = judge_accuracy(judge, generated[split], attributes[split])
-    # The free-form prompts whose phrasings training augmentation has not taken up (see FIXED_PHRASINGS).
-    unseen = [i for i, prompt in enumerate(prompts["freeform"]) if not FIXED_PHRASINGS.search(prompt)]
-    results["adherence/freeform-unseen-phrasings"] = judge_accuracy(
-        judge, generated["freeform"][unseen], {name: [values[i] for i in unseen] for name, values in attributes["freeform"].items()}
-    )
+    if "freeform" in splits:
+        # The free-form prompts whose phrasings training augmentation has not taken up (see FIXED_PHRASINGS).
+        unseen = [i for i, prompt in enumerate(prompts["freeform"]) if not FIXED_PHRASINGS.search(prompt)]
+        results["adherence/freeform-unseen-phrasings"] = judge_accuracy(
+            judge, generated["freeform"][unseen],
+            {name: [values[i] for i in unseen] for name, values in attributes["freeform"].items()},
+        )
+    if "test" not in splits:
+        first = next(iter(generated))
+        return results, tensor_to_pil(generated[first][:16]), prompts[first][:16]
     real_test, _ = real_images("test", n, image_size)
     real_features = judge_features(judge, real_test)
     results["fid"] = feature_fid(judge_features(judge, generated["test"]), real_features)
@@ -330,13 +334,15 @@ def run_task(
     scheduler: str = "dpm++",
     lora: str | Path | None = None,
     lora_weight: float = 1.0,
+    splits: Sequence[str] = PROMPT_SPLITS,
 ) -> tuple[dict[str, Any], dict[str, Any], list[Image.Image], list[str]]:
     """Evaluate checkpoint `model` (with `lora` adapters at `lora_weight`, if given) on
     `task`: (results, the sampling settings used, sample images, their captions). The
     settings are those that apply to the model: diffusion's steps (None given: 20),
     guidance scale (None: the pipeline's default) and scheduler; the discrete-VAE
     baseline's guidance scale; a multimodal VAE's pseudo-Gibbs rounds as steps (None: its
-    default); none to reconstruct or judge."""
+    default); none to reconstruct or judge. `splits`: the prompt splits text-to-image
+    measures."""
     if n < 2:
         raise ConfigError(f"--n must be at least 2 (FID and diversity compare samples), got {n}")
     if task == "judge":
@@ -347,7 +353,7 @@ def run_task(
         model, task, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler, lora=lora, lora_weight=lora_weight
     )
     if task == "text-to-image":
-        measured = evaluate_text_to_image(run, scorer, n, seed, batch_size)
+        measured = evaluate_text_to_image(run, scorer, n, seed, batch_size, splits=splits)
     elif task == "reconstruct":
         measured = evaluate_reconstruction(run, scorer, n, batch_size)
     else:

@@ -17,6 +17,11 @@ import json
 import re
 from importlib import resources
 
+# Where text conditioning is measured: `test` and `compositional` (the training captions'
+# phrasing; compositional holds out pairs), `heldout-phrasing` (sentence shapes and
+# synonyms no training caption uses) and `freeform` (prompts as people type them, scored
+# on the attributes each determines).
+PROMPT_SPLITS = ("test", "compositional", "heldout-phrasing", "freeform")
 FREEFORM_FILE = "shapes_freeform.jsonl"
 # The free-form phrasings that the training augmentation took up after a failure analysis,
 # with their close spellings ("centred", "middle height"), so that what is left is unseen.
