@@ -66,6 +66,10 @@ def test_data_check_lists_uncaptioned_entries_without_failing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"no caption  {folder.resolve() / rows[1]['file_name']}" in out
     assert "2 usable examples, 0 skipped, 1 without a caption or image" in out
+    (folder / "metadata.jsonl").write_text("".join(json.dumps({**row, "text": ""}) + "\n" for row in rows))
+    assert main(["data", "check", str(folder), "--size", "16"]) == 0
+    out = capsys.readouterr().out  # one line, not one per entry
+    assert "no entry has a caption" in out and "no caption  " not in out
 
 
 def test_data_encode_text_fills_the_cache_once(tmp_path, capsys):

@@ -191,10 +191,32 @@ def test_real_columns_are_modelled_standardised_and_given_back_raw(three_image_f
     model.save_pretrained(tmp_path / "model")
     reloaded = MultimodalVAE.from_pretrained(tmp_path / "model").codecs["xy"]
     assert (reloaded.mean, reloaded.std) == (codec.mean, codec.std)
+    # Coherence gives impute the values as read (impute standardises them once).
+    from types import SimpleNamespace
+
+    from mmgen.eval.coherence import coherence_on_data
+
+    model = build_model(dataset, modalities={"small": SPEC["small"], "xy": SPEC["xy"]}, latent_dim=4)
+    dataset.set_image_sizes({"pixel_values": 16})
+    given_xy = []
+    impute = model.impute
+    model.impute = lambda inputs, **options: (given_xy.extend(inputs.get("xy", [])), impute(inputs, **options))[1]
+    always_zero = SimpleNamespace(config=SimpleNamespace(labels=["0"]), predict=lambda images: ["0"] * len(images))
+    coherence_on_data(model, dataset, {"small": always_zero}, "label", n=4, batch_size=4)
+    assert torch.tensor(given_xy).tolist() == [[0.0, 0.0], [1.0, -1.0], [2.0, -2.0], [3.0, -3.0]]
+
     rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
-    (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps({**row, "year": 2026.1}) + "\n" for row in rows))
-    constant = build_model(open_dataset(str(three_image_folder), allow_missing=True), modalities={"year": {"kind": "real"}})
-    assert constant.config.modalities["year"]["std"] == [1.0]  # only shifted
+    (three_image_folder / "metadata.jsonl").write_text("".join(
+        json.dumps({**row, "year": 2026.1, "score": float(i) if i else float("nan")}) + "\n" for i, row in enumerate(rows)))
+    grown = open_dataset(str(three_image_folder), allow_missing=True)
+    specs = build_model(grown, modalities={"year": {"kind": "real"}, "score": {"kind": "real"}}).config.modalities
+    assert specs["year"]["std"] == [1.0]  # constant: only shifted
+    assert specs["score"]["mean"] == pytest.approx([16.0])  # of 1..31: the NaN does not count
+    # a spec written back with its statistics unset gets the data's
+    assert build_model(dataset, modalities={"xy": {**SPEC["xy"], "mean": None, "std": None}}).config.modalities["xy"][
+        "mean"] == pytest.approx([1.5, -1.5])
+    with pytest.raises(DataError, match="modality 'xy' takes numbers, got 'abc'"):
+        codec.to_tensor("abc")
     with pytest.raises(ConfigError, match="'x': give both mean and std"):
         MultimodalVAE({"x": {"kind": "real", "dim": 1, "mean": [0.0]}})
     with pytest.raises(ConfigError, match="'x': std must be positive"):

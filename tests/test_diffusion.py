@@ -16,6 +16,7 @@ from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
 from mmgen.diffusion.training import train_autoencoder, train_ldm
 from mmgen.data import ShapesDataset
 from mmgen.errors import CheckpointError, ConfigError
+from mmgen.eval.evaluate import evaluate_text_to_image
 from mmgen.text import CachedTextEncoder, TextEncoder
 from mmgen.training import TrainingConfig
 
@@ -234,9 +235,13 @@ def test_eval_measures_only_the_splits_asked_for(pipeline_folder, tmp_path):
     report = tmp_path / "report.json"
     assert main(["eval", "--task", "text-to-image", "--model", str(pipeline_folder), "--splits", "freeform",
                  "heldout-phrasing", "--n", "2", "--steps", "2", "--out", str(report)]) == 0
-    results = json.loads(report.read_text())["results"]
+    report = json.loads(report.read_text())
+    assert report["splits"] == ["freeform", "heldout-phrasing"]
     # no test split: no FID nor diversity, which are measured on it
-    assert set(results) == {"adherence/heldout-phrasing", "adherence/freeform", "adherence/freeform-unseen-phrasings"}
+    assert set(report["results"]) == {
+        "adherence/heldout-phrasing", "adherence/freeform", "adherence/freeform-unseen-phrasings"}
+    with pytest.raises(ConfigError, match="splits must be some of test, compositional"):
+        evaluate_text_to_image(None, None, n=2, splits=["val"])
 
 
 def test_cli_sample_refuses_token_sampling_options_for_diffusion(pipeline_folder, capsys):

@@ -79,23 +79,25 @@ def _data_check(args: argparse.Namespace) -> None:
         print(f"skipped  {file}: {reason}")
     # Entries lacking a caption or their image are usable by some trainers only: listed, not failed.
     partial = [(i, lacking) for i in range(len(dataset)) if (lacking := _lacking(dataset, i))]
-    for i, lacking in partial:
-        print(f"no {lacking}  {dataset.item_source(i)}: the multimodal VAEs train on what it has; "
-              "text-to-image training skips it")
-    complete = len(dataset) - len(partial)
-    print(f"{complete} usable examples, {len(skipped)} skipped"
-          + (f", {len(partial)} without a caption or image" if partial else ""))
+    if partial and len(partial) == len(dataset) and all(lacking == "caption" for _, lacking in partial):
+        print("no entry has a caption: data for the multimodal VAEs (text-to-image training needs captions)")
+    else:
+        for i, lacking in partial:
+            print(f"no {lacking}  {dataset.item_source(i)}")
+    print(f"{len(dataset) - len(partial)} usable examples, {len(skipped)} skipped"
+          + (f", {len(partial)} without a caption or image (the multimodal VAEs train on what they have; "
+             "text-to-image training stops at them unless --on-error skip)" if partial else ""))
     if skipped:
         raise SystemExit(1)
 
 
 def _lacking(dataset, index: int) -> str:
-    """What item `index` lacks ("caption", "image" or both), or "" if complete."""
+    """What item `index` lacks ("caption", "image", "caption nor image"), or "" if complete."""
     if not hasattr(dataset, "item_has_image"):  # Shapes: always complete
         return ""
     lacking = [name for name, present in (("caption", dataset.item_captions(index)),
                                           ("image", dataset.item_has_image(index))) if not present]
-    return " and ".join(lacking)
+    return " nor ".join(lacking)
 
 
 def _data_encode_text(args: argparse.Namespace) -> None:
@@ -555,7 +557,8 @@ def _eval(args: argparse.Namespace) -> None:
         )
     adapters = {"lora": args.lora, "lora_weight": args.lora_weight} if args.lora else {}
     report = {
-        "model": str(args.model), **adapters, "task": args.task, "n": args.n,
+        "model": str(args.model), **adapters, "task": args.task, **({"splits": args.splits} if args.splits else {}),
+        "n": args.n,
         "seed": args.seed, **settings, "results": results,
     }
     out = Path(args.out)

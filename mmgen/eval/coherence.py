@@ -73,7 +73,8 @@ def coherence_on_data(
             present = torch.stack([tensors[name][1] for name in subset]).all(0)
             if not targets or not present.any():
                 continue
-            drawn = model.impute({name: tensors[name][0][present] for name in subset}, targets=targets,
+            # The values as read, not their tensors: impute makes those (a real modality's standardised) itself.
+            drawn = model.impute({name: _where(values[name], present) for name in subset}, targets=targets,
                                  generator=generator, output_type="pt", given=given, gibbs_steps=gibbs_steps)
             kept = [label for label, keep in zip(labels, present.tolist()) if keep]
             for name in targets:
@@ -95,6 +96,11 @@ def coherence_on_data(
         results["coherence/joint"] = sum(len(set(row)) == 1 for row in zip(*readings)) / count
     results.update({f"classifier/{name}": right / max(scored, 1) for name, (right, scored) in real.items()})
     return results
+
+
+def _where(values: torch.Tensor | list[Any], keep: torch.Tensor) -> torch.Tensor | list[Any]:
+    """The entries of a batch column (a stacked tensor or a list) where `keep` is true."""
+    return values[keep] if isinstance(values, torch.Tensor) else [v for v, k in zip(values, keep.tolist()) if k]
 
 
 def _count(tally: list[int], predicted: list[str], labels: list[str], present: torch.Tensor | None = None) -> None:

@@ -666,8 +666,8 @@ class RealModality(Modality):
         if (mean is None) != (std is None):
             raise ConfigError(f"modality {name!r}: give both mean and std, or neither")
         for setting, value in (("mean", mean), ("std", std)):
-            if value is not None and len(value) != dim:
-                raise ConfigError(f"modality {name!r}: {setting} has {len(value)} values for dim {dim}")
+            if value is not None and not (isinstance(value, (list, tuple)) and len(value) == dim):
+                raise ConfigError(f"modality {name!r}: {setting} must be a list of {dim} numbers, got {value!r}")
         if std is not None and min(std) <= 0:
             raise ConfigError(f"modality {name!r}: std must be positive, got {std}")
         self.mean, self.std = mean, std
@@ -676,8 +676,9 @@ class RealModality(Modality):
         self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
     def spec(self) -> dict[str, Any]:
+        standardisation = {"mean": self.mean, "std": self.std} if self.mean is not None else {}
         return {"kind": self.kind, "dim": self.dim, "hidden": self.hidden, "scale": self.scale, "column": self.column,
-                "mean": self.mean, "std": self.std}
+                **standardisation}
 
     @property
     def dimension(self) -> int:
@@ -694,28 +695,38 @@ class RealModality(Modality):
         return batch.get(self.name, batch.get(self.column))
 
     def checked(self, values: torch.Tensor) -> torch.Tensor:
-        # Collation stacks a column of numbers into [B] (integers stay integers).
-        values = super().checked(values.float().reshape(len(values), -1) if values.dim() == 1 else values.float())
-        return self._standardised(values)
+        # Collation stacks a column of numbers into [B] (integers stay integers, made float64 here).
+        values = values.reshape(len(values), -1) if values.dim() == 1 else values
+        return self._standardised(super().checked(values if values.is_floating_point() else values.double()))
 
     def to_tensor(self, value: Any) -> torch.Tensor:
-        tensor = torch.as_tensor(value, dtype=torch.float32).reshape(-1)  # a number is a vector of one
+        try:
+            tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)  # a number is a vector of one
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise DataError(f"modality {self.name!r} takes numbers, got {value!r}") from error
         if tensor.shape != (self.dim,):
             raise DataError(f"modality {self.name!r} takes vectors of {self.dim} numbers, got shape {tuple(tensor.shape)}")
         return self._standardised(tensor)
 
     def _standardised(self, values: torch.Tensor) -> torch.Tensor:
+        """Float32 values, standardised in float64 on the CPU (a timestamp's offset would
+        swamp float32; some accelerators have no float64)."""
         if self.mean is None:
-            return values
-        return (values - torch.tensor(self.mean, device=values.device)) / torch.tensor(self.std, device=values.device)
+            return values.float()
+        mean, std = self._statistics()
+        return ((values.detach().cpu().double() - mean) / std).float().to(values.device)
+
+    def _statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
 
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.dim)
 
     def from_decoded(self, decoded: torch.Tensor) -> list[list[float]]:
-        if self.mean is not None:
-            decoded = decoded * torch.tensor(self.std, device=decoded.device) + torch.tensor(self.mean, device=decoded.device)
-        return decoded.tolist()
+        if self.mean is None:
+            return decoded.tolist()
+        mean, std = self._statistics()
+        return (decoded.detach().cpu().double() * std + mean).tolist()
 
 
 class TextEmbeddingModality(Modality):

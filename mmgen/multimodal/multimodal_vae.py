@@ -328,7 +328,8 @@ class MultimodalVAE(ModalityModel):
         target gets it decoded again. `inputs` maps modality names (or dataset columns) to
         per-sample values, None where missing (a lone value is one sample). Returns user
         values (PIL images, captions, attribute dicts, the given labels kept, lists) or,
-        with output_type="pt", the decoders' tensors. Images may be given as PIL images, uint8 or
+        with output_type="pt", the decoders' tensors (a real modality's standardised, see
+        `RealModality`). Images may be given as PIL images, uint8 or
         float tensors of any size (resized as `ImageModality` says).
 
         `given` says how the modalities a sample gives make its posterior: "product", the

@@ -226,27 +226,30 @@ def _categorical(
 
 def _real(name: str, settings: dict[str, Any], metadata: dict[str, list[Any]]) -> dict[str, Any]:
     column = settings.setdefault("column", name)
+    given = [v for v in metadata.get(column, []) if v is not None]
     if "dim" not in settings:
         if column not in metadata:
             raise DataError(f"modality {name!r} reads the column {column!r}, which the data lacks "
                             f"(its metadata columns: {', '.join(metadata) or 'none'})")
-        dim = _numeric([v for v in metadata[column] if v is not None])
+        dim = _numeric(given)
         if dim is None:
             raise DataError(f"modality {name!r}: column {column!r} must hold numbers or lists of numbers")
         settings["dim"] = dim
-    given = [v for v in metadata.get(column, []) if v is not None]
-    # Stats only of values this modality can read; others fail, named, when it reads them.
-    if "mean" not in settings and "std" not in settings and given and _numeric(given) == settings["dim"]:
-        settings.update(_standardisation(given))
+    # Statistics only of values this modality can read: others are named when it reads them.
+    if settings.get("mean") is None and settings.get("std") is None and given and _numeric(given) == settings["dim"]:
+        settings.update(_standardisation(name, given))
     return settings
 
 
-def _standardisation(values: list[Any]) -> dict[str, list[float]]:
-    """Per-dimension mean and standard deviation of a column's numbers (a constant
+def _standardisation(name: str, values: list[Any]) -> dict[str, list[float]]:
+    """Per-dimension mean and standard deviation of a column's finite numbers (a constant
     dimension, whose deviation is rounding error, gets 1: it is only shifted)."""
     stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in values])
+    stacked = stacked[stacked.isfinite().all(1)]
+    if not len(stacked):
+        raise DataError(f"modality {name!r}: its column holds no finite numbers")
     mean, std = stacked.mean(0), stacked.std(0, correction=0)
-    std = torch.where(std > 1e-9 * (1 + mean.abs()), std, torch.ones_like(std))
+    std = torch.where((std > 0) & (std > 1e-9 * mean.abs()), std, torch.ones_like(std))
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
