@@ -1,6 +1,6 @@
 """Teach checkpoints/shapes-ldm a shape it has never seen (a heart) with LoRA, and measure it.
 
-  .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10] [--rank 8]
+  .venv/bin/python train/lora_new_shape.py [--run DIR] [--images 100] [--minutes 10 | --steps N] [--rank 8]
       [--preservation 6000] [--preservation-images rendered|generated]
       [--preservation-target noise|base] [--foreign-words 0] [--full]
 
@@ -16,8 +16,8 @@
    trained on other renderings, reads the shape of generated images; the Shapes judge
    reads colour, size and position.
 3. LoRA on the UNet's attention (`train_ldm(pretrained=..., lora_rank=...)`) for at most
-   `--minutes` of wall-clock training time (`max_minutes`; a rerun resumes and trains
-   that long again); `--full` also fine-tunes the whole UNet from the pipeline and
+   `--minutes` of wall-clock training time (`max_minutes`), or to `--steps` (a rerun
+   with more steps resumes the adapters where they stopped); `--full` also fine-tunes the whole UNet from the pipeline and
    trains a new UNet from scratch, on the same data and time at `--full-learning-rate`,
    for the curves of new-shape adherence per step (100 prompts per checkpoint).
 4. Measured: new-shape adherence on 200 prompts (colours, sizes, positions and template
@@ -228,6 +228,10 @@ def main() -> None:
         help="with --preservation-target base: words of the whole tokenizer vocabulary inserted into each old caption",
     )
     parser.add_argument("--minutes", type=float, default=10, help="training time budget of each fine-tune")
+    parser.add_argument(
+        "--steps", type=int, default=None,
+        help="train the adapters to this many steps instead of for --minutes (resuming adapters that stopped short)",
+    )
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="of the LoRA adapters")
     parser.add_argument(
@@ -257,7 +261,7 @@ def main() -> None:
     results: dict = json.loads(saved.read_text()) if saved.is_file() else {}
     results.update(images=args.images, preservation=args.preservation, preservation_images=args.preservation_images,
                    preservation_target=args.preservation_target, foreign_words=args.foreign_words,
-                   minutes=args.minutes, rank=args.rank, learning_rate=args.learning_rate,
+                   minutes=None if args.steps else args.minutes, rank=args.rank, learning_rate=args.learning_rate,
                    **({"full_learning_rate": args.full_learning_rate} if args.full else {}))
 
     def save() -> None:
@@ -274,12 +278,14 @@ def main() -> None:
     results["real_hearts_heldout_phrasing"] = real_heart_ceiling(classifier, judge, heldout_phrasing=True)
 
     def training(folder: str, learning_rate: float, checkpoint_every: int = 100) -> TrainingConfig:
-        return TrainingConfig(output_dir=str(run / folder), max_steps=100_000, max_minutes=args.minutes, batch_size=32,
+        return TrainingConfig(output_dir=str(run / folder), max_steps=args.steps or 100_000,
+                              max_minutes=None if args.steps else args.minutes, batch_size=32,
                               learning_rate=learning_rate, lr_scheduler="constant", ema_decay=None,
                               checkpoint_every=checkpoint_every, keep_last=None, report_to="none", resume="latest")
 
     prompts = ["a large red heart in the center", "a small blue heart in the top left", "a large green star at the bottom"]
-    if not checkpoints_of(run / "lora"):
+    trained = checkpoints_of(run / "lora")
+    if not trained or args.steps and int(trained[-1].name.split("-")[1]) < args.steps:
         started = time.time()
         draw = load_for_task(SHAPES_LDM, "text-to-image") if args.preservation_images == "generated" else None
         data, kept = build_training_data(
@@ -289,7 +295,7 @@ def main() -> None:
         started = time.time()
         train_ldm(training("lora", args.learning_rate), pretrained=SHAPES_LDM, data=str(data), lora_rank=args.rank,
                   prompts=prompts, preservation_data=str(kept) if kept else None)
-        results["lora"] = {"seconds": round(time.time() - started)}
+        results["lora"] = {"seconds": results.get("lora", {}).get("seconds", 0) + round(time.time() - started)}
     adapters = checkpoints_of(run / "lora")[-1] / "model"
     results.setdefault("lora", {}).update(steps=int(adapters.parent.name.split("-")[1]),
                            adapter_bytes=(adapters / "pytorch_lora_weights.safetensors").stat().st_size)

@@ -558,8 +558,7 @@ def _eval(args: argparse.Namespace) -> None:
     adapters = {"lora": args.lora, "lora_weight": args.lora_weight} if args.lora else {}
     report = {
         "model": str(args.model), **adapters, "task": args.task, **({"splits": args.splits} if args.splits else {}),
-        "n": args.n,
-        "seed": args.seed, **settings, "results": results,
+        "n": args.n, "seed": args.seed, **settings, "results": results,
     }
     out = Path(args.out)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -243,9 +243,7 @@ def evaluate_text_to_image(
     generated: dict[str, torch.Tensor] = {}
     prompts: dict[str, list[str]] = {}
     attributes: dict[str, dict[str, list[str | None]]] = {}
-    for split in PROMPT_SPLITS:
-        if split not in splits:
-            continue
+    for split in [split for split in PROMPT_SPLITS if split in splits]:  # in their usual order
         prompts[split], attributes[split] = _split_prompts(split, n)
         generated[split] = _at_size(generate_images(generate, prompts[split], seed, batch_size), image_size)
         results[f"adherence/{split}"] = judge_accuracy(judge, generated[split], attributes[split])
