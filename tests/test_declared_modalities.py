@@ -135,6 +135,7 @@ def test_a_declared_spec_trains_from_the_cli_and_every_modality_is_imputed_from_
         "caption": ("text", "text"), "xy": ("real", "xy")}
     assert [written[name]["size"] for name in ("small", "mid", "large")] == [16, 20, 28]  # the data's sizes
     assert written["large"]["likelihood"] == "laplace" and written["xy"]["dim"] == 2
+    assert written["caption"]["encoder"] == "learned"  # so that the file, given back as --modalities, is this model
     # drawn from the data's 4 distinct captions: a row per image modality, each tile 200 px wide with the image
     # at twice 28 px over two lines of its caption, 2 px gaps
     assert Image.open(run / "samples" / "step-0000008.png").size == (4 * 200 + 5 * 2, 3 * (2 * 28 + 26) + 4 * 2)
@@ -212,11 +213,14 @@ def test_real_columns_are_modelled_standardised_and_given_back_raw(three_image_f
     specs = build_model(grown, modalities={"year": {"kind": "real"}, "score": {"kind": "real"}}).config.modalities
     assert specs["year"]["std"] == [1.0]  # constant: only shifted
     assert specs["score"]["mean"] == pytest.approx([16.0])  # of 1..31: the NaN does not count
+    assert grown.item_metadata(0)["score"] is None  # a JSON NaN is a missing value, as a CSV's NA cell
     # a spec written back with its statistics unset gets the data's
     assert build_model(dataset, modalities={"xy": {**SPEC["xy"], "mean": None, "std": None}}).config.modalities["xy"][
         "mean"] == pytest.approx([1.5, -1.5])
     with pytest.raises(DataError, match="modality 'xy' takes numbers, got 'abc'"):
         codec.to_tensor("abc")
+    with pytest.raises(DataError, match=r"modality 'xy' takes finite numbers, got \[1.0, inf\]"):
+        codec.to_tensor([1.0, float("inf")])  # not NaNs in every imputed value, nor a diverged loss
     with pytest.raises(ConfigError, match="'x': give both mean and std"):
         MultimodalVAE({"x": {"kind": "real", "dim": 1, "mean": [0.0]}})
     with pytest.raises(ConfigError, match="'x': std must be positive"):

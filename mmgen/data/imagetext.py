@@ -442,7 +442,9 @@ def _jsonl_rows(metadata: Path, lines: list[bytes], problems: _Problems) -> Iter
         if not line.strip():  # blank lines (a trailing newline, say) are not entries
             continue
         try:
-            row = json.loads(line)  # bytes: json detects UTF-8/16/32 and a BOM itself
+            # bytes: json detects UTF-8/16/32 and a BOM itself. NaN and Infinity (which Python's
+            # json writes) are missing values, as NA cells of a CSV.
+            row = json.loads(line, parse_constant=lambda _: None)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             problems.add(f"{metadata} line {number}", f"not valid JSON ({exc})")
             continue

@@ -373,8 +373,7 @@ class TextModality(Modality):
     def spec(self) -> dict[str, Any]:
         spec = {"kind": self.kind, "vocab_size": self.vocab_size, "max_length": self.max_length, "hidden": self.hidden,
                 "column": self.column, "decoder": self.decoder_kind}
-        if self.encoder_kind != "learned":
-            spec["encoder"] = self.encoder_kind
+        spec["encoder"] = self.encoder_kind  # always: a spec's default encoder is minilm, the class's learned
         if self.decoder_vocabulary is not None:
             spec["decoder_vocabulary"] = self.decoder_vocabulary
         return spec
@@ -697,7 +696,8 @@ class RealModality(Modality):
     def checked(self, values: torch.Tensor) -> torch.Tensor:
         # Collation stacks a column of numbers into [B] (integers stay integers, made float64 here).
         values = values.reshape(len(values), -1) if values.dim() == 1 else values
-        return self._standardised(super().checked(values if values.is_floating_point() else values.double()))
+        values = super().checked(values if values.is_floating_point() else values.double())
+        return self._standardised(self._finite(values, "NaN or infinity in a tensor"))
 
     def to_tensor(self, value: Any) -> torch.Tensor:
         try:
@@ -706,7 +706,13 @@ class RealModality(Modality):
             raise DataError(f"modality {self.name!r} takes numbers, got {value!r}") from error
         if tensor.shape != (self.dim,):
             raise DataError(f"modality {self.name!r} takes vectors of {self.dim} numbers, got shape {tuple(tensor.shape)}")
-        return self._standardised(tensor)
+        return self._standardised(self._finite(tensor, repr(value)))
+
+    def _finite(self, values: torch.Tensor, shown: str) -> torch.Tensor:
+        # A NaN would reach the loss ("training diverged") or every imputed value, far from its cause.
+        if not values.isfinite().all():
+            raise DataError(f"modality {self.name!r} takes finite numbers, got {shown} (leave a missing value out)")
+        return values
 
     def _standardised(self, values: torch.Tensor) -> torch.Tensor:
         """Float32 values, standardised in float64 on the CPU (a timestamp's offset would
