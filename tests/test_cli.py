@@ -66,6 +66,8 @@ def test_data_check_lists_uncaptioned_entries_without_failing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"no caption  {folder.resolve() / rows[1]['file_name']}" in out
     assert "2 usable examples, 0 skipped, 1 without a caption or image" in out
+    assert main(["data", "preview", str(folder), "--n", "3", "--size", "16", "--out", str(tmp_path / "p.png")]) == 0
+    assert "    1  (no caption)" in capsys.readouterr().out  # shown as it is, as data check lists it
     (folder / "metadata.jsonl").write_text("".join(json.dumps({**row, "text": ""}) + "\n" for row in rows))
     assert main(["data", "check", str(folder), "--size", "16"]) == 0
     out = capsys.readouterr().out  # one line, not one per entry

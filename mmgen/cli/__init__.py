@@ -46,18 +46,21 @@ def _data_preview(args: argparse.Namespace) -> None:
     import math
     import random
 
-    from mmgen.data import open_dataset
+    import torch
+
     from mmgen.data.transforms import captioned_grid, tensor_to_pil
 
     if args.n < 1:
         raise MMGenError(f"--n must be at least 1, got {args.n}")
     out = image_output(args.out)
     limit = None if args.shuffle else args.n  # Shapes renders only the first n unless they are drawn from all
-    dataset = open_dataset(args.source, size=args.size, n=limit, seed=args.seed, on_error=args.on_error)
+    dataset = _open_for_inspection(args.source, size=args.size, n=limit, seed=args.seed, on_error=args.on_error)
     count = min(args.n, len(dataset))
     indices = sorted(random.Random(args.seed).sample(range(len(dataset)), count)) if args.shuffle else range(count)
     examples = [dataset[i] for i in indices]
-    images = [tensor_to_pil(example["pixel_values"])[0] for example in examples]
+    missing = torch.zeros(3, args.size, args.size)  # the tile of an entry without its image
+    images = [tensor_to_pil(example["pixel_values"] if example["pixel_values"] is not None else missing)[0]
+              for example in examples]
     captions = [str(example["text"]) if example["text"] is not None else "(no caption)" for example in examples]
     captioned_grid(images, captions, columns=math.ceil(math.sqrt(len(images)))).save(out)
     for i, caption in zip(indices, captions):
@@ -65,15 +68,22 @@ def _data_preview(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(images)} images of {len(dataset)})")
 
 
-def _data_check(args: argparse.Namespace) -> None:
+def _open_for_inspection(source: str, **options):
+    """A dataset with its entries that lack a caption or image kept (None there), to show
+    them as such; read strictly if no entry has its main image (a wrong column, most
+    likely), so that the error says why."""
     from mmgen.data import open_dataset
 
+    dataset = open_dataset(source, allow_missing=True, **options)
+    if hasattr(dataset, "has_images") and not dataset.has_images():
+        dataset = open_dataset(source, **options)
+    return dataset
+
+
+def _data_check(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():  # the skipped entries are listed below, one per line
         warnings.simplefilter("ignore")
-        dataset = open_dataset(args.source, size=args.size, on_error="skip", allow_missing=True)
-        if hasattr(dataset, "has_images") and not dataset.has_images():
-            # No entry has its main image (a wrong column, most likely): the strict reading says why.
-            dataset = open_dataset(args.source, size=args.size, on_error="skip")
+        dataset = _open_for_inspection(args.source, size=args.size, on_error="skip")
     skipped = getattr(dataset, "skipped", [])
     for file, reason in skipped:
         print(f"skipped  {file}: {reason}")
