@@ -227,16 +227,16 @@ def _categorical(
 def _real(name: str, settings: dict[str, Any], metadata: dict[str, list[Any]]) -> dict[str, Any]:
     column = settings.setdefault("column", name)
     given = [v for v in metadata.get(column, []) if v is not None]
+    length = _numeric(given)
     if "dim" not in settings:
         if column not in metadata:
             raise DataError(f"modality {name!r} reads the column {column!r}, which the data lacks "
                             f"(its metadata columns: {', '.join(metadata) or 'none'})")
-        dim = _numeric(given)
-        if dim is None:
+        if length is None:
             raise DataError(f"modality {name!r}: column {column!r} must hold numbers or lists of numbers")
-        settings["dim"] = dim
+        settings["dim"] = length
     # Statistics only of values this modality can read: others are named when it reads them.
-    if settings.get("mean") is None and settings.get("std") is None and given and _numeric(given) == settings["dim"]:
+    if settings.get("mean") is None and settings.get("std") is None and length == settings["dim"]:
         settings.update(_standardisation(name, given))
     return settings
 
