@@ -695,6 +695,22 @@ def _one_line(error: MMGenError) -> str:
     return message
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _one_line_warnings(format_warning):
+    """`warnings.formatwarning` that writes mmgen's own warnings as one line, as its errors
+    are, and leaves others (torch's, diffusers') to `format_warning`: their file and source
+    line help report them upstream."""
+
+    def format(message, category, filename, lineno, line=None) -> str:
+        if _PACKAGE_DIR in Path(filename).resolve().parents:
+            return f"mmgen: warning: {message}\n"
+        return format_warning(message, category, filename, lineno, line)
+
+    return format
+
+
 def _stdout_closed() -> bool:
     """Whether standard output is a pipe whose reader has gone (poll reports an error on
     it; where poll is missing, as on Windows, say no)."""
@@ -708,6 +724,8 @@ def _stdout_closed() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    format_warning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warnings(format_warning)
     try:
         apply_columns(args)
         args.handler(args)
@@ -725,4 +743,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmgen: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = format_warning
     return 0
