@@ -6,6 +6,7 @@ import hashlib
 import json
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -416,6 +417,24 @@ def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_pa
                      str(tmp_path / "labelled" / "checkpoints" / "checkpoint-0000001" / "model"), "--max-steps", "1",
                      "--output-dir", str(tmp_path / "tuned-unlabelled"), "--data", str(unlabelled), "--batch-size", "8",
                      "--report-to", "none"]) == 0
+
+    # Real values in another unit (xy in thousandths of the model's) would be read on the
+    # model's scale; the same values shuffled are familiar and train without a word.
+    spec.write_text(json.dumps({"small": SPEC["small"], "xy": SPEC["xy"]}))
+    assert main(["train", "mvae", "--modalities", str(spec), "--latent-dim", "8", "--max-steps", "1",
+                 "--output-dir", str(tmp_path / "measured"), *common]) == 0
+    measured = str(tmp_path / "measured" / "checkpoints" / "checkpoint-0000001" / "model")
+    for scale, warned in ((1.0, False), (1e-3, True)):
+        rescaled = Path(shutil.copytree(three_image_folder, tmp_path / f"rescaled-{scale}"))
+        rows = [json.loads(line) for line in (rescaled / "metadata.jsonl").read_text().splitlines()]
+        (rescaled / "metadata.jsonl").write_text("".join(
+            json.dumps({**row, "xy": [v * scale for v in rows[-1 - i]["xy"]]}) + "\n" for i, row in enumerate(rows)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["train", "mvae", "--pretrained", measured, "--max-steps", "1", "--data", str(rescaled),
+                         "--output-dir", str(tmp_path / f"tuned-{scale}"), "--batch-size", "8", "--report-to", "none"]) == 0
+        scale_warnings = [str(w.message) for w in caught if "another unit" in str(w.message)]
+        assert len(scale_warnings) == warned and all("modality 'xy'" in message for message in scale_warnings)
 
 
 def test_a_conditional_vae_names_an_item_without_its_condition_before_training(three_image_folder, tmp_path, capsys):

@@ -104,12 +104,19 @@ def build_model(
     return model
 
 
-def _warn_of_absent_modalities(
+# How far a fine-tune's real values may lie from the pretrained model's, in the model's
+# standard deviations, before they look like another unit or another quantity.
+_UNFAMILIAR_SHIFT, _UNFAMILIAR_SPREAD = 4.0, 10.0
+
+
+def _warn_of_unfamiliar_data(
     model: MultimodalVAE | ConditionalVAE, dataset: Dataset, source: str, sample: int = 64
 ) -> None:
     """Warn when the first `sample` items hold no value of one of a pretrained model's
-    modalities: data for another model, or columns named otherwise, would teach it that the
-    modality is always missing. (A warning: data without a modality is also a way to train.)"""
+    modalities (data for another model, or columns named otherwise, would teach it that the
+    modality is always missing), or real values on another scale than the model's (a price
+    in thousands where it learned units: the model keeps its own statistics). Warnings:
+    data without a modality is also a way to train, and new data may well differ."""
     observed = model.observe(collate_examples([dataset[i] for i in range(min(sample, len(dataset)))]))
     for name, present in zip(model.names, observed.present):
         if not present.any():
@@ -117,6 +124,16 @@ def _warn_of_absent_modalities(
                 f"{source}: no value of the model's modality {name!r} (columns: {', '.join(model.columns(name))}) in "
                 f"its first {observed.size} items; fine-tuning teaches the model it is missing", stacklevel=3,
             )
+        elif model.codecs[name].kind == "real" and model.codecs[name].mean is not None and present.sum() > 1:
+            standardised = observed.values[name][present].double()  # in the model's standard deviations
+            shift, spread = standardised.mean(0).abs().max().item(), standardised.std(0).max().item()
+            # (A spread of 0, one value throughout, is a narrow subset, not a unit.)
+            if shift > _UNFAMILIAR_SHIFT or spread > _UNFAMILIAR_SPREAD or 0 < spread < 1 / _UNFAMILIAR_SPREAD:
+                warnings.warn(
+                    f"{source}: the values of the model's modality {name!r} in its first {observed.size} items lie "
+                    f"{shift:.3g} of the model's standard deviations from its mean and spread {spread:.3g} times as "
+                    "wide: another unit or quantity? Fine-tuning reads them on the model's scale", stacklevel=3,
+                )
 
 
 def _check_every_item_has_its_conditions(model: ConditionalVAE, dataset: Dataset, source: str) -> None:
@@ -187,7 +204,7 @@ def train_multimodal_vae(
         raise ConfigError(f"train_multimodal_vae: {', '.join(model_options)} build a model; you gave one")
     dataset.set_image_sizes(model.image_sizes())
     if fine_tuning:
-        _warn_of_absent_modalities(model, dataset, data)
+        _warn_of_unfamiliar_data(model, dataset, data)
         for name, codec in model.codecs.items():
             if codec.kind == "text":
                 added = model.learn_to_write(name, modality_captions(name, codec.column, dataset))
