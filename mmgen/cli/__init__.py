@@ -1,9 +1,12 @@
 """The `mmgen` command line.
 
-Each command group is a function that adds its parser; a model family's commands may
-live in a module of their own (`mmgen.cli.multimodal`: `train mvae`, `train classifier`,
-`impute`, `data polymnist`, `data modalities`), sharing `mmgen.cli.common`. User errors
-(bad paths, bad data, bad settings) print one line and exit with status 2.
+Each command group is a function that adds its parser. A model family's commands live in
+a module of their own, sharing `mmgen.cli.common`: `mmgen.cli.diffusion` (`train
+autoencoder`, `train ldm`), `mmgen.cli.dvae` (`train dvae`, `train dvae-prior`),
+`mmgen.cli.multimodal` (`train mvae`, `train classifier`, `impute`, `data polymnist`,
+`data modalities`) and `mmgen.cli.contrastive` (`train clip`, `retrieve`); this module
+holds the shared ones (`data`, `train judge`, `sample`, `eval`). User errors (bad paths,
+bad data, bad settings) print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from mmgen.cli import contrastive, multimodal
+from mmgen.cli import contrastive, diffusion, dvae, multimodal
 from mmgen.cli.common import (
-    HelpFormatter, add_column_arguments, add_command, add_lora_weight_argument, add_training_arguments,
-    add_validation_prompts_argument, apply_columns, check_draws, check_guidance_scale, check_lora_weight, data_columns,
-    image_output, int_list, report_training, training_config_from_args, validation_prompts_from_args, writable_folder,
+    HelpFormatter, add_column_arguments, add_command, add_lora_weight_argument, add_training_arguments, apply_columns,
+    check_draws, check_guidance_scale, check_lora_weight, data_columns, image_output, int_list, report_training,
+    training_config_from_args, writable_folder,
 )
 from mmgen.errors import MMGenError
 
@@ -193,79 +196,6 @@ def _train_judge(args: argparse.Namespace) -> None:
     report_training(result, "judge")
 
 
-def _train_autoencoder(args: argparse.Namespace) -> None:
-    from mmgen.diffusion.training import train_autoencoder
-
-    result = train_autoencoder(
-        training_config_from_args(args), data=args.data, image_size=args.image_size,
-        block_out_channels=args.block_out_channels, latent_channels=args.latent_channels,
-        kl_weight=args.kl_weight, reconstruction_loss=args.reconstruction_loss, random_flip=args.random_flip,
-        pretrained=args.pretrained,
-    )
-    report_training(result, "autoencoder")
-
-
-def _train_ldm(args: argparse.Namespace) -> None:
-    from mmgen.diffusion.training import train_ldm
-
-    result = train_ldm(
-        training_config_from_args(args), autoencoder=args.autoencoder, data=args.data, image_size=args.image_size,
-        text_encoder=args.text_encoder, max_length=args.max_length, text_hidden_size=args.text_hidden_size,
-        text_layers=args.text_layers, block_out_channels=args.block_out_channels,
-        layers_per_block=args.layers_per_block, attention_head_dim=args.attention_head_dim,
-        prediction_type=args.prediction_type, snr_gamma=args.snr_gamma, caption_dropout=args.caption_dropout,
-        random_flip=args.random_flip, caption_variants=args.caption_variants,
-        gradient_checkpointing=args.gradient_checkpointing, xformers=args.xformers,
-        prompts=validation_prompts_from_args(args.validation_prompts), pretrained=args.pretrained,
-        lora_rank=args.lora_rank, train_text_encoder=args.train_text_encoder, preservation_data=args.preservation_data,
-    )
-    report_training(result, "LoRA adapters" if args.lora_rank else "pipeline")
-
-
-def _train_dvae(args: argparse.Namespace) -> None:
-    from mmgen.dvae.training import train_dvae
-
-    result = train_dvae(
-        training_config_from_args(args), data=args.data, image_size=args.image_size, num_tokens=args.num_tokens,
-        codebook_dim=args.codebook_dim, hidden_channels=args.hidden_channels, num_layers=args.num_layers,
-        num_resnet_blocks=args.num_resnet_blocks, temperature_start=args.temperature_start,
-        temperature_end=args.temperature_end, temperature_steps=args.temperature_steps, kl_weight=args.kl_weight,
-        kl_ramp_steps=args.kl_ramp_steps, kl_weight_end=args.kl_weight_end, kl_decay_steps=args.kl_decay_steps,
-        straight_through=args.straight_through, random_flip=args.random_flip, pretrained=args.pretrained,
-    )
-    report_training(result, "discrete VAE")
-
-
-def _train_dvae_prior(args: argparse.Namespace) -> None:
-    from mmgen.dvae.training import train_dvae_prior
-
-    result = train_dvae_prior(
-        training_config_from_args(args), dvae=args.dvae, data=args.data, image_size=args.image_size,
-        text_encoder=args.text_encoder, max_length=args.max_length, text_hidden_size=args.text_hidden_size,
-        text_layers=args.text_layers, hidden_size=args.hidden_size, num_layers=args.num_layers,
-        num_heads=args.num_heads, dropout=args.dropout, caption_dropout=args.caption_dropout,
-        random_flip=args.random_flip, caption_variants=args.caption_variants,
-        prompts=validation_prompts_from_args(args.validation_prompts), pretrained=args.pretrained,
-    )
-    report_training(result, "pipeline")
-
-
-def _add_text_encoder_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--text-encoder", default="minilm",
-        help="minilm (pretrained, frozen, cached), clip (new, trained with the model), or a folder "
-        "with tokenizer/ and text_encoder/ (e.g. a trained pipeline, to share its encoder; frozen)",
-    )
-    parser.add_argument("--max-length", type=int, default=77, help="tokens per prompt (longer ones are truncated)")
-    parser.add_argument("--text-hidden-size", type=int, default=256, help="width of a new clip text encoder")
-    parser.add_argument("--text-layers", type=int, default=4, help="layers of a new clip text encoder")
-    parser.add_argument(
-        "--caption-variants", type=int, default=0,
-        help="train on this many augmented captions per image (on Shapes: other sentence shapes, synonyms, partial "
-        "captions, case, typos; on other data: case, punctuation, lead-ins, typos); 0: the captions as given",
-    )
-
-
 def _add_train_commands(subparsers) -> None:
     group = subparsers.add_parser(
         "train",
@@ -293,132 +223,8 @@ def _add_train_commands(subparsers) -> None:
     add_training_arguments(judge)
 
     data_help = "shapes[:SPLIT], an image folder, a saved HF dataset, or hf:NAME[:SPLIT]"
-    autoencoder = add_command(
-        recipes, "autoencoder", _train_autoencoder,
-        "latent diffusion, stage 1: a diffusers AutoencoderKL, from scratch",
-    )
-    autoencoder.add_argument("--data", default="shapes", help=data_help)
-    autoencoder.add_argument(
-        "--image-size", type=int, default=None, help="image side in pixels (default: 64, or the --pretrained autoencoder's)"
-    )
-    autoencoder.add_argument(
-        "--block-out-channels", type=int_list, default=(32, 64, 128, 128),
-        help="encoder widths; the image shrinks 2x per block after the first",
-    )
-    autoencoder.add_argument("--latent-channels", type=int, default=4, help="channels of the latent")
-    autoencoder.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (per element)")
-    autoencoder.add_argument(
-        "--reconstruction-loss", choices=("mse", "l1"), default="mse",
-        help="pixel loss; L1's sign gradients drowned hue on mostly-background images",
-    )
-    autoencoder.add_argument("--random-flip", action="store_true", help="mirror training images at random")
-    autoencoder.add_argument(
-        "--pretrained", default=None, metavar="PATH",
-        help="fine-tune this AutoencoderKL (or a pipeline's vae/, e.g. checkpoints/shapes-ldm) instead of a new one",
-    )
-    add_training_arguments(autoencoder)
-
-    ldm = add_command(
-        recipes, "ldm", _train_ldm,
-        "latent diffusion, stage 2: a text-conditioned UNet on cached latents; every checkpoint is a pipeline",
-    )
-    ldm.add_argument(
-        "--autoencoder", default=None, help="trained AutoencoderKL folder (a checkpoint's model/, or a pipeline: its vae/)"
-    )
-    ldm.add_argument(
-        "--pretrained", default=None, metavar="PIPELINE",
-        help="fine-tune this pipeline (Stable Diffusion layout, e.g. checkpoints/shapes-ldm): its UNet trains on its own "
-        "autoencoder and frozen text encoder, instead of a new UNet over --autoencoder",
-    )
-    ldm.add_argument(
-        "--lora-rank", type=int, default=None, metavar="R",
-        help="with --pretrained: train only rank-R LoRA adapters on the UNet's attention (peft); checkpoints hold "
-        "pytorch_lora_weights.safetensors for mmgen sample --lora or diffusers' load_lora_weights",
-    )
-    ldm.add_argument(
-        "--preservation-data", default=None, metavar="SOURCE",
-        help="with --lora-rank: images and captions of what the pipeline already draws (e.g. its training data), "
-        "trained beside --data with the base's own predictions as targets, so that the adapters leave them alone "
-        "(read with the same --image-column/--text-column)",
-    )
-    ldm.add_argument(
-        "--train-text-encoder", action="store_true",
-        help="train the text encoder with the UNet (a pretrained one, MiniLM or --pretrained's, is otherwise frozen and "
-        "its states cached); each step then runs it forward and backward",
-    )
-    ldm.add_argument("--data", default="shapes", help=data_help)
-    ldm.add_argument("--image-size", type=int, default=None, help="image side in pixels (default: the autoencoder's)")
-    _add_text_encoder_arguments(ldm)
-    ldm.add_argument("--block-out-channels", type=int_list, default=(64, 128), help="UNet widths per resolution")
-    ldm.add_argument("--layers-per-block", type=int, default=1, help="UNet resnet layers per block")
-    ldm.add_argument("--attention-head-dim", type=int, default=8, help="UNet attention head width")
-    ldm.add_argument(
-        "--prediction-type", default=None, choices=("epsilon", "v_prediction"),
-        help="UNet target (default: epsilon; with --pretrained, the pipeline's)",
-    )
-    ldm.add_argument("--snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (e.g. 5)")
-    ldm.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
-    ldm.add_argument("--random-flip", action="store_true", help="cache mirrored latents too and pick one at random")
-    ldm.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet activations (less memory)")
-    ldm.add_argument(
-        "--xformers", action="store_true",
-        help="xformers memory-efficient attention (CUDA + the xformers extra); default: PyTorch SDPA",
-    )
-    add_validation_prompts_argument(ldm)
-    add_training_arguments(ldm)
-
-    dvae = add_command(
-        recipes, "dvae", _train_dvae,
-        "discrete-VAE baseline, stage 1: a Gumbel-softmax discrete VAE (images <-> tokens)",
-    )
-    dvae.add_argument("--data", default="shapes", help=data_help)
-    dvae.add_argument("--image-size", type=int, default=64, help="image side in pixels")
-    dvae.add_argument("--num-tokens", type=int, default=512, help="codebook size")
-    dvae.add_argument("--codebook-dim", type=int, default=256, help="width of a code's embedding")
-    dvae.add_argument("--hidden-channels", type=int, default=64, help="conv width")
-    dvae.add_argument("--num-layers", type=int, default=3, help="downsamplings: the token grid is image-size / 2^N")
-    dvae.add_argument("--num-resnet-blocks", type=int, default=1, help="residual blocks at the token resolution")
-    dvae.add_argument("--temperature-start", type=float, default=1.0, help="Gumbel-softmax temperature at step 0")
-    dvae.add_argument("--temperature-end", type=float, default=1 / 16, help="temperature after the anneal")
-    dvae.add_argument("--temperature-steps", type=int, default=4000, help="steps of the cosine anneal")
-    dvae.add_argument("--kl-weight", type=float, default=1.0, help="weight of KL to the uniform prior (per element)")
-    dvae.add_argument(
-        "--kl-ramp-steps", type=int, default=0, help="steps over which the KL weight rises from 0 (0: full from the start)"
-    )
-    dvae.add_argument(
-        "--kl-weight-end", type=float, default=None,
-        help="after the temperature anneal, lower the KL weight to this along a cosine (default: keep it)",
-    )
-    dvae.add_argument("--kl-decay-steps", type=int, default=2000, help="steps of that decay")
-    dvae.add_argument("--straight-through", action="store_true", help="decode hard codes, gradients through soft")
-    dvae.add_argument("--random-flip", action="store_true", help="mirror training images at random")
-    dvae.add_argument(
-        "--pretrained", default=None, metavar="PATH",
-        help="fine-tune this discrete VAE (or a discrete-VAE pipeline's vae/) instead of a new one",
-    )
-    add_training_arguments(dvae)
-
-    prior = add_command(
-        recipes, "dvae-prior", _train_dvae_prior,
-        "discrete-VAE baseline, stage 2: a transformer over cached image tokens; every checkpoint is a pipeline",
-    )
-    prior.add_argument("--dvae", default=None, help="trained discrete VAE folder (a checkpoint's model/)")
-    prior.add_argument(
-        "--pretrained", default=None, metavar="PIPELINE",
-        help="fine-tune this discrete-VAE pipeline's prior (with its discrete VAE and frozen text encoder) instead of "
-        "a new prior over --dvae",
-    )
-    prior.add_argument("--data", default="shapes", help=data_help)
-    prior.add_argument("--image-size", type=int, default=None, help="image side in pixels (default and only choice: the dVAE's)")
-    _add_text_encoder_arguments(prior)
-    prior.add_argument("--hidden-size", type=int, default=256, help="transformer width")
-    prior.add_argument("--num-layers", type=int, default=4, help="transformer layers")
-    prior.add_argument("--num-heads", type=int, default=4, help="attention heads")
-    prior.add_argument("--dropout", type=float, default=0.0, help="transformer dropout")
-    prior.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
-    prior.add_argument("--random-flip", action="store_true", help="cache mirrored tokens too and pick one at random")
-    add_validation_prompts_argument(prior)
-    add_training_arguments(prior)
+    diffusion.add_train_commands(recipes, data_help)
+    dvae.add_train_commands(recipes, data_help)
     multimodal.add_train_commands(recipes, data_help)
     contrastive.add_train_commands(recipes, data_help)
 

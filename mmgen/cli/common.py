@@ -241,3 +241,19 @@ def data_columns(args: argparse.Namespace) -> dict[str, str]:
     if getattr(args, "on_error", "raise") != "raise":
         settings["on_error"] = args.on_error
     return settings
+
+
+def add_text_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-encoder", default="minilm",
+        help="minilm (pretrained, frozen, cached), clip (new, trained with the model), or a folder "
+        "with tokenizer/ and text_encoder/ (e.g. a trained pipeline, to share its encoder; frozen)",
+    )
+    parser.add_argument("--max-length", type=int, default=77, help="tokens per prompt (longer ones are truncated)")
+    parser.add_argument("--text-hidden-size", type=int, default=256, help="width of a new clip text encoder")
+    parser.add_argument("--text-layers", type=int, default=4, help="layers of a new clip text encoder")
+    parser.add_argument(
+        "--caption-variants", type=int, default=0,
+        help="train on this many augmented captions per image (on Shapes: other sentence shapes, synonyms, partial "
+        "captions, case, typos; on other data: case, punctuation, lead-ins, typos); 0: the captions as given",
+    )
