@@ -554,3 +554,19 @@ def test_interrupted_export_leaves_no_metadata(tmp_path, monkeypatch):
         export_shapes(tmp_path, seed=1, n=5, size=16, progress=False)
     # The earlier index would now describe overwritten images, so it must be gone too.
     assert not (tmp_path / "metadata.jsonl").exists()
+    export_shapes(tmp_path, n=2, size=16, progress=False)  # an interrupted export is replaced too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000.png", "000001.png", "metadata.jsonl"]
+
+
+def test_export_replaces_only_an_earlier_export(tmp_path):
+    own = tmp_path / "own"  # a user's data, with an image named as Shapes names them
+    own.mkdir()
+    (own / "metadata.jsonl").write_text('{"file_name": "000000.png", "text": "my cat"}\n')
+    (own / "000000.png").write_bytes(b"my cat")
+    exported = export_shapes(tmp_path / "shapes", n=3, size=16, progress=False)
+    (exported / "notes.txt").write_text("mine")
+    for folder in (own, exported):
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        with pytest.raises(ConfigError, match="holds other files than a Shapes export; give an empty or new folder"):
+            export_shapes(folder, n=2, size=16, progress=False)
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

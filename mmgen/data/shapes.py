@@ -20,6 +20,7 @@ import math
 import operator
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,13 +325,15 @@ def export_shapes(
     progress: bool = True,
 ) -> Path:
     """Write a split as an image folder: `{index:06d}.png` plus `metadata.jsonl` (one JSON
-    object per image: file_name, text and the four attributes). Returns the folder."""
+    object per image: file_name, text and the four attributes). Returns the folder. The
+    folder must be new, empty or an earlier export, which this one replaces."""
     dataset = ShapesDataset(split, n, size, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metadata = out / "metadata.jsonl"
-    # An index left by an earlier export would describe images this run is overwriting.
-    metadata.unlink(missing_ok=True)
+    # An earlier export is replaced whole (a smaller one leaves no stale images); a folder
+    # holding anything else, such as the user's own data, is left alone.
+    for file in _earlier_export(out):
+        file.unlink()
     rows = []
     for i in tqdm(range(len(dataset)), desc=f"shapes {split}", unit="img", disable=not progress):
         sample = dataset.sample(i)
@@ -340,8 +343,27 @@ def export_shapes(
     # Written last and renamed into place, so metadata.jsonl only ever lists finished images.
     partial = out / "metadata.jsonl.partial"
     partial.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    os.replace(partial, metadata)
+    os.replace(partial, out / "metadata.jsonl")
     return out
+
+
+_EXPORTED_FILE = re.compile(r"\d{6}\.png|metadata\.jsonl(\.partial)?")
+_EXPORTED_COLUMNS = {"file_name", "text", *ATTRIBUTES}
+
+
+def _earlier_export(folder: Path) -> list[Path]:
+    """The files of an earlier (maybe interrupted) `export_shapes` into `folder`; a
+    ConfigError if it holds anything else."""
+    files = sorted(folder.iterdir())
+    metadata = folder / "metadata.jsonl"
+    try:
+        rows = [json.loads(line) for line in metadata.read_text(encoding="utf-8").splitlines()] if metadata.exists() else []
+        exported = all(isinstance(row, dict) and set(row) == _EXPORTED_COLUMNS for row in rows)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        exported = False
+    if not exported or not all(file.is_file() and _EXPORTED_FILE.fullmatch(file.name) for file in files):
+        raise ConfigError(f"{folder} holds other files than a Shapes export; give an empty or new folder")
+    return files
 
 
 # Prompts that text-to-image training renders at every validation (Shapes vocabulary, varied phrasing).
