@@ -133,6 +133,23 @@ def test_resuming_a_finished_run_does_nothing(tmp_path):
     assert (tmp_path / "training_config.json").read_text() == saved  # the run's settings are left as they were
 
 
+def test_a_new_run_refuses_a_folder_holding_an_earlier_run(tmp_path, monkeypatch, capsys):
+    make_trainer(tmp_path, max_steps=6, keep_last=None).train()
+    # A new run would overwrite its settings and prune the earlier checkpoints among its own.
+    with pytest.raises(ConfigError, match=r"already holds a run \(checkpoints up to checkpoint-0000006\): continue it "
+                       "with --resume latest, or give another --output-dir"):
+        make_trainer(tmp_path, max_steps=4, keep_last=1)
+    assert make_trainer(tmp_path, max_steps=6, resume="latest").train().step == 6
+    # The command line says so before a recipe loads data or encodes captions.
+    import mmgen.diffusion.training
+    from mmgen.cli import main
+
+    recipes_run = []
+    monkeypatch.setattr(mmgen.diffusion.training, "train_autoencoder", lambda *a, **k: recipes_run.append(a))
+    assert main(["train", "autoencoder", "--output-dir", str(tmp_path), "--report-to", "none"]) == 2
+    assert "already holds a run" in capsys.readouterr().err and recipes_run == []
+
+
 def test_resume_refuses_settings_that_change_the_data_order(tmp_path):
     make_trainer(tmp_path, max_steps=3).train()
     with pytest.raises(ConfigError, match="batch_size 8 -> 4"):

@@ -53,10 +53,10 @@ def training_config_from_args(args: argparse.Namespace):
     """The loop settings of a `train` command; its --output-dir checked now, before a
     recipe loads data or encodes captions for minutes."""
     from mmgen.training import TrainingConfig
-    from mmgen.training.trainer import check_writable
+    from mmgen.training.trainer import check_output_dir
 
     config = TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
-    check_writable(Path(config.output_dir))
+    check_output_dir(config)
     return config
 
 

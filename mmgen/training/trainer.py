@@ -89,7 +89,7 @@ class Trainer:
         self.validate_fn = validate_fn
         self.export_fn = export_fn
         self.output_dir = Path(config.output_dir)
-        check_writable(self.output_dir)
+        check_output_dir(config)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
@@ -390,10 +390,11 @@ class Trainer:
                 ema.restore(parameters)
 
 
-def check_writable(output_dir: Path) -> None:
-    """A ConfigError now, before any work, if `output_dir` is not a folder mmgen can write
-    in (a file, a read-only filesystem, no permission)."""
-    output_dir = Path(output_dir)
+def check_output_dir(config: TrainingConfig) -> None:
+    """A ConfigError now, before any work, if `config.output_dir` is not a folder mmgen can
+    write in (a file, a read-only filesystem, no permission), or holds an earlier run's
+    checkpoints and this run does not resume (it would prune them among its own)."""
+    output_dir = Path(config.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"output_dir {output_dir}: a file, not a folder")
     try:
@@ -402,6 +403,10 @@ def check_writable(output_dir: Path) -> None:
             pass
     except OSError as error:
         raise ConfigError(f"output_dir {output_dir}: cannot write there ({error.strerror or error})") from None
+    earlier = checkpoint.list_checkpoints(output_dir / "checkpoints")
+    if earlier and not config.resume:
+        raise ConfigError(f"{output_dir} already holds a run (checkpoints up to {earlier[-1].name}): continue it with "
+                          "--resume latest, or give another --output-dir")
 
 
 def save_validation_grid(
