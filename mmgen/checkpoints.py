@@ -16,6 +16,10 @@ SHAPES_DVAE = CHECKPOINTS_DIR / "shapes-dvae"
 SHAPES_MOPOE = CHECKPOINTS_DIR / "shapes-mopoe"
 
 
+# The file diffusers' `save_lora_weights` writes and `load_lora_weights` reads.
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
 def pipeline_class_name(path: str | Path, kind: str) -> str:
     """The `_class_name` of the pipeline folder at `path`; a CheckpointError says when there
     is no folder or no model_index.json (`kind` names what was expected)."""
@@ -93,8 +97,13 @@ def checkpoint_class(path: str | Path) -> str:
 
 def _inner_model_hint(path: Path) -> str:
     """A training checkpoint folder (checkpoint-0001000/) holds the model in model/, beside
-    the optimizer state: name that folder when it is what was meant."""
+    the optimizer state: name that folder when it is what was meant; and LoRA adapters
+    are applied to a pipeline, not loaded as one."""
     inner = path / "model"
+    for holder in (path, inner):
+        if (holder / LORA_WEIGHTS).is_file():
+            return (f"; {holder} holds LoRA adapters, to apply to the pipeline they were trained on "
+                    "(`mmgen sample --lora`, `pipe.load_lora`)")
     return f"; did you mean {inner}?" if (inner / "model_index.json").is_file() or (inner / "config.json").is_file() else ""
 
 

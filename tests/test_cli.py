@@ -223,6 +223,12 @@ def test_a_training_checkpoint_folder_points_at_its_model(tmp_path, capsys):
     (checkpoint / "model" / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
     assert main(["sample", "a red star", "--model", str(checkpoint), "--out", str(tmp_path / "o.png")]) == 2
     assert f"(no model_index.json); did you mean {checkpoint / 'model'}?" in capsys.readouterr().err
+    from mmgen.checkpoints import CHECKPOINTS_DIR  # adapters given as the pipeline
+
+    assert main(["sample", "a red heart", "--model", str(CHECKPOINTS_DIR / "shapes-heart-lora"), "--out",
+                 str(tmp_path / "o.png")]) == 2
+    assert (f"; {CHECKPOINTS_DIR / 'shapes-heart-lora'} holds LoRA adapters, to apply to the pipeline they were "
+            "trained on (`mmgen sample --lora`, `pipe.load_lora`)\n") in capsys.readouterr().err
 
 
 def test_a_damaged_multimodal_vae_is_one_line(tmp_path, capsys):
@@ -261,6 +267,18 @@ def test_a_prompts_file_that_is_not_utf8_is_named(tmp_path, capsys):
     prompts.write_bytes(b"a red star\na caf\xe9 sign\n")
     assert main(_sample(tmp_path, "--prompts-file", str(prompts))) == 2
     assert f"--prompts-file {prompts}: not UTF-8 text (byte 16)" in capsys.readouterr().err
+    prompts.write_text("\n  \n")
+    assert main(_sample(tmp_path, "--prompts-file", str(prompts))) == 2
+    assert f"--prompts-file {prompts}: no prompts in it (one per line)" in capsys.readouterr().err
+
+
+def test_every_count_of_draws_is_both_dash_n_and_double_dash_n():
+    from mmgen.cli import build_parser
+
+    parser = build_parser()
+    for command in (["sample", "a red star"], ["impute", "--model", "m"], ["eval", "--model", "m", "--task", "judge"], ["data", "preview", "d"],
+                    ["data", "shapes", "--out", "d"], ["data", "encode-text", "d"]):
+        assert parser.parse_args([*command, "-n", "3"]).n == parser.parse_args([*command, "--n", "3"]).n == 3
 
 
 def test_an_output_that_cannot_be_written_fails_before_sampling(tmp_path, capsys, monkeypatch):
@@ -371,6 +389,32 @@ def test_image_models_train_on_images_without_captions(tmp_path, capsys):
     assert main(["train", "ldm", "--data", str(plain), "--autoencoder", str(autoencoder), "--output-dir",
                  str(tmp_path / "ldm"), "--max-steps", "1", "--report-to", "none"]) == 2  # text-to-image needs captions
     assert "caption file 0.txt: file not found" in capsys.readouterr().err
+
+
+def test_an_interrupted_training_says_where_it_resumes(tmp_path, capsys, monkeypatch):
+    import mmgen.diffusion.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mmgen.diffusion.training, "train_autoencoder", interrupted)
+    command = ["train", "autoencoder", "--output-dir", str(tmp_path), "--report-to", "none"]
+    assert main(command) == 130
+    assert capsys.readouterr().err == "\nmmgen: interrupted; no checkpoint was saved yet\n"
+    (tmp_path / "checkpoints" / "checkpoint-0000150").mkdir(parents=True)
+    assert main([*command, "--resume", "latest"]) == 130
+    assert capsys.readouterr().err == (
+        f"\nmmgen: interrupted; --resume latest continues from {tmp_path / 'checkpoints' / 'checkpoint-0000150'}\n")
+
+
+@pytest.mark.parametrize("size", ["20", "0"])
+def test_an_image_size_the_autoencoder_cannot_halve_is_refused_before_training(tmp_path, capsys, size):
+    command = ["train", "autoencoder", "--data", "shapes:val", "--image-size", size, "--block-out-channels", "8,8,8,8",
+               "--max-steps", "1", "--batch-size", "2", "--output-dir", str(tmp_path / "run"), "--report-to", "none"]
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        f"mmgen: error: --image-size {size} must be a positive multiple of 8: the autoencoder halves the image 3 times "
+        "(once per --block-out-channels width after the first)\n")
 
 
 def test_on_error_skip_trains_past_bad_entries(tmp_path, capsys, monkeypatch):

@@ -263,6 +263,19 @@ def test_the_inferred_spec_has_every_image_column_and_no_caption_where_there_is_
     }
 
 
+def test_the_inferred_spec_names_the_column_flags_it_needs(three_image_folder, tmp_path, capsys):
+    from mmgen.cli import main
+
+    rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
+    (three_image_folder / "metadata.jsonl").write_text("".join(
+        json.dumps({"front view": row.pop("file_name"), "caption": row.pop("text"), **row}) + "\n" for row in rows))
+    out = tmp_path / "inferred.json"
+    assert main(["data", "modalities", str(three_image_folder), "--image-column", "front view", "--text-column",
+                 "caption", "--on-error", "skip", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == (f"wrote {out}: edit it, then train with --modalities {out} "
+                                       "--image-column 'front view' --text-column caption\n")
+
+
 def test_coherence_on_own_data_with_a_trained_classifier(three_image_folder, tmp_path, capsys):
     from mmgen.cli import main
 
@@ -411,14 +424,14 @@ def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_pa
     unlabelled = Path(shutil.copytree(three_image_folder, tmp_path / "unlabelled"))
     rows = [json.loads(line) for line in (unlabelled / "metadata.jsonl").read_text().splitlines()]
     (unlabelled / "metadata.jsonl").write_text("".join(json.dumps({**row, "label": None}) + "\n" for row in rows))
-    with pytest.warns(UserWarning, match=r"no value of the model's modality 'attributes' \(columns: label\) in its "
-                      "first 32 items; fine-tuning teaches the model it is missing"):
+    with pytest.warns(UserWarning, match=r"no value of the model's modality 'attributes' \(columns: label\) in 32 "
+                      "items spread over it; fine-tuning teaches the model it is missing"):
         assert main(["train", "mvae", "--pretrained",
                      str(tmp_path / "labelled" / "checkpoints" / "checkpoint-0000001" / "model"), "--max-steps", "1",
                      "--output-dir", str(tmp_path / "tuned-unlabelled"), "--data", str(unlabelled), "--batch-size", "8",
                      "--report-to", "none"]) == 0
 
-    # Real values in another unit (xy in thousandths of the model's) would be read on the
+    # Real values in another unit (x in thousandths of the model's) would be read on the
     # model's scale; the same values shuffled are familiar and train without a word.
     spec.write_text(json.dumps({"small": SPEC["small"], "xy": SPEC["xy"]}))
     assert main(["train", "mvae", "--modalities", str(spec), "--latent-dim", "8", "--max-steps", "1",
@@ -428,7 +441,8 @@ def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_pa
         rescaled = Path(shutil.copytree(three_image_folder, tmp_path / f"rescaled-{scale}"))
         rows = [json.loads(line) for line in (rescaled / "metadata.jsonl").read_text().splitlines()]
         (rescaled / "metadata.jsonl").write_text("".join(
-            json.dumps({**row, "xy": [v * scale for v in rows[-1 - i]["xy"]]}) + "\n" for i, row in enumerate(rows)))
+            json.dumps({**row, "xy": [rows[-1 - i]["xy"][0] * scale, rows[-1 - i]["xy"][1]]}) + "\n"
+            for i, row in enumerate(rows)))  # one dimension in another unit
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             assert main(["train", "mvae", "--pretrained", measured, "--max-steps", "1", "--data", str(rescaled),

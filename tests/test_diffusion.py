@@ -174,6 +174,21 @@ def test_mmgen_and_diffusers_load_the_same_pipeline(pipeline_folder):
     assert isinstance(pil[0], Image.Image) and pil[0].size == (16, 16)
 
 
+def test_the_pipeline_says_what_its_encoder_does_not_read(pipeline_folder, capfd):
+    import warnings
+
+    pipe = TextToImagePipeline.from_pretrained(pipeline_folder)
+    pipe.set_progress_bar_config(disable=True)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe(["🔴 a red star", "red " * 40], num_inference_steps=1, output_type="pt")
+    said = [w for w in caught if " prompt(s) " in str(w.message)]
+    assert [str(w.message).split(" prompt(s) ")[1][:20] for w in said] == ["longer than 16 token", "hold characters the "]
+    assert {w.filename for w in said} == {__file__}  # the caller's line, not diffusers'
+    assert "CLIP" not in capfd.readouterr().err  # diffusers' note names CLIP whatever the encoder is
+
+
 def test_resume_continues_from_the_last_checkpoint(tmp_path, autoencoder):
     options = dict(data="shapes:val", image_size=16, text_encoder="minilm", max_length=16, **TINY_UNET)
     train_ldm(_config(tmp_path, max_steps=2), autoencoder, **options)

@@ -100,6 +100,12 @@ def test_a_metadata_csv_reads_like_the_jsonl(metadata_folder: Path) -> None:
     assert skipping[0]["text"] == "12"  # a caption column stays text
     with pytest.raises(DataError, match=r"missing.png: file not found \(metadata.csv line 3\)"):
         ImageTextDataset.from_folder(metadata_folder)
+    # Every entry failing alike (a wrong column, most likely) is said once, not entry by entry.
+    (metadata_folder / "metadata.csv").write_text("img,caption\nred.png,red\ngray.png,dark\nsub/rgba.png,green\n")
+    with pytest.raises(DataError) as error:
+        ImageTextDataset.from_folder(metadata_folder, on_error="skip")
+    assert str(error.value) == (f"{metadata_folder}: no usable entries, all 3 alike: {metadata_folder / 'metadata.csv'} "
+                                "line 2: no 'file_name' column (this line has 'img', 'caption'; --image-column names another)")
     write_metadata(metadata_folder, [{"file_name": "red.png", "text": "red"}])
     with pytest.raises(DataError, match="holds both metadata.jsonl and metadata.csv; keep one"):
         ImageTextDataset.from_folder(metadata_folder)

@@ -1,3 +1,4 @@
+import copy
 import string
 
 import pytest
@@ -65,6 +66,38 @@ def test_long_prompts_are_truncated_with_a_warning(minilm):
     with pytest.warns(UserWarning, match="truncated"):
         encoding = minilm(["red " * 50])
     assert encoding.hidden_states.shape[1] == 16
+
+
+def test_characters_without_a_token_are_named_in_one_warning(minilm, tmp_path):
+    import warnings
+
+    prompts = ["🔴 a red star 🌟", "a red star", "一个红色的星星", "red " * 50]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        minilm(prompts)
+    said = sorted(str(w.message) for w in caught)
+    assert said == [
+        "1 prompt(s) longer than 16 tokens were truncated, e.g. " + repr(("red " * 50)[:80]),
+        "2 prompt(s) hold characters the text encoder has no token for (read as unknown), e.g. '🔴 🌟' in "
+        "'🔴 a red star 🌟'",
+    ]
+    assert {w.filename for w in caught} == {TextEncoder.forward.__code__.co_filename}  # mmgen's, not torch's
+    # Caching prompts in chunks says so once, not once per chunk, whichever way they come.
+    for encode in ("__call__", "precompute"):
+        cache = CachedTextEncoder(minilm, cache_root=tmp_path / encode, batch_size=1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            getattr(cache, encode)(prompts)
+        assert sorted(str(w.message) for w in caught) == said
+
+
+def test_an_unknown_token_that_is_also_the_end_token_is_no_unknown_character(caption_tokenizer):
+    from mmgen.text.encoder import prompt_problems
+
+    tokenizer = copy.deepcopy(caption_tokenizer)
+    tokenizer.unk_token = tokenizer.eos_token  # as CLIP's and GPT-2's tokenizers have it
+    assert tokenizer.unk_token_id == tokenizer.eos_token_id
+    assert prompt_problems(tokenizer, 16, ["a red star", "🔴 a red star"]) == []  # byte-level: nothing unknown
 
 
 def test_caption_tokenizer_round_trips_and_saves(tmp_path, caption_tokenizer):

@@ -137,7 +137,7 @@ def _add_data_commands(subparsers) -> None:
     )
     shapes.add_argument("--out", required=True, help="folder to write into")
     shapes.add_argument("--split", default="train", choices=SPLITS, help="which split")
-    shapes.add_argument("--n", type=int, default=None, help="number of samples (default: the split's size)")
+    shapes.add_argument("-n", "--n", type=int, default=None, help="number of samples (default: the split's size)")
     shapes.add_argument("--size", type=int, default=64, help="image side in pixels (>= 16)")
     shapes.add_argument("--seed", type=int, default=0, help="dataset seed: the same seed gives the same samples")
 
@@ -155,7 +155,7 @@ def _add_data_commands(subparsers) -> None:
     preview = add_command(commands, "preview", _data_preview, "render a grid of a dataset's images with their captions under them (and print the captions)")
     preview.add_argument("source", help=source_help)
     preview.add_argument("--out", default="preview.png", help="PNG to write")
-    preview.add_argument("--n", type=int, default=16, help="number of examples")
+    preview.add_argument("-n", "--n", type=int, default=16, help="number of examples")
     preview.add_argument("--size", type=int, default=64, help="image side in pixels")
     preview.add_argument("--seed", type=int, default=0, help="seed of Shapes and of random captions")
     preview.add_argument(
@@ -180,7 +180,7 @@ def _add_data_commands(subparsers) -> None:
     )
     encode.add_argument("source", help=source_help)
     encode.add_argument("--text-encoder", default="minilm", help="`minilm`, or a folder with tokenizer/ and text_encoder/")
-    encode.add_argument("--n", type=int, default=None, help="Shapes only: the first n samples")
+    encode.add_argument("-n", "--n", type=int, default=None, help="Shapes only: the first n samples")
     encode.add_argument("--cache-dir", default=None, help="cache root (default: $MMGEN_CACHE or ~/.cache/mmgen)")
     multimodal.add_data_commands(commands, source_help)
 
@@ -249,6 +249,8 @@ def _sample(args: argparse.Namespace) -> None:
         except UnicodeDecodeError as error:
             raise MMGenError(f"--prompts-file {args.prompts_file}: not UTF-8 text (byte {error.start})") from error
         prompts += [line.strip() for line in lines if line.strip()]
+        if not any(line.strip() for line in lines):
+            raise MMGenError(f"--prompts-file {args.prompts_file}: no prompts in it (one per line)")
     if not prompts:
         raise MMGenError("no prompt given: pass one or more prompts, or --prompts-file")
     if any(not p.strip() for p in prompts):
@@ -308,7 +310,7 @@ def _add_sample_command(subparsers) -> None:
     )
     command.add_argument("prompts", nargs="*", help="prompts, e.g. \"a big blue star in the middle\"")
     command.add_argument("--prompts-file", default=None, help="a text file with one prompt per line")
-    command.add_argument("-n", type=int, default=4, help="images per prompt")
+    command.add_argument("-n", "--n", type=int, default=4, help="images per prompt")
     command.add_argument(
         "--model", default=str(SHAPES_LDM), help="pipeline folder: latent diffusion or the discrete-VAE baseline"
     )
@@ -431,7 +433,7 @@ def _add_eval_command(subparsers) -> None:
     command.add_argument(
         "--task", required=True, choices=("text-to-image", "impute", "reconstruct", "retrieval", "judge"), help="what to measure"
     )
-    command.add_argument("--n", type=int, default=500, help="prompts (or images) per split")
+    command.add_argument("-n", "--n", type=int, default=500, help="prompts (or images) per split")
     command.add_argument(
         "--splits", nargs="+", default=None, choices=PROMPT_SPLITS, metavar="SPLIT",
         help=f"text-to-image on Shapes: the prompt splits to measure, of {', '.join(PROMPT_SPLITS)} (default: all; "
@@ -517,6 +519,16 @@ def _one_line_warnings(format_warning):
     return format
 
 
+def _resume_point(args: argparse.Namespace) -> str:
+    """For an interrupted training command, where `--resume latest` would continue."""
+    if not getattr(args, "train_command", None) or not getattr(args, "output_dir", None):
+        return ""
+    from mmgen.training.checkpoint import list_checkpoints
+
+    saved = list_checkpoints(Path(args.output_dir) / "checkpoints")
+    return f"; --resume latest continues from {saved[-1]}" if saved else "; no checkpoint was saved yet"
+
+
 def _stdout_closed() -> bool:
     """Whether standard output is a pipe whose reader has gone (poll reports an error on
     it; where poll is missing, as on Windows, say no)."""
@@ -547,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmgen: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mmgen: interrupted", file=sys.stderr)
+        # On a line of its own (a progress bar may hold the cursor), with where training resumes.
+        print(f"\nmmgen: interrupted{_resume_point(args)}", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = format_warning

@@ -4,6 +4,7 @@ impute`, `mmgen data polymnist`, `mmgen data modalities` and `mmgen eval --data`
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from mmgen.cli.common import (
@@ -229,7 +230,7 @@ def add_impute_command(subparsers) -> None:
         "--values", nargs="+", default=None, metavar="NAME=NUMBER[,NUMBER...]",
         help="real-valued modalities (numeric metadata columns), e.g. --values weight=2.5",
     )
-    command.add_argument("-n", type=int, default=4, help="draws")
+    command.add_argument("-n", "--n", type=int, default=4, help="draws")
     command.add_argument(
         "--given", default=None, choices=("product", "mixture"),
         help="multimodal VAEs: the posterior of what is given, the product of exactly the given modalities' experts or "
@@ -274,7 +275,10 @@ def _data_modalities(args: argparse.Namespace) -> None:
     if args.out:
         writable_folder(Path(args.out).parent, f"--out {args.out}")
         Path(args.out).write_text(text)
-        print(f"wrote {args.out}: edit it, then train with --modalities {args.out}")
+        # The spec names columns as the data layer carries them: the flags that rename them stay.
+        flags = "".join(f" --{flag} {shlex.quote(value)}" for flag, value in
+                        (("image-column", args.image_column), ("text-column", args.text_column)) if value)
+        print(f"wrote {args.out}: edit it, then train with --modalities {shlex.quote(args.out)}{flags}")
     else:
         print(text, end="")
 

@@ -257,7 +257,9 @@ class ImageTextDataset(Dataset):
         image; else an image column)."""
         image = next((image for r in self._records if (image := self._image_of(r, column)) is not None), None)
         if image is None:
-            raise DataError(f"the image column {column!r} holds no image")
+            named = ("the main image column (file_name in a folder, image in a Hugging Face dataset, or the one "
+                     "--image-column names)" if column == "pixel_values" else f"the image column {column!r}")
+            raise DataError(f"{named} holds no image")
         return min(read_image(image).size)
 
     def set_image_sizes(self, sizes: Mapping[str, int]) -> None:
@@ -327,6 +329,9 @@ def _report(problems: _Problems, usable: int, source: str, empty: str) -> None:
             raise DataError(f"{source}: {empty}")
         return
     count = len(problems.items)
+    if not usable and count > 1 and len({reason for _, reason in problems.items}) == 1:  # one cause: a wrong column?
+        file, reason = problems.items[0]
+        raise DataError(f"{source}: no usable entries, all {count} alike: {file}: {reason}")
     reasons = "; ".join(f"{file}: {reason}" for file, reason in problems.items[:_REASONS_QUOTED])
     if count > _REASONS_QUOTED:
         reasons += f"; ... and {count - _REASONS_QUOTED} more (`mmgen data check` lists them all)"

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 from transformers import logging as transformers_logging
 
-from mmgen.checkpoints import SHAPES_LDM, loading, pipeline_class_name
+from mmgen.checkpoints import LORA_WEIGHTS, SHAPES_LDM, loading, pipeline_class_name
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.text.encoder import check_texts, quiet_loading
+from mmgen.text.encoder import check_texts, prompt_problems, quiet_libraries
 
 # Importing diffusers' pipelines makes transformers warn that torchvision is missing
 # (for image processors mmgen never uses); keep that out of users' terminals.
@@ -48,10 +49,6 @@ SCHEDULERS = {
 }
 
 
-# The file diffusers' `save_lora_weights` writes and `load_lora_weights` reads.
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
-
-
 class TextToImagePipeline(StableDiffusionPipeline):
     """`pipe(prompts, num_inference_steps=20, guidance_scale=..., generator=...)` returns
     PIL images in `.images`, as every diffusers pipeline does."""
@@ -60,10 +57,17 @@ class TextToImagePipeline(StableDiffusionPipeline):
     # small (checkpoints/shapes-ldm was measured at 3).
     default_guidance_scale = 3.0
 
-    def __call__(self, *args, guidance_scale: float | None = None, **kwargs):
+    def __call__(self, prompt: str | list[str] | None = None, *args, guidance_scale: float | None = None, **kwargs):
+        if prompt is not None:  # else prompt_embeds, which diffusers checks
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if len(prompts) == 0:
+                raise ConfigError("no prompts given")
+            check_texts(prompts)
+            for problem in prompt_problems(self.tokenizer, self.tokenizer.model_max_length, prompts):
+                warnings.warn(problem, stacklevel=2)
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale
-        return super().__call__(*args, guidance_scale=guidance_scale, **kwargs)
+        return super().__call__(prompt, *args, guidance_scale=guidance_scale, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str | Path = SHAPES_LDM, scheduler: str | None = None, **kwargs):
@@ -73,7 +77,7 @@ class TextToImagePipeline(StableDiffusionPipeline):
         kwargs.setdefault("safety_checker", None)
         kwargs.setdefault("requires_safety_checker", False)
         kwargs.setdefault("use_safetensors", True)
-        with quiet_loading(), loading(path):
+        with quiet_libraries(), loading(path):
             pipe = super().from_pretrained(path, **kwargs)
         if scheduler:
             pipe.use_scheduler(scheduler)
@@ -90,7 +94,7 @@ class TextToImagePipeline(StableDiffusionPipeline):
         if not weights.is_file():
             raise CheckpointError(f"{path}: no LoRA weights there (no {LORA_WEIGHTS})")
         try:
-            with quiet_loading(errors=False), loading(path):  # diffusers logs a mismatch per tensor
+            with quiet_libraries(errors=False), loading(path):  # diffusers logs a mismatch per tensor
                 self.load_lora_weights(weights.parent, weight_name=weights.name)
         except RuntimeError as error:  # adapters shaped for another UNet
             mismatch = re.search(r"size mismatch for (\S+): copying a param with shape torch.Size\((\[.*?\])\) from "
@@ -112,7 +116,8 @@ class TextToImagePipeline(StableDiffusionPipeline):
         self.scheduler = SCHEDULERS[name].from_config(self.scheduler.config)
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
-        super().save_pretrained(save_directory, **kwargs)
+        with quiet_libraries():  # transformers' "Writing model shards" bar at every checkpoint
+            super().save_pretrained(save_directory, **kwargs)
         # Saved under the diffusers class name, so that DiffusionPipeline.from_pretrained
         # and StableDiffusionPipeline.from_pretrained both know the folder.
         index = Path(save_directory) / "model_index.json"
@@ -120,10 +125,6 @@ class TextToImagePipeline(StableDiffusionPipeline):
         config["_class_name"] = StableDiffusionPipeline.__name__
         index.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
-    def check_inputs(self, prompt, *args, **kwargs):
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if prompts is not None and len(prompts) == 0:
-            raise ConfigError("no prompts given")
-        if prompts is not None:
-            check_texts(prompts)
-        return super().check_inputs(prompt, *args, **kwargs)
+    def encode_prompt(self, *args, **kwargs):
+        with quiet_libraries():  # diffusers' truncation note names CLIP whatever the encoder; __call__ said it
+            return super().encode_prompt(*args, **kwargs)

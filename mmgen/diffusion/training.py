@@ -42,10 +42,10 @@ def train_autoencoder(
     if pretrained is not None:
         vae = _autoencoder(pretrained)
         vae.train().requires_grad_(True)
-        image_size = image_size or vae.config.sample_size
+        image_size = _image_size(image_size, vae)
     else:
-        image_size = image_size or 64
-        vae = build_autoencoder(block_out_channels, latent_channels, image_size=image_size)
+        vae = build_autoencoder(block_out_channels, latent_channels, image_size=64 if image_size is None else image_size)
+        image_size = _image_size(image_size, vae)
     dataset = open_images(data, size=image_size, seed=config.seed, random_flip=random_flip)
     originals = torch.stack([dataset[i]["pixel_values"] for i in range(min(8, len(dataset)))])
 
@@ -59,6 +59,19 @@ def train_autoencoder(
 
     objective = AutoencoderObjective(vae, kl_weight=kl_weight, reconstruction_loss=reconstruction_loss)
     return Trainer(config, objective, dataset, validate_fn=validate, export_fn=export).train()
+
+
+def _image_size(image_size: int | None, vae: AutoencoderKL) -> int:
+    """The image side to train `vae` on (default: its own), checked: the encoder halves
+    the image once per block after the first, and a size it cannot halve that often
+    would fail mid-step on mismatched shapes."""
+    size = vae.config.sample_size if image_size is None else image_size
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if size <= 0 or size % factor:
+        given = f"--image-size {size}" if image_size is not None else f"the autoencoder's image size {size} (sample_size)"
+        raise ConfigError(f"{given} must be a positive multiple of {factor}: the autoencoder halves the image "
+                          f"{factor.bit_length() - 1} times (once per --block-out-channels width after the first)")
+    return size
 
 
 def train_ldm(
@@ -138,7 +151,7 @@ def train_ldm(
     else:
         vae, encoder = _autoencoder(autoencoder), None
     vae = vae.to(state.device).eval().requires_grad_(False)
-    size = image_size or vae.config.sample_size
+    size = _image_size(image_size, vae)
     datasets = [
         open_dataset(source, size=size, seed=config.seed, caption_variants=caption_variants)
         for source in ([data] if preservation_data is None else [data, preservation_data])

@@ -14,7 +14,7 @@ from mmgen.dvae.discrete_vae import DiscreteVAE
 from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.errors import CheckpointError, ConfigError
 from mmgen.text import UNCONDITIONAL_PROMPT, TextEncoder
-from mmgen.text.encoder import quiet_loading
+from mmgen.text.encoder import quiet_libraries
 
 
 class DiscreteVAEPipeline(DiffusionPipeline):
@@ -39,8 +39,12 @@ class DiscreteVAEPipeline(DiffusionPipeline):
         if class_name != cls.__name__:
             raise CheckpointError(f"{path}: a {class_name} checkpoint, not a discrete-VAE pipeline")
         kwargs.setdefault("use_safetensors", True)
-        with quiet_loading(), loading(path):
+        with quiet_libraries(), loading(path):
             return super().from_pretrained(path, **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        with quiet_libraries():  # transformers' "Writing model shards" bar at every checkpoint
+            super().save_pretrained(save_directory, **kwargs)
 
     @torch.no_grad()
     def __call__(

@@ -110,7 +110,9 @@ class DiscreteVAEPrior(ModelMixin, ConfigMixin):
         tokens = torch.empty(batch, 0, dtype=torch.long, device=text_states.device)
         inputs, past = prefix, None
         for _ in range(self.config.image_seq_len):
-            output = self.transformer(inputs_embeds=inputs, past_key_values=past, use_cache=use_cache)
+            # The cache goes in and comes out by position: transformers 5 renamed past_key_values
+            # to cache (warning at every call under the old name), 4.x knows only the old one.
+            output = self.transformer(None, past, inputs_embeds=inputs, use_cache=use_cache)
             logits = self.head(output.last_hidden_state[:, -1]).float()
             if guided:
                 conditional, unconditional = logits.chunk(2)
@@ -124,7 +126,7 @@ class DiscreteVAEPrior(ModelMixin, ConfigMixin):
             tokens = torch.cat([tokens, next_token], dim=1)
             embedded = self.image_embedding(torch.cat([next_token, next_token]) if guided else next_token)
             if use_cache:
-                inputs, past = embedded, output.past_key_values
+                inputs, past = embedded, output[1]
             else:
                 inputs = torch.cat([inputs, embedded], dim=1)
         return tokens

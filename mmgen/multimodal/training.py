@@ -112,27 +112,30 @@ _UNFAMILIAR_SHIFT, _UNFAMILIAR_SPREAD = 4.0, 10.0
 def _warn_of_unfamiliar_data(
     model: MultimodalVAE | ConditionalVAE, dataset: Dataset, source: str, sample: int = 64
 ) -> None:
-    """Warn when the first `sample` items hold no value of one of a pretrained model's
-    modalities (data for another model, or columns named otherwise, would teach it that the
-    modality is always missing), or real values on another scale than the model's (a price
-    in thousands where it learned units: the model keeps its own statistics). Warnings:
-    data without a modality is also a way to train, and new data may well differ."""
-    observed = model.observe(collate_examples([dataset[i] for i in range(min(sample, len(dataset)))]))
+    """Warn when `sample` items spread over the data hold no value of one of a pretrained
+    model's modalities (data for another model, or columns named otherwise, would teach it
+    that the modality is always missing), or real values on another scale than the model's
+    (a price in thousands where it learned units: the model keeps its own statistics).
+    Warnings: data without a modality is also a way to train, and new data may well differ."""
+    indices = range(0, len(dataset), max(1, len(dataset) // sample))[:sample]  # not the first: data may be sorted
+    observed = model.observe(collate_examples([dataset[i] for i in indices]))
     for name, present in zip(model.names, observed.present):
         if not present.any():
             warnings.warn(
                 f"{source}: no value of the model's modality {name!r} (columns: {', '.join(model.columns(name))}) in "
-                f"its first {observed.size} items; fine-tuning teaches the model it is missing", stacklevel=3,
+                f"{observed.size} items spread over it; fine-tuning teaches the model it is missing", stacklevel=3,
             )
         elif model.codecs[name].kind == "real" and model.codecs[name].mean is not None and present.sum() > 1:
             standardised = observed.values[name][present].double()  # in the model's standard deviations
-            shift, spread = standardised.mean(0).abs().max().item(), standardised.std(0).max().item()
-            # (A spread of 0, one value throughout, is a narrow subset, not a unit.)
-            if shift > _UNFAMILIAR_SHIFT or spread > _UNFAMILIAR_SPREAD or 0 < spread < 1 / _UNFAMILIAR_SPREAD:
+            shift, spreads = standardised.mean(0).abs().max().item(), standardised.std(0)
+            # Per dimension; a spread of 0, one value throughout, is a narrow subset, not a unit.
+            off_scale = (spreads > _UNFAMILIAR_SPREAD) | ((spreads > 0) & (spreads < 1 / _UNFAMILIAR_SPREAD))
+            if shift > _UNFAMILIAR_SHIFT or off_scale.any():
+                spread = (spreads[off_scale] if off_scale.any() else spreads).max().item()
                 warnings.warn(
-                    f"{source}: the values of the model's modality {name!r} in its first {observed.size} items lie "
-                    f"{shift:.3g} of the model's standard deviations from its mean and spread {spread:.3g} times as "
-                    "wide: another unit or quantity? Fine-tuning reads them on the model's scale", stacklevel=3,
+                    f"{source}: the values of the model's modality {name!r} in {observed.size} items spread over it "
+                    f"lie {shift:.3g} of the model's standard deviations from its mean and spread {spread:.3g} times "
+                    "as wide: another unit or quantity? Fine-tuning reads them on the model's scale", stacklevel=3,
                 )
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mmgen.errors import ConfigError
-from mmgen.text.encoder import UNCONDITIONAL_PROMPT, TextEncoder, TextEncoding
+from mmgen.text.encoder import UNCONDITIONAL_PROMPT, TextEncoder, TextEncoding, prompt_problems
 
 
 # Captions per shard file: bounds the memory of one write and safetensors' header size.
@@ -74,13 +75,16 @@ class CachedTextEncoder:
         missing = [t for t in texts if t not in self._entries]
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
-        self._encode(list(dict.fromkeys(missing)))
+        missing = list(dict.fromkeys(missing))
+        self._warn_of_problems(missing)
+        self._encode(missing)
         return self._assemble(texts)
 
     def precompute(self, texts: Iterable[str], progress: bool = True) -> None:
         """Encode every distinct text not cached yet, then write them to disk. After the
         first batch, says how long the rest will take when that is more than a few seconds."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._entries]
+        self._warn_of_problems(missing)
         batches = range(0, len(missing), self.batch_size)
         started = time.perf_counter()
         for index, start in enumerate(tqdm(batches, desc="encoding captions", disable=not progress or not missing)):
@@ -110,11 +114,17 @@ class CachedTextEncoder:
         os.replace(temporary, self.directory / name)
         self._unsaved = []
 
+    def _warn_of_problems(self, texts: list[str]) -> None:
+        """What the encoder does not read of `texts`, said once for all of them (the
+        encoder, given them in chunks, is told not to)."""
+        for problem in prompt_problems(self.encoder.tokenizer, self.encoder.max_length, texts):
+            warnings.warn(problem, stacklevel=3)
+
     @torch.no_grad()
     def _encode(self, texts: list[str]) -> None:
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
-            encoding = self.encoder(chunk)
+            encoding = self.encoder(chunk, warn=False)
             for i, text in enumerate(chunk):
                 self._entries[text] = (
                     encoding.hidden_states[i].to("cpu", self.dtype).clone(),

@@ -78,12 +78,14 @@ def minilm_path() -> Path:
 
 
 @contextlib.contextmanager
-def quiet_loading(errors: bool = True) -> Iterator[None]:
-    """Load models without transformers' and diffusers' per-load progress bars and
-    reports: a MiniLM's unused pooler, which mmgen drops on purpose, and a pipeline whose
-    text encoder is a BERT where Stable Diffusion's is a CLIPTextModel read to users like a
-    broken checkpoint. Without `errors`, their error logs too, where the caller raises the
-    failure as one line of its own."""
+def quiet_libraries(errors: bool = True) -> Iterator[None]:
+    """Load and save models and encode prompts without transformers' and diffusers'
+    progress bars and notes: a MiniLM's unused pooler, which mmgen drops on purpose, a
+    pipeline whose text encoder is a BERT where Stable Diffusion's is a CLIPTextModel, and
+    prompts truncated "because CLIP can only handle 77 tokens" read to users like a broken
+    checkpoint (mmgen says what an encoder does not read itself: `prompt_problems`).
+    Without `errors`, their error logs too, where the caller raises the failure as one line
+    of its own."""
     import logging
 
     from diffusers.utils import logging as diffusers_logging
@@ -127,6 +129,28 @@ def check_texts(texts: list[str]) -> None:
             ) from None
 
 
+def prompt_problems(tokenizer: PreTrainedTokenizerBase, max_length: int, texts: list[str]) -> list[str]:
+    """What a text encoder with `tokenizer` and `max_length` does not read of `texts`, one
+    sentence per kind: prompts longer than `max_length` tokens (truncated), words with
+    characters it has no token for (MiniLM's WordPiece has none for most emoji and many
+    CJK characters). Read without special tokens: CLIP's unknown token is its end token."""
+    if not texts:
+        return []
+    plain = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    problems = []
+    too_long = [text for text, ids in zip(texts, plain) if len(ids) + tokenizer.num_special_tokens_to_add() > max_length]
+    if too_long:
+        problems.append(f"{len(too_long)} prompt(s) longer than {max_length} tokens were truncated, "
+                        f"e.g. {too_long[0][:80]!r}")
+    unknown = tokenizer.unk_token_id
+    with_unknown = [text for text, ids in zip(texts, plain) if unknown is not None and unknown in ids]
+    if with_unknown:
+        words = [word for word in with_unknown[0].split() if tokenizer.unk_token in tokenizer.tokenize(word)]
+        problems.append(f"{len(with_unknown)} prompt(s) hold characters the text encoder has no token for (read "
+                        f"as unknown), e.g. {' '.join(words)!r} in {with_unknown[0][:80]!r}")
+    return problems
+
+
 class TextEncoder(nn.Module):
     """Tokenizer + transformer -> `TextEncoding` (hidden states, mask, pooled vector).
 
@@ -162,7 +186,7 @@ class TextEncoder(nn.Module):
         float16. Its unused BERT pooler is dropped (an unused parameter under DDP)."""
         path = minilm_path()
         tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=max_length)
-        with quiet_loading():
+        with quiet_libraries():
             model = AutoModel.from_pretrained(path, add_pooling_layer=False, dtype=torch.float32)
         return cls(tokenizer, round_to_half(model), trainable=trainable)
 
@@ -207,7 +231,7 @@ class TextEncoder(nn.Module):
             # leaves the global random state as it was: a run seeded before this load then
             # starts from the same weights whether its encoder is a folder or `minilm`.
             bert = AutoConfig.from_pretrained(model_dir).model_type == "bert"
-            with quiet_loading():  # float32 whatever the stored precision: CPUs compute float16 slowly
+            with quiet_libraries():  # float32 whatever the stored precision: CPUs compute float16 slowly
                 model = AutoModel.from_pretrained(
                     model_dir, dtype=torch.float32, use_safetensors=True, **({"add_pooling_layer": False} if bert else {})
                 )
@@ -217,7 +241,7 @@ class TextEncoder(nn.Module):
         """Writes tokenizer/ and text_encoder/; a frozen encoder in float16 (see `saved_as_half`)."""
         path = Path(path)
         self.tokenizer.save_pretrained(path / TOKENIZER_FOLDER)
-        with self.saved_as_half(path):
+        with self.saved_as_half(path), quiet_libraries():  # no "Writing model shards" bar
             self.model.save_pretrained(path / TEXT_ENCODER_FOLDER)
 
     @contextlib.contextmanager
@@ -290,28 +314,24 @@ class TextEncoder(nn.Module):
 
     # -- encoding -----------------------------------------------------------------------
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], warn: bool = True) -> dict[str, torch.Tensor]:
         """Token ids and mask, padded to `max_length` (so a text's encoding never depends
-        on the batch it is in); over-long texts are truncated with a warning."""
+        on the batch it is in); what the encoder does not read of them (`prompt_problems`)
+        is said in a warning, unless not to `warn` (a caller that said it for all its texts)."""
         if isinstance(texts, str):
             texts = [texts]
         check_texts(texts)
-        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
-        too_long = [t for t, n in zip(texts, lengths) if n > self.max_length]
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} prompt(s) longer than {self.max_length} tokens were truncated, "
-                f"e.g. {too_long[0][:80]!r}",
-                stacklevel=3,
-            )
+        # stacklevel 2: the caller in mmgen (forward), not torch's module call that runs it.
+        for problem in prompt_problems(self.tokenizer, self.max_length, texts) if warn else ():
+            warnings.warn(problem, stacklevel=2)
         tokens = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
-    def forward(self, texts: list[str]) -> TextEncoding:
+    def forward(self, texts: list[str], warn: bool = True) -> TextEncoding:
         device = next(self.model.parameters()).device
-        tokens = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        tokens = {k: v.to(device) for k, v in self.tokenize(texts, warn).items()}
         output = self.model(**tokens)
         hidden, mask = output.last_hidden_state, tokens["attention_mask"]
         if isinstance(self.model, CLIPTextModel):
