@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from mmgen.data import ShapesDataset
+from mmgen.errors import ConfigError
 from mmgen.cli import add_training_arguments, main, training_config_from_args
 
 
@@ -124,7 +125,7 @@ def test_a_missing_validation_prompts_file_is_named_not_drawn(tmp_path, capsys):
     assert f"--validation-prompts {missing}: no such file" in capsys.readouterr().err
 
 
-def test_training_flags_cover_the_config():
+def test_training_flags_cover_the_config(tmp_path):
     parser = argparse.ArgumentParser()
     add_training_arguments(parser)
     args = parser.parse_args(
@@ -135,6 +136,11 @@ def test_training_flags_cover_the_config():
     assert config.resume == "latest" and config.batch_size == 32  # defaults kept
     with pytest.raises(SystemExit):
         parser.parse_args(["--output-dir", "run", "--max-steps", "seven"])
+    run = ["--output-dir", str(tmp_path)]
+    assert training_config_from_args(parser.parse_args(run)).max_steps == 1000
+    assert training_config_from_args(parser.parse_args([*run, "--epochs", "2"])).epochs == 2
+    with pytest.raises(ConfigError, match="give --max-steps or --epochs, not both"):  # one would be ignored
+        training_config_from_args(parser.parse_args([*run, "--epochs", "2", "--max-steps", "3"]))
 
 
 def test_a_data_error_from_a_loader_worker_is_one_line():

@@ -10,7 +10,7 @@ import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from mmgen.errors import MMGenError
+from mmgen.errors import ConfigError, MMGenError
 
 Handler = Callable[[argparse.Namespace], None]
 
@@ -44,9 +44,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         if field.default is dataclasses.MISSING:
             group.add_argument(flag, required=True, dest=field.name, help=field.metadata["help"])
             continue
-        group.add_argument(
-            flag, type=_parser_for(hints[field.name]), default=field.default, dest=field.name, help=field.metadata["help"]
-        )
+        help = field.metadata["help"]
+        if field.name == "max_steps":  # None when not given, so that --epochs with it can be refused
+            help, default = f"{help} (default: {field.default}, or what --epochs sets)", None
+        else:
+            default = field.default
+        group.add_argument(flag, type=_parser_for(hints[field.name]), default=default, dest=field.name, help=help)
 
 
 def training_config_from_args(args: argparse.Namespace):
@@ -55,7 +58,12 @@ def training_config_from_args(args: argparse.Namespace):
     from mmgen.training import TrainingConfig
     from mmgen.training.trainer import check_output_dir
 
-    config = TrainingConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)})
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingConfig)}
+    if settings["max_steps"] is None:
+        del settings["max_steps"]  # TrainingConfig's default
+    elif settings["epochs"] is not None:
+        raise ConfigError("give --max-steps or --epochs, not both (--epochs sets the steps from the data's size)")
+    config = TrainingConfig(**settings)
     check_output_dir(config)
     return config
 
