@@ -103,6 +103,35 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
             torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
 
 
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path):
+    options = ("--num-workers", "2", "--accumulation", "3")
+    straight = run_script("--out", str(tmp_path / "straight"), *options)
+    assert straight.returncode == 0, straight.stderr
+
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(  # its own process group, as a terminal's job: Ctrl-C reaches the workers too
+        [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", "0.2", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / checkpoint_name(3)).exists():
+        assert process.poll() is None, "training ended before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0 and "KeyboardInterrupt" in stderr and "Traceback" in stderr
+    stopped = int(stdout.split("interrupted at step ")[1].split(":")[0])
+    assert 3 < stopped < 12 and (out / "checkpoints" / checkpoint_name(stopped)).is_dir()  # saved where it stopped
+
+    resumed = run_script("--out", str(out), "--resume", "latest", *options)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"checkpoint-{stopped:07d} at step {stopped}" in resumed.stdout + resumed.stderr
+    expected, actual = load_file(tmp_path / "straight" / "final-rank0.safetensors"), load_file(out / "final-rank0.safetensors")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
+
+
 def test_compiled_objective_trains_and_its_checkpoints_resume_eagerly(tmp_path):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()

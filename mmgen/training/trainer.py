@@ -23,7 +23,9 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +102,13 @@ class Trainer:
         )
 
     def train(self) -> TrainingResult:
+        interrupt = _StopOnInterrupt()
+        try:
+            return self._train(interrupt)
+        finally:
+            interrupt.restore()
+
+    def _train(self, interrupt: _StopOnInterrupt) -> TrainingResult:
         accelerator = self.accelerator
         if self.config.epochs is not None:
             steps = self.config.steps_for_epochs(len(self.train_dataset), accelerator.num_processes)
@@ -144,6 +153,7 @@ class Trainer:
             # Worker seeds come from this generator (re-seeded per epoch), not from the
             # global RNG whose state is checkpointed.
             generator=torch.Generator(),
+            worker_init_fn=_ignore_interrupts,
         )
         batches_per_epoch = len(sampler) // config.batch_size
         if batches_per_epoch == 0:
@@ -181,7 +191,8 @@ class Trainer:
         objective.train()
         micro_losses: list[torch.Tensor] = []
         tic = started = time.perf_counter()
-        out_of_time = False
+        out_of_time = interrupted = False
+        interrupt.arm()
         while step < config.max_steps and not out_of_time:
             sampler.set_epoch(epoch, start=skip * config.batch_size)
             loader.generator.manual_seed(derive_seed(config.seed, "workers", epoch))
@@ -205,13 +216,16 @@ class Trainer:
                 if ema is not None:
                     ema.step(trainable)
                 # The step's loss (the mean over its micro-batches and processes) and whether any
-                # process is past the time budget, in one reduction, so that all stop together.
+                # process is past the time budget or interrupted, in one reduction, so that all
+                # stop together.
                 past_budget = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
+                flags = [float(past_budget), float(interrupt.requested)]
                 reduced = accelerator.reduce(
-                    torch.stack([torch.stack(micro_losses).mean(), torch.tensor(float(past_budget), device=accelerator.device)]),
+                    torch.cat([torch.stack(micro_losses).mean()[None], torch.tensor(flags, device=accelerator.device)]),
                     reduction="mean",
                 )
-                loss_value, out_of_time = reduced[0].item(), reduced[1].item() > 0
+                loss_value, interrupted = reduced[0].item(), reduced[2].item() > 0
+                out_of_time = reduced[1].item() > 0 or interrupted
                 micro_losses = []
                 if not math.isfinite(loss_value):
                     kept = checkpoint.list_checkpoints(self.checkpoint_dir)
@@ -237,10 +251,14 @@ class Trainer:
                     self._with_ema_weights(ema, lambda model: self.validate_fn(model, step, self.output_dir))
                 if step >= config.max_steps:
                     break
+                if interrupted:
+                    accelerator.print(f"\ninterrupted at step {step}: saved; resume with --resume latest")
+                    break
                 if out_of_time:
                     accelerator.print(f"--max-minutes {config.max_minutes:g} reached at step {step}: saved; resume with --resume latest")
                     break
             epoch += 1
+        interrupt.restore()
         progress.close()
         # Gloo destroys finished collectives on its own thread, which needs the GIL to free
         # their Python tensors; when the process group is destroyed (end_training) while that
@@ -252,6 +270,8 @@ class Trainer:
             time.sleep(GLOO_CLEANUP_PAUSE)
         accelerator.end_training()
         result.step = step
+        if interrupted and step < config.max_steps:  # saved: stop as Ctrl-C does, for the caller to say so
+            raise KeyboardInterrupt
         return result
 
     def _save(self, step: int, ema: EMAModel | None) -> Path:
@@ -388,6 +408,40 @@ class Trainer:
             model.train()
             if ema is not None:
                 ema.restore(parameters)
+
+
+class _StopOnInterrupt:
+    """Between `arm` and `restore`, a first Ctrl-C (SIGINT) only sets `requested`: the loop
+    stops after its step with a checkpoint, as with --max-minutes, instead of losing the
+    steps since the last one. A second one stops at once, as Python's handler does. SIGINT
+    is left alone where it is ignored or handled from outside Python, and off the main
+    thread, where no signal arrives."""
+
+    def __init__(self) -> None:
+        self.requested = self._installed = False
+        self._previous = None
+
+    def arm(self) -> None:
+        self._previous = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread() and callable(self._previous):
+            signal.signal(signal.SIGINT, self._request)
+            self._installed = True
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        tqdm.write("stopping after this step, with a checkpoint (Ctrl-C again to stop at once)")
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process: a worker it killed would fail
+    the batch the interrupted step still needs, before the checkpoint is written."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def check_output_dir(config: TrainingConfig) -> None:
