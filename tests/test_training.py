@@ -73,27 +73,37 @@ def test_validation_hook_does_not_change_training(tmp_path):
     assert validated.losses == plain.losses
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path):
-    # 8 batches per epoch, 3 per optimizer step: accumulations straddle epoch boundaries
-    options = ("--num-workers", "2", "--accumulation", "3")
-    straight = run_script("--out", str(tmp_path / "straight"), *options)
-    assert straight.returncode == 0, straight.stderr
+# 8 batches per epoch, 3 per optimizer step: accumulations straddle epoch boundaries
+INTERRUPTED_RUN = ("--num-workers", "2", "--accumulation", "3")
 
+
+def _run_to_interrupt(tmp_path: Path, step_delay: float, started_when: int) -> subprocess.Popen:
+    """An uninterrupted run in tmp_path/straight, then one started in tmp_path/interrupted (in
+    its own process group, as a terminal's job) and returned once it wrote checkpoint
+    `started_when`."""
+    straight = run_script("--out", str(tmp_path / "straight"), *INTERRUPTED_RUN)
+    assert straight.returncode == 0, straight.stderr
     out = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", "0.1", *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", str(step_delay), *INTERRUPTED_RUN],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     deadline = time.time() + 120
-    while not (out / "checkpoints" / checkpoint_name(6)).exists():
-        assert process.poll() is None, "training ended before it could be killed"
+    while not (out / "checkpoints" / checkpoint_name(started_when)).exists():
+        assert process.poll() is None, "training ended before it could be interrupted"
         assert time.time() < deadline
         time.sleep(0.05)
+    return process
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    process = _run_to_interrupt(tmp_path, step_delay=0.1, started_when=6)
     os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    process.communicate()
+    out = tmp_path / "interrupted"
     assert not (out / "checkpoints" / checkpoint_name(12)).exists()
 
-    resumed = run_script("--out", str(out), "--resume", "latest", *options)
+    resumed = run_script("--out", str(out), "--resume", "latest", *INTERRUPTED_RUN)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout + resumed.stderr
     for name in ("final-rank0.safetensors", f"checkpoints/{checkpoint_name(12)}/ema.safetensors"):
@@ -104,27 +114,15 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path):
-    options = ("--num-workers", "2", "--accumulation", "3")
-    straight = run_script("--out", str(tmp_path / "straight"), *options)
-    assert straight.returncode == 0, straight.stderr
-
-    out = tmp_path / "interrupted"
-    process = subprocess.Popen(  # its own process group, as a terminal's job: Ctrl-C reaches the workers too
-        [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", "0.2", *options],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / checkpoint_name(3)).exists():
-        assert process.poll() is None, "training ended before it could be interrupted"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)
+    process = _run_to_interrupt(tmp_path, step_delay=0.2, started_when=3)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the workers get it too
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode != 0 and "KeyboardInterrupt" in stderr and "Traceback" in stderr
+    out = tmp_path / "interrupted"
     stopped = int(stdout.split("interrupted at step ")[1].split(":")[0])
     assert 3 < stopped < 12 and (out / "checkpoints" / checkpoint_name(stopped)).is_dir()  # saved where it stopped
 
-    resumed = run_script("--out", str(out), "--resume", "latest", *options)
+    resumed = run_script("--out", str(out), "--resume", "latest", *INTERRUPTED_RUN)
     assert resumed.returncode == 0, resumed.stderr
     assert f"checkpoint-{stopped:07d} at step {stopped}" in resumed.stdout + resumed.stderr
     expected, actual = load_file(tmp_path / "straight" / "final-rank0.safetensors"), load_file(out / "final-rank0.safetensors")
