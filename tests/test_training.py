@@ -87,6 +87,8 @@ def _run_to_interrupt(tmp_path: Path, step_delay: float, started_when: int) -> s
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--out", str(out), "--step-delay", str(step_delay), *INTERRUPTED_RUN],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # Ctrl-C handled as in a terminal, even where this runs as a background job (which ignores it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while not (out / "checkpoints" / checkpoint_name(started_when)).exists():
