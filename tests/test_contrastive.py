@@ -63,6 +63,28 @@ def test_a_saved_contrastive_model_ranks_as_before_and_does_not_copy_minilm(clip
     assert torch.allclose(before, after) and torch.allclose(before.norm(dim=1), torch.ones(2))
 
 
+def test_retrieval_takes_one_image_or_text_and_uint8_tensors(clip_run):
+    from PIL import Image
+
+    from mmgen.data.transforms import pil_to_tensor
+    from mmgen.errors import DataError
+
+    result, _ = clip_run
+    retrieval = ImageTextRetrieval.from_pretrained(result.last_checkpoint / "model")
+    image = Image.new("RGB", (retrieval.image_size,) * 2, (200, 30, 30))
+    captions = ["a large red circle in the center", "a small blue star in the top left"]
+    ranked = retrieval.rank_texts(image, captions[0])  # one image, one text
+    assert len(ranked) == 1 and [text for text, _ in ranked[0]] == [captions[0]]  # the caption, not its letters
+    as_float = pil_to_tensor(image)[None]
+    as_uint8 = ((as_float + 1) * 127.5).round().to(torch.uint8)
+    torch.testing.assert_close(retrieval.embed_images(as_uint8), retrieval.embed_images(as_float), atol=1e-5, rtol=0)
+    for bad, message in (([], "no images given"), (["a.png"], "got a list holding str"), (as_float[0], "got shape")):
+        with pytest.raises(DataError, match=message):
+            retrieval.embed_images(bad)
+    with pytest.raises(DataError, match="no texts given"):
+        retrieval.rank_texts(image, [])
+
+
 def test_r_precision_ranks_among_further_candidate_captions():
     images = torch.eye(4)[:2]  # two images, each exactly its own caption's direction
     texts = torch.eye(4)

@@ -174,6 +174,20 @@ def test_mmgen_and_diffusers_load_the_same_pipeline(pipeline_folder):
     assert isinstance(pil[0], Image.Image) and pil[0].size == (16, 16)
 
 
+def test_bad_call_arguments_are_named_before_sampling(pipeline_folder):
+    from mmgen.errors import ConfigError
+
+    pipe = TextToImagePipeline.from_pretrained(pipeline_folder)
+    for options, message in (
+        ({"prompt": 5}, "prompt must be a string or a list of strings, got int"),
+        ({"prompt": "a red star", "num_images_per_prompt": 0}, "num_images_per_prompt must be a whole number"),
+        ({"prompt": "a red star", "generator": 0}, "generator must be a torch.Generator"),
+        ({"prompt": "a red star", "num_inference_steps": 0}, "num_inference_steps must be a whole number"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            pipe(**options)
+
+
 def test_the_pipeline_says_what_its_encoder_does_not_read(pipeline_folder, capfd):
     import warnings
 

@@ -291,6 +291,20 @@ def test_prior_checkpoints_are_pipelines_that_sample_from_the_cli(tmp_path, prio
     assert settings == {"task": "text-to-image", "n": 2, "seed": 0, "guidance_scale": 1.5}  # no steps or scheduler
 
 
+def test_bad_call_arguments_are_named_before_sampling(prior_run):
+    from mmgen.dvae import DiscreteVAEPipeline
+    from mmgen.errors import ConfigError
+
+    pipe = DiscreteVAEPipeline.from_pretrained(prior_run / "checkpoints" / "checkpoint-0000004" / "model")
+    for options, message in (
+        ({"prompt": 5}, "prompt must be a string or a list of strings, got int"),
+        ({"prompt": "a red star", "num_images_per_prompt": 0}, "num_images_per_prompt must be a whole number"),
+        ({"prompt": "a red star", "generator": 0}, "generator must be a torch.Generator"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            pipe(**options)
+
+
 def test_prior_shares_a_frozen_text_encoder_from_another_pipeline(tmp_path, dvae_folder, prior_run, monkeypatch):
     """`--text-encoder PIPELINE` reads that pipeline's encoder, frozen (through its cache),
     and the new pipeline ships the very same weights."""

@@ -221,11 +221,26 @@ def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
         ({"num_workers": -1}, "num_workers must be 0 or more, got -1"),
         ({"lr_scheduler": "bogus"}, "unknown lr_scheduler 'bogus'"),
         ({"report_to": "paper"}, "unknown report_to 'paper'"),
+        ({"max_steps": 2.5}, "max_steps must be a whole number, got float 2.5"),  # trained, never checkpointed
+        ({"batch_size": "4"}, "batch_size must be a whole number, got str '4'"),
+        ({"ema_decay": "none"}, r"ema_decay must be a number \(or none\), got str"),
+        ({"adam_beta1": 1.5}, r"adam_beta1 must be in \[0, 1\), got 1.5"),
+        ({"lr_warmup_steps": -1}, "lr_warmup_steps must be 0 or more"),
+        ({"validate_every": 0}, "validate_every must be at least 1"),
     ],
 )
 def test_bad_settings_are_named(setting, message):
     with pytest.raises(ConfigError, match=message):
         TrainingConfig(output_dir="x", **setting)
+
+
+def test_settings_from_numpy_and_paths_are_taken_as_python_values(tmp_path):
+    import numpy as np
+
+    config = TrainingConfig(output_dir=tmp_path / "run", max_steps=np.int64(5), learning_rate=np.float32(0.5), resume=None)
+    assert (config.output_dir, config.max_steps, config.learning_rate) == (str(tmp_path / "run"), 5, 0.5)
+    assert type(config.max_steps) is int and type(config.learning_rate) is float  # JSON writes them
+    json.dumps(config.to_dict())
 
 
 def test_set_epoch_reaches_wrapped_datasets(tmp_path):

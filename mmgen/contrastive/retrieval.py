@@ -12,7 +12,7 @@ from PIL import Image
 from mmgen.checkpoints import load_pretrained
 from mmgen.contrastive.model import ContrastiveImageText
 from mmgen.data.transforms import pil_to_tensor, resize_and_crop, to_rgb
-from mmgen.errors import CheckpointError, ConfigError
+from mmgen.errors import CheckpointError, ConfigError, DataError
 from mmgen.text import TextEncoder
 
 # The text encoder a checkpoint stores beside itself (any but the pretrained MiniLM).
@@ -63,10 +63,21 @@ class ImageTextRetrieval:
     def image_size(self) -> int:
         return self.model.config.image_size
 
-    def prepare_images(self, images: list[Image.Image] | torch.Tensor) -> torch.Tensor:
-        """PIL images (any size, centre-cropped) or a tensor [N, C, H, W] in [-1, 1]."""
+    def prepare_images(self, images: list[Image.Image] | Image.Image | torch.Tensor) -> torch.Tensor:
+        """PIL images (any size, centre-cropped; one image or a list) or a tensor [N, C, H, W]:
+        float in [-1, 1], or uint8 in 0..255."""
+        if isinstance(images, Image.Image):
+            images = [images]
         if isinstance(images, torch.Tensor):
-            return images
+            if images.dim() != 4:
+                raise DataError(f"images as a tensor are [N, C, H, W], got shape {tuple(images.shape)}")
+            return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+        images = list(images)
+        if not images:
+            raise DataError("no images given")
+        if not all(isinstance(image, Image.Image) for image in images):
+            kinds = sorted({type(image).__name__ for image in images if not isinstance(image, Image.Image)})
+            raise DataError(f"images are PIL images (a list) or one tensor [N, C, H, W], got a list holding {', '.join(kinds)}")
         return torch.stack([pil_to_tensor(resize_and_crop(to_rgb(image), self.image_size)) for image in images])
 
     @torch.no_grad()
@@ -83,8 +94,7 @@ class ImageTextRetrieval:
     @torch.no_grad()
     def embed_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Unit-length text embeddings [N, D]."""
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = _text_list(texts)
         parts = [
             self.model.text_embeds(self.text_encoder(texts[i : i + batch_size]).pooled).cpu()
             for i in range(0, len(texts), batch_size)
@@ -97,6 +107,7 @@ class ImageTextRetrieval:
 
     def rank_texts(self, images: list[Image.Image] | torch.Tensor, texts: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
         """For each image, the `top_k` best-matching texts with their cosine similarity."""
+        texts = _text_list(texts)
         scores = self.similarity(images, texts)
         best = scores.topk(min(top_k, len(texts)), dim=1)
         return [[(texts[j], float(s)) for s, j in zip(row_scores, row)] for row_scores, row in zip(best.values, best.indices.tolist())]
@@ -160,3 +171,11 @@ def r_precision(image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions:
     `captions[i]`; captions (and `text_embeds` rows) past the images' are further candidates."""
     ranks = true_match_ranks(image_embeds.float() @ text_embeds.float().T, captions, candidates, seed)
     return sum(rank == 0 for rank in ranks) / len(ranks)
+
+
+def _text_list(texts: list[str] | str) -> list[str]:
+    """One text or a list of them; none is an error (torch would fail to stack nothing)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise DataError("no texts given")
+    return texts

@@ -19,7 +19,8 @@ from transformers import logging as transformers_logging
 
 from mmgen.checkpoints import LORA_WEIGHTS, SHAPES_LDM, loading, pipeline_class_name
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.text.encoder import check_texts, prompt_problems, quiet_libraries
+from mmgen.sampling import check_draws, check_steps, prompt_list
+from mmgen.text.encoder import prompt_problems, quiet_libraries
 
 # Importing diffusers' pipelines makes transformers warn that torchvision is missing
 # (for image processors mmgen never uses); keep that out of users' terminals.
@@ -59,12 +60,12 @@ class TextToImagePipeline(StableDiffusionPipeline):
 
     def __call__(self, prompt: str | list[str] | None = None, *args, guidance_scale: float | None = None, **kwargs):
         if prompt is not None:  # else prompt_embeds, which diffusers checks
-            prompts = [prompt] if isinstance(prompt, str) else prompt
-            if len(prompts) == 0:
-                raise ConfigError("no prompts given")
-            check_texts(prompts)
+            prompts = prompt_list(prompt)
             for problem in prompt_problems(self.tokenizer, self.tokenizer.model_max_length, prompts):
                 warnings.warn(problem, stacklevel=2)
+        check_draws(kwargs.get("num_images_per_prompt", 1), kwargs.get("generator"))
+        if "num_inference_steps" in kwargs:
+            check_steps(kwargs["num_inference_steps"])
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale
         return super().__call__(prompt, *args, guidance_scale=guidance_scale, **kwargs)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
+import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,10 @@ class TrainingConfig:
     report_to: str | None = _setting("tensorboard", "Accelerate tracker for logs, or 'none'")
 
     def __post_init__(self) -> None:
+        for name in ("output_dir", "resume"):  # a Path is as good as its string
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        self._check_types()
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -83,8 +90,14 @@ class TrainingConfig:
             raise ConfigError(f"learning_rate must be above 0, got {self.learning_rate}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ConfigError(f"max_grad_norm must be above 0 (or none for no clipping), got {self.max_grad_norm}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be 0 or more, got {self.num_workers}")
+        for name in ("num_workers", "lr_warmup_steps", "seed", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.validate_every is not None and self.validate_every < 1:
+            raise ConfigError(f"validate_every must be at least 1 (or none), got {self.validate_every}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.keep_last is not None and self.keep_last < 1:
             raise ConfigError(f"keep_last must be at least 1 (or none to keep all), got {self.keep_last}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
@@ -95,6 +108,22 @@ class TrainingConfig:
         trackers = [t.value for t in LoggerType]
         if self.report_to not in (None, "none", *trackers):
             raise ConfigError(f"unknown report_to {self.report_to!r}; choose none or one of {', '.join(trackers)}")
+
+    def _check_types(self) -> None:
+        """Each setting of its annotated type: a whole number where steps are counted (2.5
+        steps would train and never reach a checkpoint), a number for rates (an int will do),
+        text for names; None where the annotation allows it."""
+        names = {int: "a whole number", float: "a number", str: "text"}
+        for field, hint in typing.get_type_hints(type(self)).items():
+            value, kinds = getattr(self, field), typing.get_args(hint) or (hint,)
+            if value is None and type(None) in kinds:
+                continue
+            kind = next(kind for kind in kinds if kind is not type(None))
+            allowed = {int: numbers.Integral, float: numbers.Real}.get(kind, kind)  # numpy's numbers too
+            if isinstance(value, bool) or not isinstance(value, allowed):
+                optional = " (or none)" if type(None) in kinds else ""
+                raise ConfigError(f"{field} must be {names[kind]}{optional}, got {type(value).__name__} {value!r:.40}")
+            setattr(self, field, kind(value))  # a numpy number as Python's, which JSON writes
 
     def steps_for_epochs(self, dataset_size: int, num_processes: int) -> int:
         """Optimizer steps in `epochs` passes over `dataset_size` samples (the last partial
