@@ -22,17 +22,16 @@ def prompt_list(prompt: Any) -> list[str]:
     return list(prompts)
 
 
-def check_draws(num_images_per_prompt: Any, generator: Any) -> None:
-    """How many images per prompt, and the generator(s) that draw them."""
-    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-        raise ConfigError(f"num_images_per_prompt must be a whole number of at least 1, got {num_images_per_prompt!r}")
+def check_count(name: str, value: Any) -> None:
+    """A count such as num_images_per_prompt or num_inference_steps: a whole number of at
+    least 1 (0 steps would return the starting noise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def check_generator(generator: Any) -> None:
+    """None, a torch.Generator, or a list of them (one per image), as diffusers takes."""
     for each in generator if isinstance(generator, list) else [generator]:
         if each is not None and not isinstance(each, torch.Generator):
             raise ConfigError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), "
                               f"got {type(each).__name__} {each!r:.40}")
-
-
-def check_steps(num_inference_steps: Any) -> None:
-    """Sampling steps: a whole number of at least 1 (0 would return the starting noise)."""
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ConfigError(f"num_inference_steps must be a whole number of at least 1, got {num_inference_steps!r}")

@@ -19,7 +19,7 @@ from transformers import logging as transformers_logging
 
 from mmgen.checkpoints import LORA_WEIGHTS, SHAPES_LDM, loading, pipeline_class_name
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.sampling import check_draws, check_steps, prompt_list
+from mmgen.sampling import check_count, check_generator, prompt_list
 from mmgen.text.encoder import prompt_problems, quiet_libraries
 
 # Importing diffusers' pipelines makes transformers warn that torchvision is missing
@@ -63,9 +63,10 @@ class TextToImagePipeline(StableDiffusionPipeline):
             prompts = prompt_list(prompt)
             for problem in prompt_problems(self.tokenizer, self.tokenizer.model_max_length, prompts):
                 warnings.warn(problem, stacklevel=2)
-        check_draws(kwargs.get("num_images_per_prompt", 1), kwargs.get("generator"))
-        if "num_inference_steps" in kwargs:
-            check_steps(kwargs["num_inference_steps"])
+        check_generator(kwargs.get("generator"))
+        for count in ("num_images_per_prompt", "num_inference_steps"):
+            if count in kwargs:
+                check_count(count, kwargs[count])
         if guidance_scale is None:
             guidance_scale = self.default_guidance_scale
         return super().__call__(prompt, *args, guidance_scale=guidance_scale, **kwargs)

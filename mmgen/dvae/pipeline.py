@@ -13,7 +13,7 @@ from mmgen.data.transforms import tensor_to_pil
 from mmgen.dvae.discrete_vae import DiscreteVAE
 from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.errors import CheckpointError, ConfigError
-from mmgen.sampling import check_draws, prompt_list
+from mmgen.sampling import check_count, check_generator, prompt_list
 from mmgen.text import UNCONDITIONAL_PROMPT, TextEncoder
 from mmgen.text.encoder import quiet_libraries
 
@@ -66,7 +66,8 @@ class DiscreteVAEPipeline(DiffusionPipeline):
         `guidance_scale` None: the pipeline's saved default."""
         guidance_scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         prompts = prompt_list(prompt)
-        check_draws(num_images_per_prompt, generator)
+        check_count("num_images_per_prompt", num_images_per_prompt)
+        check_generator(generator)
         if output_type not in ("pil", "pt"):
             raise ConfigError(f"output_type must be 'pil' or 'pt', not {output_type!r}")
         encoder = TextEncoder(self.tokenizer, self.text_encoder, trainable=None)  # never freeze one in training
