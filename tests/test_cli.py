@@ -47,7 +47,14 @@ def test_data_preview_and_check_read_a_user_folder(tmp_path, capsys):
     shown = [int(line.split()[0]) for line in capsys.readouterr().out.splitlines()[:3]]
     assert shown == sorted(shown) and max(shown) > 3  # drawn from the whole split, not its first three
     assert main(["data", "check", str(folder), "--size", "16"]) == 0
-    assert "4 usable examples, 0 skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 usable examples, 0 skipped" in out and "upscaled" not in out
+    Image.open(folder / "000002.png").resize((12, 9)).save(folder / "000002.png")  # an icon smaller than the rest
+    assert main(["data", "check", str(folder), "--size", "16"]) == 0
+    assert (f"1 of 4 images have a side under 16 px and are upscaled to it, blurrier than the rest (the smallest: "
+            f"12 x 9, {folder.resolve() / '000002.png'})") in capsys.readouterr().out
+    assert main(["data", "check", str(folder), "--size", "8"]) == 0
+    assert "upscaled" not in capsys.readouterr().out
 
     (folder / "000001.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit) as exit_info:

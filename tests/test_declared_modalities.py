@@ -392,6 +392,24 @@ def test_emoji_packages_become_a_two_vendor_image_folder(tmp_path):
     assert main(["data", "emoji", "--package", str(tmp_path / "nothing.tgz"), "--out", str(out)]) == 2
 
 
+def test_impute_takes_numpy_images_under_the_metadata_column_and_gives_numbers_back():
+    torch.manual_seed(0)
+    model = MultimodalVAE({"image": {"kind": "image", "size": 8, "widths": [8], "column": "pixel_values"},
+                           "age": {"kind": "real", "dim": 1, "mean": [40.0], "std": [10.0]}}, latent_dim=2).eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+
+    def age(image, key="image"):
+        return model.impute({key: image}, "age", mean=True, gibbs_steps=0)["age"]
+
+    from_pil = age(Image.fromarray(rgb))
+    assert len(from_pil) == 1 and isinstance(from_pil[0], float)  # a number, as the column held
+    assert age(rgb) == age(rgb / 255.0) == age(rgb, key="file_name") == from_pil
+    assert age(np.stack([rgb, rgb[::-1]]))[0] == from_pil[0] != age(np.stack([rgb, rgb[::-1]]))[1]
+    assert age(rgb[..., 0]) == age(Image.fromarray(rgb[..., 0]))
+    with pytest.raises(DataError, match="numpy images as uint8 or floats in \\[0, 1\\], got int64"):
+        age(rgb.astype(np.int64))
+
+
 def test_a_categorical_modality_may_share_its_name_with_its_column():
     model = MultimodalVAE({"category": {"kind": "categorical", "classes": {"category": ["Flags", "Objects"]}},
                            "x": {"kind": "real", "dim": 1}}, latent_dim=2)
@@ -401,7 +419,7 @@ def test_a_categorical_modality_may_share_its_name_with_its_column():
     assert from_column.present.tolist() == [[True, False], [True, True]]
 
 
-def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_path):
+def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_path, capsys):
     from mmgen.cli import main
 
     spec = tmp_path / "spec.json"
@@ -430,6 +448,18 @@ def test_mvae_fine_tuning_starts_from_the_saved_model(three_image_folder, tmp_pa
                      str(tmp_path / "labelled" / "checkpoints" / "checkpoint-0000001" / "model"), "--max-steps", "1",
                      "--output-dir", str(tmp_path / "tuned-unlabelled"), "--data", str(unlabelled), "--batch-size", "8",
                      "--report-to", "none"]) == 0
+
+    # A label the model never saw: named with its item, before training.
+    relabelled = Path(shutil.copytree(three_image_folder, tmp_path / "relabelled"))
+    (relabelled / "metadata.jsonl").write_text("".join(
+        json.dumps({**row, "label": "4" if i == 7 else row["label"]}) + "\n" for i, row in enumerate(rows)))
+    capsys.readouterr()
+    assert main(["train", "mvae", "--pretrained", str(tmp_path / "labelled" / "checkpoints" / "checkpoint-0000001" / "model"),
+                 "--max-steps", "1", "--output-dir", str(tmp_path / "tuned-relabelled"), "--data", str(relabelled),
+                 "--batch-size", "8", "--report-to", "none"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"mmgen: error: {relabelled.resolve() / 'small' / '7.png'}: label '4' is a label the model does not know (it knows 0, 1, 2, 3)")
+    assert not (tmp_path / "tuned-relabelled" / "checkpoints").exists()
 
     # Real values in another unit (x in thousandths of the model's) would be read on the
     # model's scale; the same values shuffled are familiar and train without a word.

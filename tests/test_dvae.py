@@ -276,6 +276,11 @@ def test_prior_checkpoints_are_pipelines_that_sample_from_the_cli(tmp_path, prio
     again = tmp_path / "again.png"
     main(["sample", "a red star", "a blue circle", "-n", "3", "--model", str(pipeline), "--out", str(again)])
     assert Image.open(again).tobytes() == Image.open(out).tobytes()  # seeded
+    guided, steered = tmp_path / "guided.png", tmp_path / "steered.png"
+    for path, negative in ((guided, []), (steered, ["--negative-prompt", "a green square"])):
+        main(["sample", "a red star", "-n", "3", "--model", str(pipeline), "--guidance-scale", "3", "--out", str(path),
+              *negative])
+    assert Image.open(steered).tobytes() != Image.open(guided).tobytes()
     greedy = tmp_path / "greedy.png"
     main(["sample", "a red star", "-n", "2", "--top-k", "1", "--model", str(pipeline), "--out", str(greedy)])
     tiles = np.asarray(Image.open(greedy))
@@ -300,9 +305,32 @@ def test_bad_call_arguments_are_named_before_sampling(prior_run):
         ({"prompt": 5}, "prompt must be a string or a list of strings, got int"),
         ({"prompt": "a red star", "num_images_per_prompt": 0}, "num_images_per_prompt must be a whole number"),
         ({"prompt": "a red star", "generator": 0}, "generator must be a torch.Generator"),
+        ({"prompt": "a red star", "temperature": 0}, "temperature must be a number above 0"),
+        ({"prompt": "a red star", "top_k": 0}, "top_k must be None or a whole number of at least 1"),
+        ({"prompt": "a red star", "top_p": 1.5}, r"top_p must be None or a number in \(0, 1\]"),
+        ({"prompt": "a red star", "height": 20}, "height 20: this pipeline draws 16 x 16 images only"),
+        ({"prompt": ["a", "b"], "negative_prompt": ["c", "d", "e"]}, "negative_prompt has 3 prompts for 2 prompts"),
     ):
         with pytest.raises(ConfigError, match=message):
             pipe(**options)
+
+
+def test_the_pipeline_is_called_as_diffusers_pipelines_are(prior_run):
+    from mmgen.dvae import DiscreteVAEPipeline
+
+    pipe = DiscreteVAEPipeline.from_pretrained(prior_run / "checkpoints" / "checkpoint-0000004" / "model")
+    size = pipe.vae.config.image_size
+
+    def draw(**options):
+        return pipe(["a red star", "a blue moon"], generator=torch.Generator().manual_seed(0), **options)
+
+    as_tensors = draw(output_type="pt").images
+    (as_arrays,) = draw(output_type="np", return_dict=False, height=size, width=size)
+    assert as_arrays.shape == (2, size, size, 3) and as_arrays.dtype == np.float32
+    np.testing.assert_allclose(as_arrays, as_tensors.permute(0, 2, 3, 1).numpy())
+    empty_negative = draw(output_type="pt", guidance_scale=3.0, negative_prompt="").images
+    assert torch.equal(empty_negative, draw(output_type="pt", guidance_scale=3.0).images)
+    assert not torch.equal(empty_negative, draw(output_type="pt", guidance_scale=3.0, negative_prompt="a red star").images)
 
 
 def test_prior_shares_a_frozen_text_encoder_from_another_pipeline(tmp_path, dvae_folder, prior_run, monkeypatch):

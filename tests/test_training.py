@@ -16,7 +16,7 @@ from mmgen.training import TrainingConfig
 from mmgen.training.checkpoint import checkpoint_name, list_checkpoints, resolve_resume
 from mmgen.training.sampler import ResumableShardedSampler
 
-from tiny_training import make_trainer
+from tiny_training import NoisyLinearData, make_trainer
 
 SCRIPT = Path(__file__).with_name("tiny_training.py")
 
@@ -185,6 +185,16 @@ def test_resume_refuses_settings_that_change_the_data_order(tmp_path):
         make_trainer(tmp_path, max_steps=6, batch_size=4, resume="latest").train()
     with pytest.raises(ConfigError, match="gradient_accumulation_steps 2 -> 1"):
         make_trainer(tmp_path, max_steps=6, gradient_accumulation_steps=1, resume="latest").train()
+
+
+def test_resuming_on_other_data_of_the_same_size_is_said(tmp_path, recwarn):
+    make_trainer(tmp_path, max_steps=3).train()
+    make_trainer(tmp_path, max_steps=6, resume="latest").train()
+    assert not [w for w in recwarn if "other data" in str(w.message)]
+    other = NoisyLinearData()
+    other.y += 1  # the same inputs with other targets
+    with pytest.warns(UserWarning, match="trained on other data of the same size"):
+        make_trainer(tmp_path, max_steps=9, resume="latest", data=other).train()
 
 
 def test_resuming_from_an_earlier_checkpoint_refuses_to_mix_with_later_ones(tmp_path):

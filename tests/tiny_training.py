@@ -55,14 +55,14 @@ class RegressionObjective(nn.Module):
         return {"loss": loss, "prediction_mean": loss.detach() * 0}
 
 
-def make_trainer(output_dir: str | Path, step_delay: float = 0.0, **overrides) -> Trainer:
+def make_trainer(output_dir: str | Path, step_delay: float = 0.0, data: Dataset | None = None, **overrides) -> Trainer:
     torch.manual_seed(0)
     settings = dict(
         output_dir=str(output_dir), max_steps=12, batch_size=8, learning_rate=1e-2, gradient_accumulation_steps=2,
         checkpoint_every=3, keep_last=2, ema_decay=0.9, report_to="none", num_workers=0,
     )
     settings.update(overrides)
-    return Trainer(TrainingConfig(**settings), RegressionObjective(step_delay=step_delay), NoisyLinearData())
+    return Trainer(TrainingConfig(**settings), RegressionObjective(step_delay=step_delay), data or NoisyLinearData())
 
 
 def main() -> None:

@@ -100,8 +100,25 @@ def _data_check(args: argparse.Namespace) -> None:
     print(f"{len(dataset) - len(partial)} usable examples, {len(skipped)} skipped"
           + (f", {len(partial)} without a caption or image (the multimodal VAEs train on what they have; "
              "text-to-image training stops at them unless --on-error skip)" if partial else ""))
+    _note_upscaled_images(dataset, args.size)
     if skipped:
         raise SystemExit(1)
+
+
+def _note_upscaled_images(dataset, size: int) -> None:
+    """Say how many images are smaller than `size` on their shorter side: upscaled, they
+    train blurrier than the rest (icons or scans of a few dozen pixels, say)."""
+    if not hasattr(dataset, "item_image_size"):  # Shapes: drawn at the size asked for
+        return
+    columns = ["pixel_values", *dataset.image_columns]
+    sources = {(i, column): dataset.item_image_size(i, column) for i in range(len(dataset)) for column in columns}
+    small = {key: found for key, found in sources.items() if found is not None and min(found) < size}
+    if small:
+        (index, column), (width, height) = min(small.items(), key=lambda entry: min(entry[1]))
+        shown = dataset.item_source(index) + ("" if column == "pixel_values" else f" ({column})")
+        print(f"{len(small)} of {sum(found is not None for found in sources.values())} images have a side under {size} px "
+              f"and are upscaled to it, blurrier than the rest (the smallest: {width} x {height}, {shown}); "
+              "train at a smaller image size, or leave them out")
 
 
 def _lacking(dataset, index: int) -> str:
@@ -255,7 +272,7 @@ def _sample(args: argparse.Namespace) -> None:
         raise MMGenError("no prompt given: pass one or more prompts, or --prompts-file")
     if any(not p.strip() for p in prompts):
         raise MMGenError("empty prompt: describe the image (guidance needs a prompt to move towards)")
-    check_texts(prompts)
+    check_texts(prompts if args.negative_prompt is None else [*prompts, args.negative_prompt])
     check_draws(args.n, len(prompts))
     if args.steps is not None and args.steps < 1:
         raise MMGenError(f"--steps must be at least 1, got {args.steps}")
@@ -294,7 +311,7 @@ def _sample(args: argparse.Namespace) -> None:
     for batch in tqdm(batches, desc="sampling", unit="batch", disable=len(batches) == 1):
         images += pipe(
             batch, num_inference_steps=args.steps or SAMPLING_STEPS, guidance_scale=guidance_scale, generator=generator,
-            **{name: value for name, value in token_sampling.items() if value is not None},
+            negative_prompt=args.negative_prompt, **{name: value for name, value in token_sampling.items() if value is not None},
         ).images
     make_grid(images, columns=args.n).save(out)
     print(f"wrote {out}: {len(prompts)} prompt(s) x {args.n} images, one row per prompt")
@@ -327,6 +344,10 @@ def _add_sample_command(subparsers) -> None:
     command.add_argument(
         "--guidance-scale", type=float, default=None,
         help="classifier-free guidance scale (default: the pipeline's; 3 for latent diffusion, 1.5 for the discrete-VAE baseline)",
+    )
+    command.add_argument(
+        "--negative-prompt", default=None, metavar="TEXT",
+        help="what guidance steers away from, for every prompt (default: the empty prompt)",
     )
     command.add_argument("--temperature", type=float, default=None, help="token sampling temperature (discrete VAE)")
     command.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens (discrete VAE)")

@@ -252,6 +252,12 @@ class ImageTextDataset(Dataset):
         """Whether item `index` has an image in `column`, without loading it."""
         return self._image_of(self._records[index], column) is not None
 
+    def item_image_size(self, index: int, column: str = "pixel_values") -> tuple[int, int] | None:
+        """(width, height) of item `index`'s image in `column` as stored (without decoding
+        it), or None if it has none."""
+        image = self._image_of(self._records[index], column)
+        return None if image is None else stored_image_size(image)
+
     def native_image_size(self, column: str = "pixel_values") -> int:
         """The shorter side of the first image in `column` as stored (pixel_values: the main
         image; else an image column)."""
@@ -367,19 +373,29 @@ def read_image(cell: Any) -> Image.Image:
     stays valid after the file is closed."""
     if isinstance(cell, Image.Image):
         return to_rgb(ImageOps.exif_transpose(cell))
+    with Image.open(_image_source(cell)) as image:
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def stored_image_size(cell: Any) -> tuple[int, int]:
+    """(width, height) of an image cell as stored, read from its header alone."""
+    if isinstance(cell, Image.Image):
+        return cell.size
+    with Image.open(_image_source(cell)) as image:
+        return image.size
+
+
+def _image_source(cell: Any) -> Any:
+    """What `Image.open` reads for an image cell that is not a PIL image: its path or bytes."""
     if isinstance(cell, Mapping):
         if cell.get("bytes") is not None:
-            source = io.BytesIO(cell["bytes"])
-        elif cell.get("path"):
-            source = cell["path"]
-        else:
-            raise ValueError("image cell has neither 'bytes' nor 'path'")
-    elif isinstance(cell, (str, os.PathLike)):
-        source = cell
-    else:
-        raise TypeError(f"expected an image, a {{'bytes', 'path'}} dict or a path, got {type(cell).__name__}")
-    with Image.open(source) as image:
-        return to_rgb(ImageOps.exif_transpose(image))
+            return io.BytesIO(cell["bytes"])
+        if cell.get("path"):
+            return cell["path"]
+        raise ValueError("image cell has neither 'bytes' nor 'path'")
+    if isinstance(cell, (str, os.PathLike)):
+        return cell
+    raise TypeError(f"expected an image, a {{'bytes', 'path'}} dict or a path, got {type(cell).__name__}")
 
 
 def _captions(value: Any) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ import re
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -269,10 +270,12 @@ class ImageModality(Modality):
             value = self._tensor_image(value)
             if isinstance(value, torch.Tensor):
                 return value
+        if isinstance(value, np.ndarray):
+            value = self._array_image(value)
         if not isinstance(value, Image.Image):
             raise DataError(
-                f"modality {self.name!r} takes images: PIL, uint8 tensors [C, H, W] or float tensors in [-1, 1], "
-                f"got {_describe(value)}"
+                f"modality {self.name!r} takes images: PIL, uint8 tensors [C, H, W], float tensors in [-1, 1] or "
+                f"numpy arrays [H, W, C], got {_describe(value)}"
             )
         image = resize_and_crop(to_rgb(value), self.size)
         return pil_to_tensor(image.convert("L") if self.channels == 1 else image)
@@ -288,6 +291,18 @@ class ImageModality(Modality):
             value = ((value.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         array = value.permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(array[..., 0] if value.shape[0] == 1 else array)
+
+    def _array_image(self, value: np.ndarray) -> Image.Image:
+        """A numpy image [H, W] or [H, W, C] as PIL: uint8, or float in [0, 1] (diffusers'
+        `output_type="np"`)."""
+        if value.ndim not in (2, 3) or value.ndim == 3 and value.shape[2] not in (1, 3, 4):
+            raise DataError(f"modality {self.name!r} takes numpy images [H, W] or [H, W, C] with C = 1, 3 or 4, "
+                            f"got shape {value.shape}")
+        if value.dtype.kind == "f":
+            value = (np.clip(value, 0, 1) * 255).round().astype(np.uint8)
+        elif value.dtype != np.uint8:
+            raise DataError(f"modality {self.name!r} takes numpy images as uint8 or floats in [0, 1], got {value.dtype}")
+        return Image.fromarray(value[..., 0] if value.ndim == 3 and value.shape[2] == 1 else value)
 
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.channels, self.size, self.size)
@@ -728,11 +743,12 @@ class RealModality(Modality):
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.dim)
 
-    def from_decoded(self, decoded: torch.Tensor) -> list[list[float]]:
-        if self.mean is None:
-            return decoded.tolist()
-        mean, std = self._statistics()
-        return (decoded.detach().cpu().double() * std + mean).tolist()
+    def from_decoded(self, decoded: torch.Tensor) -> list[list[float]] | list[float]:
+        """Raw values, a number per sample where the modality holds one (a column of numbers)."""
+        if self.mean is not None:
+            mean, std = self._statistics()
+            decoded = decoded.detach().cpu().double() * std + mean
+        return decoded[:, 0].tolist() if self.dim == 1 else decoded.tolist()
 
 
 class TextEmbeddingModality(Modality):

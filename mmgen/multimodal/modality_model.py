@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from diffusers import ConfigMixin, ModelMixin
 
 from mmgen.checkpoints import checkpoint_class, loading, require_safetensors
+from mmgen.data.imagetext import item_key
 from mmgen.errors import CheckpointError, ConfigError, DataError
 from mmgen.multimodal.modalities import TextModality, build_modality, caption_tokens
 
@@ -169,13 +171,14 @@ class ModalityModel(ModelMixin, ConfigMixin):
         of one. Lists (None where missing) and tensors [B, ...] are batches as they are."""
         if not isinstance(inputs, dict):
             raise DataError(f"inputs must be a dict of modality name -> per-sample values, not {type(inputs).__name__}")
+        # The main image as the data's metadata names it (file_name), not only as items carry it.
+        inputs = {key if key in self.names else item_key(key): value for key, value in inputs.items()}
         known = {key for name in self.names for key in (name, *self.columns(name))}
         unknown = set(inputs) - known
         if unknown:
             raise DataError(f"inputs name no modality of this model: {', '.join(map(repr, sorted(unknown)))}; "
                             f"it has {', '.join(self.names)}")
-        return {key: value if value is None or isinstance(value, (list, tuple, torch.Tensor)) else [value]
-                for key, value in inputs.items()}
+        return {key: _as_batch(value) for key, value in inputs.items()}
 
     # Never traced by torch.compile: it reads Python values (captions, labels) whose every
     # new batch would make a compiled objective recompile; what follows it compiles.
@@ -199,3 +202,14 @@ class ModalityModel(ModelMixin, ConfigMixin):
             dtype = self.dtype if tensor.is_floating_point() else None  # e.g. loaded with torch_dtype
             values[name], present = tensor.to(self.device, dtype), [*present, mask]
         return Observed(values, torch.stack(present).to(self.device))
+
+
+def _as_batch(value: Any) -> Any:
+    """A user's per-sample values as a batch: lists and tensors [B, ...] as they are, a
+    stack of numpy images [B, H, W, C] (diffusers' `output_type="np"`) as a list of them,
+    and a lone value as a batch of one."""
+    if value is None or isinstance(value, (list, tuple, torch.Tensor)):
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 4:
+        return list(value)
+    return [value]

@@ -21,7 +21,7 @@ from mmgen.data import open_dataset
 from mmgen.data.frozen import validation_prompts
 from mmgen.data.imagetext import ImageTextDataset, item_key
 from mmgen.data.seeding import derive_seed
-from mmgen.data.collate import collate_examples
+from mmgen.data.collate import as_label, collate_examples
 from mmgen.errors import ConfigError, DataError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
@@ -139,6 +139,26 @@ def _warn_of_unfamiliar_data(
                 )
 
 
+def _check_labels_are_known(model: MultimodalVAE | ConditionalVAE, dataset: Dataset) -> None:
+    """A DataError before fine-tuning, naming the first item whose label a pretrained
+    categorical modality does not know (training would stop at its batch): its labels
+    were fixed when it was built. Labels are read from the metadata, without images."""
+    categorical = [codec for codec in model.codecs.values() if codec.kind == "categorical"]
+    if not (categorical and isinstance(dataset, ImageTextDataset)):
+        return
+    for index in range(len(dataset)):
+        metadata = dataset.item_metadata(index)
+        for codec in categorical:
+            for attribute, labels in codec.classes.items():
+                label = as_label(metadata.get(attribute))
+                if label is not None and label not in labels:
+                    raise DataError(
+                        f"{dataset.item_source(index)}: {attribute} {label!r} is a label the model does not know (it "
+                        f"knows {', '.join(labels)}); fine-tuning keeps a model's labels: leave such items out, or "
+                        "train a new model on every label"
+                    )
+
+
 def _check_every_item_has_its_conditions(model: ConditionalVAE, dataset: Dataset, source: str) -> None:
     """A DataError before training, naming the first item without one of a conditional
     VAE's conditions (training would stop at its batch). Conditions read from metadata and
@@ -207,6 +227,7 @@ def train_multimodal_vae(
         raise ConfigError(f"train_multimodal_vae: {', '.join(model_options)} build a model; you gave one")
     dataset.set_image_sizes(model.image_sizes())
     if fine_tuning:
+        _check_labels_are_known(model, dataset)
         _warn_of_unfamiliar_data(model, dataset, data)
         for name, codec in model.codecs.items():
             if codec.kind == "text":

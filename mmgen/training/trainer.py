@@ -19,7 +19,7 @@ and fault it in again.
 from __future__ import annotations
 
 import dataclasses
-
+import hashlib
 import json
 import math
 import shutil
@@ -27,6 +27,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +50,14 @@ from mmgen.data.collate import collate_examples
 from mmgen.data.seeding import derive_seed
 from mmgen.data.transforms import captioned_grid, make_grid
 from mmgen.errors import CheckpointError, ConfigError, MMGenError
+from mmgen.fingerprint import update_with_item
 from mmgen.training import checkpoint
 from mmgen.training.config import TrainingConfig
 from mmgen.training.cpu_memory import keep_freed_memory
 from mmgen.training.sampler import ResumableShardedSampler
+
+# How many items, spread over the training data, identify it in a checkpoint (data_digest).
+DIGESTED_ITEMS = 8
 
 # Seconds a multi-process run waits, without the GIL, before its process group goes (see train).
 GLOO_CLEANUP_PAUSE = 0.2
@@ -173,6 +178,7 @@ class Trainer:
         }
         self._model_configs = model_configs(self.objective)
         self._lora_adapters = lora_adapters(self.objective)
+        self._data_digest = data_digest(self.train_dataset)
         step, resumed_from = self._resume(ema, data_order) if config.resume else (0, None)
         self._data_order = data_order
         if accelerator.is_main_process:
@@ -303,8 +309,8 @@ class Trainer:
 
     def _write_main_process_files(self, temporary: Path, step: int, ema: EMAModel | None) -> None:
         state: dict[str, Any] = {
-            "step": step, "data_order": self._data_order, "model_configs": self._model_configs,
-            "lora_adapters": self._lora_adapters,
+            "step": step, "data_order": self._data_order, "data_digest": self._data_digest,
+            "model_configs": self._model_configs, "lora_adapters": self._lora_adapters,
         }
         if ema is not None:
             ema_state = ema.state_dict()
@@ -341,6 +347,12 @@ class Trainer:
             raise ConfigError(
                 f"{path} was trained with other settings ({described}); resuming would replay other data. "
                 "Resume with the original settings, or start a new run in another --output-dir"
+            )
+        if state.get("data_digest", self._data_digest) != self._data_digest:  # older checkpoints did not record it
+            warnings.warn(
+                f"{path} was trained on other data of the same size (its items differ from this run's): training "
+                "goes on with the data given now; if that is not meant, stop and resume with the original data",
+                stacklevel=2,
             )
         saved = state.get("model_configs", self._model_configs)  # older checkpoints did not record them
         changed = {
@@ -485,6 +497,17 @@ def _set_epoch(dataset: Dataset, epoch: int) -> None:
         _set_epoch(inner, epoch)
     if hasattr(dataset, "dataset"):
         _set_epoch(dataset.dataset, epoch)
+
+
+def data_digest(dataset: Dataset) -> str:
+    """A digest of a few items spread over `dataset`, as its first epoch gives them: a run
+    resumed on other data of the same size (another folder, say) is told so; a few edited
+    items may go unseen."""
+    digest = hashlib.sha256()
+    _set_epoch(dataset, 0)
+    for index in sorted({i * len(dataset) // DIGESTED_ITEMS for i in range(DIGESTED_ITEMS)}):
+        update_with_item(digest, dataset[index])
+    return digest.hexdigest()[:16]
 
 
 def _split_output(output: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
