@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,13 +318,15 @@ def test_xformers_says_why_it_is_unavailable(tmp_path, autoencoder, capsys):
     assert "--xformers needs a CUDA GPU" in capsys.readouterr().err
 
 
-def _user_data(tmp_path, form: str) -> str:
-    """Sixteen Shapes images as one of the user-data forms; returns what `--data` takes."""
+def _user_data(tmp_path, form: str):
+    """Sixteen Shapes images as one of the user-data forms; returns what `data=` takes."""
     from mmgen.data.shapes import export_shapes
 
     folder = export_shapes(tmp_path / "metadata", split="val", n=16, size=16, progress=False)
     if form == "metadata.jsonl":
         return str(folder)
+    if form == "pathlib.Path":
+        return Path(folder)
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
     if form == "caption pairs":
         pairs = tmp_path / "pairs"
@@ -336,11 +339,13 @@ def _user_data(tmp_path, form: str) -> str:
     hf = datasets.Dataset.from_dict({
         "image": [Image.open(folder / row["file_name"]) for row in rows], "text": [row["text"] for row in rows],
     })
+    if form == "HF dataset object":
+        return hf
     hf.save_to_disk(tmp_path / "hf")
     return str(tmp_path / "hf")
 
 
-@pytest.mark.parametrize("form", ["metadata.jsonl", "caption pairs", "saved HF dataset"])
+@pytest.mark.parametrize("form", ["metadata.jsonl", "pathlib.Path", "caption pairs", "saved HF dataset", "HF dataset object"])
 def test_both_stages_train_on_user_data(tmp_path, form):
     data = _user_data(tmp_path, form)
     autoencoder = train_autoencoder(

@@ -559,3 +559,12 @@ def test_gif_and_tiff_pairs_are_read(tmp_path: Path, ext: str) -> None:
     dataset = ImageTextDataset.from_folder(tmp_path, size=16)
     assert len(dataset) == 1 and dataset[0]["text"] == "a green picture"
     assert_solid(dataset[0]["pixel_values"], (-1.0, 1.0, -1.0))
+
+
+def test_a_dataset_object_is_named_by_its_type_in_one_line(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from mmgen.data import open_images
+
+    hf = datasets.Dataset.from_dict({"image": [None, None], "text": ["red", "green"]})
+    with pytest.raises(DataError, match="^the Dataset given: no entry has an image$"):
+        open_images(hf)

@@ -17,6 +17,7 @@ from mmgen.contrastive.retrieval import SAVED_TEXT_ENCODER, ImageTextRetrieval, 
 from mmgen.data.collate import load_rows, sampled_rows
 from mmgen.data.frozen import dataset_captions, item_captions
 from mmgen.data.imagetext import item_key
+from mmgen.data.sources import DataLike, described_source
 from mmgen.errors import ConfigError, DataError
 from mmgen.text import CachedTextEncoder, load_text_encoder
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
@@ -96,7 +97,7 @@ class ContrastiveObjective(nn.Module):
 
 def train_contrastive(
     config: TrainingConfig,
-    data: str,
+    data: DataLike,
     image_columns: list[str] | None = None,
     image_size: int | None = None,
     text_encoder: str = "minilm",
@@ -105,7 +106,7 @@ def train_contrastive(
     embed_dim: int = 256,
     max_shift: int = 4,
     caption_variants: int = 0,
-    validation_data: str | None = None,
+    validation_data: DataLike | None = None,
 ) -> TrainingResult:
     """Train a ContrastiveImageText on the (image, caption) pairs of `data`'s `image_columns`
     (default: its main image), reading captions with the frozen `text_encoder` (minilm, or
@@ -124,7 +125,7 @@ def train_contrastive(
     _, distinct = dataset_captions(dataset)
     distinct = [caption for caption in distinct if caption is not None]
     if len(distinct) < 2:
-        raise DataError(f"{data}: contrastive training needs at least two distinct captions, found {len(distinct)}")
+        raise DataError(f"{described_source(data)}: contrastive training needs at least two distinct captions, found {len(distinct)}")
     encoder = load_text_encoder(text_encoder, distinct, max_length, hidden_size=0, layers=0)
     state = PartialState()
     with state.main_process_first():  # the main process encodes, the others read its cache

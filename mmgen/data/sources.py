@@ -5,15 +5,19 @@
 - `shapes` or `shapes:SPLIT`: the built-in Shapes dataset, rendered on the fly;
 - a folder with `metadata.jsonl` or `metadata.csv` (Hugging Face imagefolder) or with `foo.png` + `foo.txt` pairs;
 - a folder written by `datasets.Dataset.save_to_disk` (of a `DatasetDict`: one split's subfolder);
-- `hf:NAME` or `hf:NAME:SPLIT`: `datasets.load_dataset(NAME)` (from your local Hugging Face cache).
+- `hf:NAME` or `hf:NAME:SPLIT`: `datasets.load_dataset(NAME)` (from your local Hugging Face cache);
+- in Python, also a `pathlib.Path`, or a dataset object: a `datasets.Dataset` (one split) or
+  any object with len() and dict rows by index, read as `ImageTextDataset.from_hf` reads it.
 
 Every one yields examples `{"pixel_values": [3, S, S] in [-1, 1], "text": str, ...extra columns}`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 
 from torch.utils.data import Dataset, Subset
 
@@ -30,17 +34,29 @@ class DataSource:
     ("skip"; default: raise); what `--data` with `--image-column` / `--text-column` /
     `--on-error` becomes."""
 
-    path: str
+    path: str | os.PathLike | Any
     image_column: str | None = None
     text_column: str | None = None
     on_error: str | None = None
 
     def __str__(self) -> str:
-        return self.path
+        return described_source(self.path)
+
+
+# What `open_dataset` takes (see the module docstring); dataset objects are of any type.
+DataLike = Union[str, os.PathLike, DataSource, Any]
+
+
+def described_source(source: DataLike) -> str:
+    """`source` as messages name it: a path or name as given, a dataset object by its type
+    (a `datasets.Dataset`'s own text runs over several lines)."""
+    if isinstance(source, DataSource):
+        source = source.path
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"the {type(source).__name__} given"
 
 
 def open_dataset(
-    source: str | DataSource,
+    source: DataLike,
     size: int = 64,
     n: int | None = None,
     seed: int = 0,
@@ -64,6 +80,15 @@ def open_dataset(
         image_column, text_column = image_column or source.image_column, text_column or source.text_column
         on_error = source.on_error or on_error
         source = source.path
+    options = dict(
+        size=size, random_flip=random_flip, on_error=on_error, seed=seed, allow_missing=allow_missing,
+        caption_variants=caption_variants,
+    )
+    if not isinstance(source, (str, os.PathLike)):
+        if image_sizes:
+            raise DataError("image columns come from folders with a metadata.jsonl or .csv, not dataset objects")
+        return ImageTextDataset.from_hf(source, image_column=image_column or "image", text_column=text_column or "text", **options)
+    source = os.fspath(source)
     if source == "shapes" or source.startswith("shapes:"):
         if image_column or text_column:
             raise DataError(f"{source}: Shapes has fixed columns; --image-column and --text-column are for your data")
@@ -73,10 +98,6 @@ def open_dataset(
         if image_sizes:
             raise DataError(f"{source}: Shapes has one image; image columns come from folders with a metadata.jsonl or .csv")
         return ShapesDataset(split=split, n=n, size=size, seed=seed, caption_variants=caption_variants)
-    options = dict(
-        size=size, random_flip=random_flip, on_error=on_error, seed=seed, allow_missing=allow_missing,
-        caption_variants=caption_variants,
-    )
     if image_sizes and metadata_file(Path(source)) is None:
         raise DataError(f"{source}: image columns come from folders with a metadata.jsonl or .csv")
     if source.startswith("hf:"):
@@ -103,7 +124,7 @@ def open_dataset(
     )
 
 
-def open_images(source: str | DataSource, **options) -> Dataset:
+def open_images(source: DataLike, **options) -> Dataset:
     """`open_dataset` for models of images alone (autoencoders, discrete VAEs): captions may
     be missing, and only the items that have an image are kept (a metadata row without one
     is no sample of such a model)."""
@@ -111,7 +132,7 @@ def open_images(source: str | DataSource, **options) -> Dataset:
     has_image = getattr(dataset, "item_has_image", None)
     rows = [i for i in range(len(dataset)) if has_image is None or has_image(i)]
     if not rows:
-        raise DataError(f"{source}: no entry has an image")
+        raise DataError(f"{described_source(source)}: no entry has an image")
     return dataset if len(rows) == len(dataset) else Subset(dataset, rows)
 
 

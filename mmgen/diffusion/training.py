@@ -13,6 +13,7 @@ from mmgen.checkpoints import load_trained
 from mmgen.data import open_dataset, open_images
 from mmgen.data.frozen import dataset_captions, validation_prompts
 from mmgen.data.transforms import tensor_to_pil
+from mmgen.data.sources import DataLike
 from mmgen.diffusion.autoencoder import AutoencoderObjective, build_autoencoder, reconstruct
 from mmgen.diffusion.latents import cached_latent_dataset, encode_dataset, latent_scaling_factor
 from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
@@ -24,7 +25,7 @@ from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validat
 
 def train_autoencoder(
     config: TrainingConfig,
-    data: str = "shapes",
+    data: DataLike = "shapes",
     image_size: int | None = None,
     block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
     latent_channels: int = 4,
@@ -77,7 +78,7 @@ def _image_size(image_size: int | None, vae: AutoencoderKL) -> int:
 def train_ldm(
     config: TrainingConfig,
     autoencoder: str | Path | None = None,
-    data: str = "shapes",
+    data: DataLike = "shapes",
     image_size: int | None = None,
     text_encoder: str = "minilm",
     max_length: int = 77,
@@ -97,7 +98,7 @@ def train_ldm(
     pretrained: str | Path | None = None,
     lora_rank: int | None = None,
     train_text_encoder: bool = False,
-    preservation_data: str | None = None,
+    preservation_data: DataLike | None = None,
 ) -> TrainingResult:
     """Stage two: a text-conditioned UNet on the frozen autoencoder's cached latents, of
     images at the autoencoder's size unless `image_size` says otherwise (it is convolutional).

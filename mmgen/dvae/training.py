@@ -12,6 +12,7 @@ from mmgen.checkpoints import load_trained
 from mmgen.data import open_dataset, open_images
 from mmgen.data.frozen import CachedViewsDataset, dataset_captions, validation_prompts
 from mmgen.data.transforms import tensor_to_pil
+from mmgen.data.sources import DataLike
 from mmgen.dvae.discrete_vae import DiscreteVAE
 from mmgen.dvae.objective import DiscreteVAEObjective, DiscreteVAEPriorObjective
 from mmgen.dvae.pipeline import DiscreteVAEPipeline
@@ -24,7 +25,7 @@ from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validat
 
 def train_dvae(
     config: TrainingConfig,
-    data: str = "shapes",
+    data: DataLike = "shapes",
     image_size: int = 64,
     num_tokens: int = 512,
     codebook_dim: int = 256,
@@ -86,7 +87,7 @@ def train_dvae(
 def train_dvae_prior(
     config: TrainingConfig,
     dvae: str | Path | None = None,
-    data: str = "shapes",
+    data: DataLike = "shapes",
     image_size: int | None = None,
     text_encoder: str = "minilm",
     max_length: int = 77,

@@ -22,6 +22,7 @@ from mmgen.data.frozen import validation_prompts
 from mmgen.data.imagetext import ImageTextDataset, item_key
 from mmgen.data.seeding import derive_seed
 from mmgen.data.collate import as_label, collate_examples
+from mmgen.data.sources import DataLike, described_source
 from mmgen.errors import ConfigError, DataError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
@@ -190,7 +191,7 @@ def _check_every_item_has_its_conditions(model: ConditionalVAE, dataset: Dataset
 
 def train_multimodal_vae(
     config: TrainingConfig,
-    data: str = "shapes",
+    data: DataLike = "shapes",
     aggregation: str = "mopoe",
     beta: float = 1.0,
     missing_fraction: float = 0.0,
@@ -228,7 +229,7 @@ def train_multimodal_vae(
     dataset.set_image_sizes(model.image_sizes())
     if fine_tuning:
         _check_labels_are_known(model, dataset)
-        _warn_of_unfamiliar_data(model, dataset, data)
+        _warn_of_unfamiliar_data(model, dataset, described_source(data))
         for name, codec in model.codecs.items():
             if codec.kind == "text":
                 added = model.learn_to_write(name, modality_captions(name, codec.column, dataset))
@@ -237,7 +238,7 @@ def train_multimodal_vae(
     if isinstance(model, ConditionalVAE):
         if missing_fraction > 0:
             raise ConfigError("--missing-fraction: a conditional VAE needs its conditions for every sample")
-        _check_every_item_has_its_conditions(model, dataset, data)
+        _check_every_item_has_its_conditions(model, dataset, described_source(data))
     train_data = DropModalities(dataset, model, missing_fraction, config.seed) if missing_fraction > 0 else dataset
     shown = collate_examples([dataset[i] for i in range(min(8, len(dataset)))])
     drawn = [name for name, codec in model.codecs.items() if codec.kind == "image"]
