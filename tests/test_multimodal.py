@@ -628,7 +628,7 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     run = tmp_path / "run"
     assert main([
         "train", "mvae", "--data", "shapes:val", "--image-size", "16", "--image-widths", "8,16", "--latent-dim", "8",
-        "--text-hidden", "16", "--likelihood-weights", "text=2,attributes=3", "--missing-fraction", "0.5",
+        "--text-hidden-size", "16", "--likelihood-weights", "text=2,attributes=3", "--missing-fraction", "0.5",
         "--private-dims", "image=2",
         "--max-steps", "4", "--batch-size", "8", "--checkpoint-every", "4", "--validate-every", "4",
         "--output-dir", str(run), "--report-to", "none",
@@ -636,7 +636,7 @@ def test_cli_trains_on_shapes_and_imputes_from_text_attributes_and_image(tmp_pat
     model_dir = run / "checkpoints" / "checkpoint-0000004" / "model"
     model = MultimodalVAE.from_pretrained(model_dir)
     assert model.names == ["attributes", "image", "text"] and model.weights["attributes"] == 3.0
-    assert model.config.private_dims == {"image": 2}
+    assert model.config.private_dims == {"image": 2} and model.config.modalities["text"]["hidden"] == 16
     assert set(model.config.modalities["attributes"]["classes"]) == set(ATTRIBUTES)
     assert (run / "samples" / "step-0000004.png").is_file()
 

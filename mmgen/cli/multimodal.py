@@ -104,7 +104,10 @@ def add_train_commands(recipes, data_help: str) -> None:
         "--caption-variants", type=int, default=0,
         help="train on this many augmented captions per sample (see `mmgen train ldm --help`); 0: as given",
     )
-    mvae.add_argument("--text-hidden", type=int, default=128, help="width of the caption encoder and decoder")
+    mvae.add_argument(
+        "--text-hidden", "--text-hidden-size", dest="text_hidden", type=int, default=128,
+        help="width of the caption encoder and decoder",
+    )
     mvae.add_argument(
         "--text-decoder", default="autoregressive", choices=("autoregressive", "parallel"),
         help="caption decoder: a GRU over the tokens, or every position at once from the latent",
