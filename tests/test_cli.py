@@ -459,3 +459,19 @@ def test_on_error_skip_trains_past_bad_entries(tmp_path, capsys, monkeypatch):
         main(["data", "check", str(data), "--text-column", "text"])
     out = capsys.readouterr().out
     assert exit.value.code == 1 and "broken.png" in out and "4 usable examples, 1 skipped" in out
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train", "autoencoder", "--latent-channels", "8"], "--latent-channels: shapes a new model"),
+    (["train", "ldm", "--block-out-channels", "32,64", "--text-encoder", "clip"],
+     "--text-encoder, --block-out-channels: shape a new model"),
+    (["train", "dvae", "--num-tokens", "64"], "--num-tokens: shapes a new model"),
+    (["train", "dvae-prior", "--hidden-size", "64"], "--hidden-size: shapes a new model"),
+    (["train", "mvae", "--latent-dim", "8", "--aggregation", "poe"], "--aggregation, --latent-dim: shape a new model"),
+])
+def test_options_that_shape_a_new_model_are_refused_beside_pretrained(tmp_path, capsys, command, message):
+    # They used to be ignored: the fine-tune kept the pretrained model's architecture without a word.
+    assert main([*command, "--pretrained", "some/model", "--output-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"mmgen: error: {message}; --pretrained some/model brings its own (leave " + (
+        "them out)\n" if "shape a" in message else "it out)\n")
+    assert not (tmp_path / "run").exists()

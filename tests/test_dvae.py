@@ -1,5 +1,6 @@
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,30 @@ def test_cli_trains_a_dvae_that_reloads(tmp_path, capsys):
     assert (out / "samples" / "step-0000002.png").is_file()
 
 
+@pytest.mark.slow
+def test_a_recipe_launched_on_two_cpu_processes_trains_as_one_run(tmp_path):
+    """The recipe asks for its process state before the Trainer's Accelerator exists: that
+    state must already be the launch's two processes, not two separate 1-process runs
+    racing for one output folder. Messages are said once."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    completed = subprocess.run([
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mmgen", "train", "dvae", "--data", "shapes:val",
+        "--image-size", "16", "--num-tokens", "32", "--codebook-dim", "16", "--hidden-channels", "16", "--num-layers", "2",
+        "--max-steps", "2", "--batch-size", "4", "--checkpoint-every", "2",
+        "--validate-every", "2", "--output-dir", str(out), "--report-to", "none",
+    ], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    state = json.loads((out / "checkpoints" / "checkpoint-0000002" / "trainer_state.json").read_text())
+    assert state["data_order"]["num_processes"] == 2
+    # Said once, by the first process: the result and the warning that the anneal is cut short.
+    assert completed.stdout.count("discrete VAE saved") == 1
+    assert completed.stderr.count("fewer than the 4000-step temperature anneal") == 1
+
+
 @pytest.fixture(scope="module")
 def dvae_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dvae")
@@ -428,7 +453,7 @@ def _largest_change(before: dict, after: dict) -> float:
     return max(float((after[name] - value).abs().max()) for name, value in before.items() if value.is_floating_point())
 
 
-def test_fine_tuning_starts_from_the_saved_models_and_a_dvae_run_shorter_than_its_anneal_warns(
+def test_fine_tuning_starts_from_the_saved_models_at_the_annealed_temperature(
     tmp_path, dvae_folder, prior_run
 ):
     from mmgen.dvae import DiscreteVAEPipeline
@@ -438,8 +463,12 @@ def test_fine_tuning_starts_from_the_saved_models_and_a_dvae_run_shorter_than_it
         return TrainingConfig(output_dir=str(tmp_path / name), max_steps=1, batch_size=8, learning_rate=1e-5,
                               report_to="none")
 
-    with pytest.warns(UserWarning, match="fewer than the 4000-step temperature anneal"):
+    with pytest.warns(UserWarning, match="fewer than the 4000-step temperature anneal"):  # heated again, as asked
+        train_dvae(config("reheated"), data="shapes:val", pretrained=dvae_folder, temperature_start=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = train_dvae(config("dvae"), data="shapes:val", pretrained=dvae_folder)
+    assert not [w for w in caught if "temperature anneal" in str(w.message)]  # it stays at the annealed temperature
     tuned = DiscreteVAE.from_pretrained(result.last_checkpoint / "model").state_dict()
     assert _largest_change(DiscreteVAE.from_pretrained(dvae_folder).state_dict(), tuned) < 1e-3
 

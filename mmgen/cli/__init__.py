@@ -12,6 +12,7 @@ bad data, bad settings) print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import sys
@@ -21,8 +22,8 @@ from pathlib import Path
 from mmgen.cli import contrastive, diffusion, dvae, multimodal
 from mmgen.cli.common import (
     HelpFormatter, add_column_arguments, add_command, add_lora_weight_argument, add_training_arguments, apply_columns,
-    check_draws, check_guidance_scale, check_lora_weight, data_columns, image_output, int_list, report_training,
-    training_config_from_args, writable_folder,
+    check_draws, check_guidance_scale, check_lora_weight, check_new_model_options, data_columns, image_output, int_list,
+    report_training, training_config_from_args, writable_folder,
 )
 from mmgen.errors import MMGenError
 
@@ -561,12 +562,36 @@ def _stdout_closed() -> bool:
         return False
 
 
+def _first_process() -> bool:
+    """Whether this process is the first of a launched run (torchrun and `accelerate launch`
+    set RANK), or runs alone."""
+    return int(os.environ.get("RANK") or 0) == 0
+
+
+@contextlib.contextmanager
+def _said_by_the_first_process():
+    """The other processes of a launched run leave messages and warnings to the first, which
+    says the same once; errors, which may be their own, they still print (stderr)."""
+    if _first_process():
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _said_by_the_first_process():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     format_warning = warnings.formatwarning
     warnings.formatwarning = _one_line_warnings(format_warning)
     try:
         apply_columns(args)
+        check_new_model_options(args)
         args.handler(args)
         sys.stdout.flush()  # here, so that a reader gone away is caught below rather than at exit
     except BrokenPipeError:
@@ -581,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # On a line of its own (a progress bar may hold the cursor), with where training resumes.
-        print(f"\nmmgen: interrupted{_resume_point(args)}", file=sys.stderr)
+        if _first_process():
+            print(f"\nmmgen: interrupted{_resume_point(args)}", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = format_warning

@@ -243,6 +243,26 @@ def apply_columns(args: argparse.Namespace) -> None:
             setattr(args, option, DataSource(value, image_column, text_column, on_error if on_error == "skip" else None))
 
 
+def new_model_options(command: argparse.ArgumentParser, *flags: str) -> None:
+    """Mark `flags` as options that shape a new model: with --pretrained, which brings its
+    own, giving one is an error (`check_new_model_options`), not silently ignored."""
+    command.set_defaults(new_model_defaults={flag: command.get_default(_dest(flag)) for flag in flags})
+
+
+def check_new_model_options(args: argparse.Namespace) -> None:
+    """A one-line error for the new-model options given beside --pretrained."""
+    if not getattr(args, "pretrained", None):
+        return
+    given = [flag for flag, default in getattr(args, "new_model_defaults", {}).items() if getattr(args, _dest(flag)) != default]
+    if given:
+        raise MMGenError(f"{', '.join(given)}: shape{'s' if len(given) == 1 else ''} a new model; --pretrained "
+                         f"{args.pretrained} brings its own (leave {'it' if len(given) == 1 else 'them'} out)")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def data_columns(args: argparse.Namespace) -> dict[str, str]:
     """The --image-column / --text-column given, and --on-error skip, for a report's settings."""
     settings = {name: value for name in ("image_column", "text_column") if (value := getattr(args, name, None))}

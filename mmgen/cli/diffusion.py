@@ -7,7 +7,7 @@ import argparse
 
 from mmgen.cli.common import (
     add_command, add_text_encoder_arguments, add_training_arguments, add_validation_prompts_argument, int_list,
-    report_training, training_config_from_args, validation_prompts_from_args,
+    new_model_options, report_training, training_config_from_args, validation_prompts_from_args,
 )
 
 
@@ -64,6 +64,7 @@ def add_train_commands(recipes, data_help: str) -> None:
         "--pretrained", default=None, metavar="PATH",
         help="fine-tune this AutoencoderKL (or a pipeline's vae/, e.g. checkpoints/shapes-ldm) instead of a new one",
     )
+    new_model_options(autoencoder, "--block-out-channels", "--latent-channels")
     add_training_arguments(autoencoder)
 
     ldm = add_command(
@@ -112,5 +113,6 @@ def add_train_commands(recipes, data_help: str) -> None:
         "--xformers", action="store_true",
         help="xformers memory-efficient attention (CUDA + the xformers extra); default: PyTorch SDPA",
     )
+    new_model_options(ldm, "--text-encoder", "--max-length", "--text-hidden-size", "--text-layers", "--block-out-channels", "--layers-per-block", "--attention-head-dim")
     add_validation_prompts_argument(ldm)
     add_training_arguments(ldm)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from mmgen.cli.common import (
-    add_command, add_text_encoder_arguments, add_training_arguments, add_validation_prompts_argument, report_training,
-    training_config_from_args, validation_prompts_from_args,
+    add_command, add_text_encoder_arguments, add_training_arguments, add_validation_prompts_argument,
+    new_model_options, report_training, training_config_from_args, validation_prompts_from_args,
 )
 
 
@@ -51,7 +51,10 @@ def add_train_commands(recipes, data_help: str) -> None:
     dvae.add_argument("--hidden-channels", type=int, default=64, help="conv width")
     dvae.add_argument("--num-layers", type=int, default=3, help="downsamplings: the token grid is image-size / 2^N")
     dvae.add_argument("--num-resnet-blocks", type=int, default=1, help="residual blocks at the token resolution")
-    dvae.add_argument("--temperature-start", type=float, default=1.0, help="Gumbel-softmax temperature at step 0")
+    dvae.add_argument(
+        "--temperature-start", type=float, default=None,
+        help="Gumbel-softmax temperature at step 0 (default: 1; with --pretrained, --temperature-end: no second anneal)",
+    )
     dvae.add_argument("--temperature-end", type=float, default=1 / 16, help="temperature after the anneal")
     dvae.add_argument("--temperature-steps", type=int, default=4000, help="steps of the cosine anneal")
     dvae.add_argument("--kl-weight", type=float, default=1.0, help="weight of KL to the uniform prior (per element)")
@@ -68,6 +71,9 @@ def add_train_commands(recipes, data_help: str) -> None:
     dvae.add_argument(
         "--pretrained", default=None, metavar="PATH",
         help="fine-tune this discrete VAE (or a discrete-VAE pipeline's vae/) instead of a new one",
+    )
+    new_model_options(
+        dvae, "--image-size", "--num-tokens", "--codebook-dim", "--hidden-channels", "--num-layers", "--num-resnet-blocks"
     )
     add_training_arguments(dvae)
 
@@ -90,5 +96,6 @@ def add_train_commands(recipes, data_help: str) -> None:
     prior.add_argument("--dropout", type=float, default=0.0, help="transformer dropout")
     prior.add_argument("--caption-dropout", type=float, default=0.1, help="probability of the empty prompt (for guidance)")
     prior.add_argument("--random-flip", action="store_true", help="cache mirrored tokens too and pick one at random")
+    new_model_options(prior, "--text-encoder", "--max-length", "--text-hidden-size", "--text-layers", "--hidden-size", "--num-layers", "--num-heads", "--dropout")
     add_validation_prompts_argument(prior)
     add_training_arguments(prior)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mmgen.cli.common import (
     add_command, add_training_arguments, add_validation_prompts_argument, assignments, check_draws, data_columns,
-    image_output, int_list, report_training, sizes_option, training_config_from_args, validation_prompts_from_args,
-    weights_option, writable_folder,
+    image_output, int_list, new_model_options, report_training, sizes_option, training_config_from_args,
+    validation_prompts_from_args, weights_option, writable_folder,
 )
 from mmgen.errors import MMGenError
 
@@ -129,6 +129,11 @@ def add_train_commands(recipes, data_help: str) -> None:
         "model options then do not apply",
     )
     add_validation_prompts_argument(mvae)
+    new_model_options(
+        mvae, "--modalities", "--aggregation", "--target", "--conditions", "--text-embedding", "--latent-dim",
+        "--private-dims", "--image-size", "--image-widths", "--image-likelihood", "--image-scale", "--text-encoder",
+        "--text-hidden", "--text-decoder", "--likelihood-weights", "--attribute-hide-probability",
+    )
     add_training_arguments(mvae)
     _add_classifier_command(recipes)
 

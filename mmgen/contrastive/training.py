@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
@@ -20,7 +19,7 @@ from mmgen.data.imagetext import item_key
 from mmgen.data.sources import DataLike, described_source
 from mmgen.errors import ConfigError, DataError
 from mmgen.text import CachedTextEncoder, load_text_encoder
-from mmgen.training import Trainer, TrainingConfig, TrainingResult
+from mmgen.training import Trainer, TrainingConfig, TrainingResult, process_state
 
 # Held-out and training items scored at each validation (recall among 100 captions).
 VALIDATION_ITEMS = 1000
@@ -127,7 +126,7 @@ def train_contrastive(
     if len(distinct) < 2:
         raise DataError(f"{described_source(data)}: contrastive training needs at least two distinct captions, found {len(distinct)}")
     encoder = load_text_encoder(text_encoder, distinct, max_length, hidden_size=0, layers=0)
-    state = PartialState()
+    state = process_state()
     with state.main_process_first():  # the main process encodes, the others read its cache
         cached = CachedTextEncoder(encoder.to(state.device))
         cached.precompute(distinct)

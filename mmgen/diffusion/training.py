@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 
 from mmgen.checkpoints import load_trained
@@ -20,7 +19,7 @@ from mmgen.diffusion.objective import LatentDiffusionObjective, build_unet
 from mmgen.diffusion.pipeline import TextToImagePipeline
 from mmgen.errors import ConfigError
 from mmgen.text import TextEncoder, load_text_encoder, training_conditioning
-from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
+from mmgen.training import Trainer, TrainingConfig, TrainingResult, process_state, save_validation_grid
 
 
 def train_autoencoder(
@@ -141,7 +140,7 @@ def train_ldm(
             "add --lora-rank"
         )
     torch.manual_seed(config.seed)
-    state = PartialState()
+    state = process_state()
     if pretrained is not None:
         if autoencoder is not None:
             raise ConfigError("give --pretrained PIPELINE or --autoencoder, not both (a pipeline has its own autoencoder)")

@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 
 from mmgen.checkpoints import load_trained
 from mmgen.data import open_dataset, open_images
@@ -20,7 +19,7 @@ from mmgen.dvae.prior import DiscreteVAEPrior
 from mmgen.dvae.tokens import tokenize_dataset
 from mmgen.errors import ConfigError
 from mmgen.text import TextEncoder, load_text_encoder, training_conditioning
-from mmgen.training import Trainer, TrainingConfig, TrainingResult, save_validation_grid
+from mmgen.training import Trainer, TrainingConfig, TrainingResult, process_state, save_validation_grid
 
 
 def train_dvae(
@@ -32,7 +31,7 @@ def train_dvae(
     hidden_channels: int = 64,
     num_layers: int = 3,
     num_resnet_blocks: int = 1,
-    temperature_start: float = 1.0,
+    temperature_start: float | None = None,
     temperature_end: float = 1.0 / 16,
     temperature_steps: int = 4000,
     kl_weight: float = 1.0,
@@ -46,9 +45,13 @@ def train_dvae(
     """Stage one of the baseline. Every checkpoint holds the discrete VAE (EMA weights) in
     `model/`; validation writes originals above their token reconstructions to `samples/`.
     `pretrained` (a DiscreteVAE folder, or a discrete-VAE pipeline whose vae/ to take)
-    fine-tunes that model (its architecture options then do not apply); the temperature
-    and KL schedules start again from step 0."""
+    fine-tunes that model (its architecture options then do not apply). The Gumbel
+    temperature anneals from `temperature_start` (default: 1 for a new model; for a
+    pretrained one, already annealed, `temperature_end`, so that it is not heated again) to
+    `temperature_end`; the KL schedule starts again from step 0."""
     torch.manual_seed(config.seed)
+    if temperature_start is None:
+        temperature_start = 1.0 if pretrained is None else temperature_end
     if pretrained is not None:
         vae = _discrete_vae(pretrained)
         vae.train().requires_grad_(True)
@@ -59,8 +62,8 @@ def train_dvae(
             num_layers=num_layers, num_resnet_blocks=num_resnet_blocks,
         )
     dataset = open_images(data, size=image_size, seed=config.seed, random_flip=random_flip)
-    steps = config.steps_for_epochs(len(dataset), PartialState().num_processes)
-    if steps < temperature_steps:
+    steps = config.steps_for_epochs(len(dataset), process_state().num_processes)
+    if steps < temperature_steps and temperature_start != temperature_end:
         warnings.warn(
             f"the run has {steps} steps, fewer than the {temperature_steps}-step temperature anneal: it ends at temperature "
             f"above {temperature_end:g} (lower --temperature-steps to finish the anneal)", stacklevel=2,
@@ -111,7 +114,7 @@ def train_dvae_prior(
     prior with its own discrete VAE and frozen text encoder, instead of a new prior over
     `dvae` (the prior and text encoder options then do not apply)."""
     torch.manual_seed(config.seed)
-    state = PartialState()
+    state = process_state()
     if pretrained is not None:
         if dvae is not None:
             raise ConfigError("give --pretrained PIPELINE or --dvae, not both (a pipeline has its own discrete VAE)")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, set_seed
 from accelerate.utils import load as accelerate_load
 from diffusers.configuration_utils import ConfigMixin
@@ -99,7 +99,7 @@ class Trainer:
         check_output_dir(config)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
+            cpu=_on_cpu(),
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=config.report_to if config.report_to not in (None, "none") else None,
@@ -369,7 +369,7 @@ class Trainer:
         saved = state.get("lora_adapters", self._lora_adapters)  # older checkpoints did not record them
         if saved != self._lora_adapters:
             raise ConfigError(
-                f"{path} was trained with LoRA adapters {described_adapters(saved)}, this run has "
+                f"{path} was trained with LoRA adapters of {described_adapters(saved)}, this run's are of "
                 f"{described_adapters(self._lora_adapters)}; resume with the original --lora-rank, or start a new run "
                 "in another --output-dir"
             )
@@ -448,6 +448,18 @@ class _StopOnInterrupt:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
             self._installed = False
+
+
+def process_state() -> PartialState:
+    """This process's place in the run (rank, device, number of processes), as the Trainer's
+    Accelerator will see it. Recipes that work before the Trainer (caching latents, say)
+    take it from here: the first state made is the one every later one shares, and one made
+    without `cpu=True` runs a CPU-only multi-process launch as separate 1-process runs."""
+    return PartialState(cpu=_on_cpu())
+
+
+def _on_cpu() -> bool:
+    return not torch.cuda.is_available()
 
 
 def _ignore_interrupts(worker_id: int) -> None:
@@ -538,7 +550,13 @@ def lora_adapters(objective: nn.Module) -> dict[str, dict[str, int]]:
 
 
 def described_adapters(adapters: dict[str, dict[str, int]]) -> str:
-    return ", ".join(f"{name} of rank {settings['rank']}" for name, settings in adapters.items()) or "none"
+    """`lora_adapters` as a message says them: "rank 4 on the unet" (peft's adapter name
+    only where it is not its "default")."""
+    described = []
+    for name, settings in adapters.items():
+        model, _, adapter = name.rpartition(" ")
+        described.append(f"rank {settings['rank']} on the {model}" + ("" if adapter == "default" else f" ({adapter})"))
+    return ", ".join(described) or "none"
 
 
 def model_configs(objective: nn.Module) -> dict[str, dict[str, Any]]:
