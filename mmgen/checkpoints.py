@@ -97,9 +97,12 @@ def checkpoint_class(path: str | Path) -> str:
 
 def _inner_model_hint(path: Path) -> str:
     """A training checkpoint folder (checkpoint-0001000/) holds the model in model/, beside
-    the optimizer state: name that folder when it is what was meant; and LoRA adapters
-    are applied to a pipeline, not loaded as one."""
-    inner = path / "model"
+    the optimizer state, and a run folder its checkpoints in checkpoints/: name the model
+    folder when it is what was meant; and LoRA adapters are applied to a pipeline, not
+    loaded as one."""
+    path = Path(path)
+    latest = sorted(path.glob("checkpoints/checkpoint-*/model"))
+    inner = latest[-1] if latest else path / "model"
     for holder in (path, inner):
         if (holder / LORA_WEIGHTS).is_file():
             return (f"; {holder} holds LoRA adapters, to apply to the pipeline they were trained on "
@@ -122,6 +125,6 @@ def load_trained(model_class, path: str | Path, what: str, trained_by: str, pipe
     if pipeline_part is not None and (Path(path) / "model_index.json").is_file():
         path = Path(path) / pipeline_part
     if not (Path(path) / "config.json").is_file():
-        raise CheckpointError(f"{path}: no {what} there (train one with `{trained_by}`)")
+        raise CheckpointError(f"{path}: no {what} there (train one with `{trained_by}`){_inner_model_hint(path)}")
     require_checkpoint_class(path, model_class.__name__, trained_by)
     return load_pretrained(model_class, path)

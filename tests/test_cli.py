@@ -80,7 +80,7 @@ def test_data_check_lists_uncaptioned_entries_without_failing(tmp_path, capsys):
     (folder / "metadata.jsonl").write_text("".join(json.dumps({**row, "text": ""}) + "\n" for row in rows))
     assert main(["data", "check", str(folder), "--size", "16"]) == 0
     out = capsys.readouterr().out  # one line, not one per entry
-    assert "no entry has a caption" in out and "no caption  " not in out
+    assert "3 examples, none with a caption: data for the multimodal VAEs" in out and "no caption  " not in out
 
 
 def test_data_encode_text_fills_the_cache_once(tmp_path, capsys):
@@ -475,3 +475,15 @@ def test_options_that_shape_a_new_model_are_refused_beside_pretrained(tmp_path, 
     assert capsys.readouterr().err == f"mmgen: error: {message}; --pretrained some/model brings its own (leave " + (
         "them out)\n" if "shape a" in message else "it out)\n")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--task", "text-to-image", "--clip", "c"], "--clip judges text-to-image, impute and reconstruct on --data; give --data"),
+    (["--task", "retrieval", "--data", "d", "--clip", "c"], "--task retrieval measures --model itself"),
+    (["--task", "text-to-image", "--classifier", "k", "--label", "x"], "--classifier and --label score --task impute on --data"),
+    (["--task", "text-to-image", "--data", "d", "--judge", "j"], "--judge reads Shapes; on --data, --clip"),
+])
+def test_eval_names_a_judge_it_would_not_read(tmp_path, capsys, arguments, message):
+    # Each used to be ignored without a word.
+    assert main(["eval", "--model", "m", *arguments, "--out", str(tmp_path / "report.json")]) == 2
+    assert message in capsys.readouterr().err

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -78,7 +79,12 @@ def test_retrieval_takes_one_image_or_text_and_uint8_tensors(clip_run):
     as_float = pil_to_tensor(image)[None]
     as_uint8 = ((as_float + 1) * 127.5).round().to(torch.uint8)
     torch.testing.assert_close(retrieval.embed_images(as_uint8), retrieval.embed_images(as_float), atol=1e-5, rtol=0)
-    for bad, message in (([], "no images given"), (["a.png"], "got a list holding str"), (as_float[0], "got shape")):
+    # one image or a list of them as numpy arrays (uint8, or floats in [0, 1]) or tensors [C, H, W]
+    array = np.asarray(image)
+    for same in (array, [array / 255.0], [as_uint8[0]], array[None]):
+        torch.testing.assert_close(retrieval.embed_images(same), retrieval.embed_images(as_uint8), atol=1e-5, rtol=0)
+    for bad, message in (([], "no images given"), (["a.png"], "got a list holding str"), (as_float[0], "got shape"),
+                         (as_float * 127.5 + 127.5, r"float image tensors are in \[-1, 1\], got values in")):
         with pytest.raises(DataError, match=message):
             retrieval.embed_images(bad)
     with pytest.raises(DataError, match="no texts given"):
@@ -202,6 +208,20 @@ def test_eval_on_own_data_gives_reconstruct_text_to_image_impute_and_retrieval(t
     assert imputed["text->image/r_precision_real"] > 3 / 24
     retrieval = _eval(tmp_path, "retrieval", "--task", "retrieval", "--model", clip, "--data", data, "--n", "96")
     assert retrieval["image_to_text/R@5"] > 4 * 5 / 96
+    # A few queries still meet the data's other items as candidates, as text-to-image's prompts do.
+    few = _eval(tmp_path, "few", "--task", "retrieval", "--model", clip, "--data", data, "--n", "5")
+    rows = (folder / "metadata.jsonl").read_text().splitlines()
+    assert few["items"] == 5 and few["candidates"] == min(100, len(rows)) > 5
+    uncaptioned = tmp_path / "uncaptioned"
+    uncaptioned.mkdir()
+    for row in map(json.loads, rows[:4]):
+        (uncaptioned / row["file_name"]).write_bytes((folder / row["file_name"]).read_bytes())
+    (uncaptioned / "metadata.jsonl").write_text("".join(
+        json.dumps({"file_name": json.loads(row)["file_name"], "text": None}) + "\n" for row in rows[:4]))
+    capsys.readouterr()
+    for task, model in (("retrieval", ["--model", clip]), ("text-to-image", ["--model", str(pipeline), "--clip", clip])):
+        assert main(["eval", "--task", task, *model, "--data", str(uncaptioned), "--out", str(tmp_path / "none.json")]) == 2
+        assert "no entry has both an image and a caption" in capsys.readouterr().err
     assert (tmp_path / "t2i.png").is_file() and (tmp_path / "impute.png").is_file()
 
     assert main(["eval", "--task", "text-to-image", "--model", str(pipeline), "--data", data, "--out",
@@ -224,6 +244,9 @@ def test_retrieve_finds_images_for_a_text_and_captions_for_an_image(tmp_path, fo
     assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]) == 2
     assert main(["retrieve", "--model", clip, "--data", str(folder)]) == 2
     assert "give either --text" in capsys.readouterr().err
+    run = result.last_checkpoint.parent.parent  # the run folder, where its checkpoints are
+    assert main(["retrieve", "--model", str(run), "--data", str(folder), "--text", "a red circle"]) == 2
+    assert f"did you mean {result.last_checkpoint / 'model'}?" in capsys.readouterr().err
 
 
 def test_items_without_a_caption_are_left_out_of_the_pairs(tmp_path, folder):

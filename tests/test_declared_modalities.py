@@ -204,8 +204,27 @@ def test_real_columns_are_modelled_standardised_and_given_back_raw(three_image_f
     impute = model.impute
     model.impute = lambda inputs, **options: (given_xy.extend(inputs.get("xy", [])), impute(inputs, **options))[1]
     always_zero = SimpleNamespace(config=SimpleNamespace(labels=["0"]), predict=lambda images: ["0"] * len(images))
-    coherence_on_data(model, dataset, {"small": always_zero}, "label", n=4, batch_size=4)
-    assert torch.tensor(given_xy).tolist() == [[0.0, 0.0], [1.0, -1.0], [2.0, -2.0], [3.0, -3.0]]
+    coherence_on_data(model, dataset, {"small": always_zero}, "label", n=32, batch_size=32)
+    assert torch.tensor(given_xy).tolist() == [[0.0, 0.0], [1.0, -1.0], [2.0, -2.0], [3.0, -3.0]] * 8
+
+    # Fewer than all: a sample drawn by the seed, not the first rows (data is often sorted).
+    class Recording(torch.utils.data.Dataset):
+        def __init__(self):
+            self.read = []
+
+        def __len__(self):
+            return len(dataset)
+
+        def __getitem__(self, index):
+            self.read.append(index)
+            return dataset[index]
+
+    drawn = []
+    for seed in (0, 1):
+        recording = Recording()
+        assert coherence_on_data(model, recording, {"small": always_zero}, "label", n=4, seed=seed)["items"] == 4
+        drawn.append(recording.read)
+    assert drawn[0] != drawn[1] and drawn[0] != [0, 1, 2, 3] and all(len(set(read)) == 4 for read in drawn)
 
     rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
     (three_image_folder / "metadata.jsonl").write_text("".join(
@@ -251,11 +270,13 @@ def test_the_inferred_spec_has_every_image_column_and_no_caption_where_there_is_
     from mmgen.cli import main
 
     rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
-    for row in rows:
+    for i, row in enumerate(rows):
         del row["text"]
+        row["uid"] = f"item-{i}"  # an identifier, one label per item: no category to model
     (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "inferred.json"
-    assert main(["data", "modalities", str(three_image_folder), "--out", str(out)]) == 0
+    with pytest.warns(UserWarning, match="'uid' holds 32 distinct labels in 32 items: an identifier"):
+        assert main(["data", "modalities", str(three_image_folder), "--out", str(out)]) == 0
     assert json.loads(out.read_text()) == {
         "image": {"kind": "image", "column": "file_name"}, "image_mid": {"kind": "image", "column": "image_mid"},
         "image_large": {"kind": "image", "column": "image_large"}, "xy": {"kind": "real", "column": "xy"},
@@ -295,13 +316,17 @@ def test_coherence_on_own_data_with_a_trained_classifier(three_image_folder, tmp
                  "--data", str(three_image_folder), "--classifier", f"large={classifier}/checkpoints/checkpoint-0000060/model",
                  "--label", "label", "--n", "16", "--batch-size", "8", "--out", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
-    assert results["classifier/large"] == 1.0
+    assert results["items"] == 16 and results["classifier/large"] == 1.0
     assert set(results["coherence/subsets"]) == {"small->large"} and 0 <= results["coherence/k=1"] <= 1
     assert "coherence/joint" not in results  # one scored modality: nothing to agree with
     assert main(["eval", "--task", "impute", "--model", str(model / "checkpoints" / "checkpoint-0000004" / "model"),
                  "--data", str(three_image_folder), "--classifier", f"large={classifier}/checkpoints/checkpoint-0000060/model",
                  "--label", "xy", "--n", "16", "--batch-size", "8", "--out", str(tmp_path / "other.json")]) == 2
     assert "none of which the column 'xy' holds" in capsys.readouterr().err  # not scores of 0 to read as results
+    mvae = model / "checkpoints" / "checkpoint-0000004" / "model"
+    assert main(["eval", "--task", "impute", "--model", str(mvae), "--data", str(three_image_folder), "--classifier",
+                 f"large={mvae}", "--label", "label", "--n", "16", "--out", str(tmp_path / "other.json")]) == 2
+    assert f"{mvae}: a checkpoint of MultimodalVAE, not of ImageClassifier" in capsys.readouterr().err
     assert not (tmp_path / "other.json").exists()
 
 
@@ -406,7 +431,7 @@ def test_impute_takes_numpy_images_under_the_metadata_column_and_gives_numbers_b
     assert age(rgb) == age(rgb / 255.0) == age(rgb, key="file_name") == from_pil
     assert age(np.stack([rgb, rgb[::-1]]))[0] == from_pil[0] != age(np.stack([rgb, rgb[::-1]]))[1]
     assert age(rgb[..., 0]) == age(Image.fromarray(rgb[..., 0]))
-    with pytest.raises(DataError, match="numpy images as uint8 or floats in \\[0, 1\\], got int64"):
+    with pytest.raises(DataError, match="'image': numpy images are uint8 or floats in \\[0, 1\\], got int64"):
         age(rgb.astype(np.int64))
 
 
@@ -505,3 +530,20 @@ def test_a_conditional_vae_names_an_item_without_its_condition_before_training(t
         first = three_image_folder.resolve() / "small" / ("5.png" if conditions == "xy" else "9.png")
         assert message in err and f"(the first: {first})" in err
         assert not run.exists() or not any(run.iterdir())  # stopped before anything was written
+
+
+def test_an_unknown_label_among_many_is_named_in_a_short_line():
+    model = MultimodalVAE({"name": {"kind": "categorical", "classes": {"name": [f"n{i}" for i in range(30)]}}}, latent_dim=2)
+    with pytest.raises(DataError, match=r"^name 'zero' is not one of n0, n1, n2, .*, n11, \.\.\. \(30 labels\)$"):
+        model.observe({"name": ["zero"]})
+
+
+def test_data_check_counts_an_item_with_any_image_column_as_having_an_image(three_image_folder, capsys):
+    from mmgen.cli import main
+
+    rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
+    rows[0]["file_name"] = None  # its other two images remain
+    (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["data", "check", str(three_image_folder), "--size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "32 usable examples, 0 skipped" in out and "no image" not in out

@@ -268,8 +268,12 @@ def test_eval_measures_only_the_splits_asked_for(pipeline_folder, tmp_path):
     report = json.loads(report.read_text())
     assert report["splits"] == ["freeform", "heldout-phrasing"]
     # no test split: no FID nor diversity, which are measured on it
-    assert set(report["results"]) == {
-        "adherence/heldout-phrasing", "adherence/freeform", "adherence/freeform-unseen-phrasings"}
+    results = report["results"]
+    assert set(results) == {
+        "adherence/heldout-phrasing", "adherence/freeform", "adherence/freeform-unseen-phrasings",
+        "prompts/heldout-phrasing", "prompts/freeform", "prompts/freeform-unseen-phrasings"}
+    assert results["prompts/freeform"] == results["prompts/heldout-phrasing"] == 2  # the counts behind the shares
+    assert 0 <= results["prompts/freeform-unseen-phrasings"] <= 2
     with pytest.raises(ConfigError, match="splits must be some of test, compositional"):
         evaluate_text_to_image(None, None, n=2, splits=["val"])
 

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -304,3 +305,14 @@ def test_label_columns_of_whole_numbers_read_as_the_classifiers_labels():
 
     assert label_texts(collate_examples([{"digit": 3}, {"digit": 7}])["digit"]) == ["3", "7"]
     assert label_texts(["calm", None]) == ["calm", "None"]
+
+
+def test_fid_from_fewer_images_than_feature_dimensions_is_said_to_be_noise():
+    from mmgen.eval.metrics import feature_fid
+
+    generator = torch.Generator().manual_seed(0)
+    with pytest.warns(UserWarning, match="FID from 10 images of 32-dimensional features is mostly noise"):
+        feature_fid(torch.randn(10, 32, generator=generator), torch.randn(12, 32, generator=generator))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        feature_fid(torch.randn(100, 8, generator=generator), torch.randn(100, 8, generator=generator))

@@ -568,3 +568,11 @@ def test_a_dataset_object_is_named_by_its_type_in_one_line(tmp_path: Path) -> No
     hf = datasets.Dataset.from_dict({"image": [None, None], "text": ["red", "green"]})
     with pytest.raises(DataError, match="^the Dataset given: no entry has an image$"):
         open_images(hf)
+
+
+def test_a_caption_too_long_for_its_tile_ends_in_an_ellipsis() -> None:
+    from mmgen.data.transforms import _wrap
+
+    assert _wrap("(no caption)", 33) == ["(no caption)"]
+    assert _wrap("one two three", 9) == ["one two", "three"]
+    assert _wrap("one two three four five six", 9) == ["one two", "three..."]  # was cut without a sign

@@ -600,7 +600,7 @@ def test_bad_inputs_are_named(tokenizer):
     assert len(model.impute({"text": ["💥 💥"]}, targets=["attributes"])["attributes"]) == 1  # no word known: still a caption
     with pytest.raises(ConfigError, match="not valid UTF-8"):
         model.impute({"text": ["a red \udcff star"]})
-    with pytest.raises(DataError, match=r"'image' takes uint8 or float image tensors \[C, H, W\] with C = 1 or 3, got torch.float32 of shape \(5, 16, 16\)"):
+    with pytest.raises(DataError, match=r"'image': image tensors are uint8 or float \[C, H, W\] with C = 1 or 3, got torch.float32 of shape \(5, 16, 16\)"):
         model.impute({"image": torch.zeros(2, 5, 16, 16)})
     with pytest.raises(DataError, match=r"'image' takes a batch of images \[batch, channels, height, width\], got a tensor of shape \(3, 16, 16\)"):
         model.impute({"image": torch.zeros(3, 16, 16)})

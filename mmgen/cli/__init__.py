@@ -94,13 +94,14 @@ def _data_check(args: argparse.Namespace) -> None:
     # Entries lacking a caption or their image are usable by some trainers only: listed, not failed.
     partial = [(i, lacking) for i in range(len(dataset)) if (lacking := _lacking(dataset, i))]
     if partial and len(partial) == len(dataset) and all(lacking == "caption" for _, lacking in partial):
-        print("no entry has a caption: data for the multimodal VAEs (text-to-image training needs captions)")
+        print(f"{len(dataset)} examples, none with a caption: data for the multimodal VAEs (text-to-image training "
+              f"needs captions), {len(skipped)} skipped")
     else:
         for i, lacking in partial:
             print(f"no {lacking}  {dataset.item_source(i)}")
-    print(f"{len(dataset) - len(partial)} usable examples, {len(skipped)} skipped"
-          + (f", {len(partial)} without a caption or image (the multimodal VAEs train on what they have; "
-             "text-to-image training stops at them unless --on-error skip)" if partial else ""))
+        print(f"{len(dataset) - len(partial)} usable examples, {len(skipped)} skipped"
+              + (f", {len(partial)} without a caption or image (the multimodal VAEs train on what they have; "
+                 "text-to-image training stops at them unless --on-error skip)" if partial else ""))
     _note_upscaled_images(dataset, args.size)
     if skipped:
         raise SystemExit(1)
@@ -126,8 +127,8 @@ def _lacking(dataset, index: int) -> str:
     """What item `index` lacks ("caption", "image", "caption nor image"), or "" if complete."""
     if not hasattr(dataset, "item_has_image"):  # Shapes: always complete
         return ""
-    lacking = [name for name, present in (("caption", dataset.item_captions(index)),
-                                          ("image", dataset.item_has_image(index))) if not present]
+    images = any(dataset.item_has_image(index, column) for column in ("pixel_values", *dataset.image_columns))
+    lacking = [name for name, present in (("caption", dataset.item_captions(index)), ("image", images)) if not present]
     return " nor ".join(lacking)
 
 
@@ -383,6 +384,7 @@ def _eval(args: argparse.Namespace) -> None:
         raise MMGenError(f"--lora adapts text-to-image pipelines; --task {args.task} takes none")
     if args.splits and (args.task != "text-to-image" or args.data):
         raise MMGenError("--splits chooses the Shapes prompt splits of --task text-to-image (without --data)")
+    _check_judges(args)
     check_lora_weight(args)
     torch.manual_seed(args.seed)
     if args.data:
@@ -409,6 +411,20 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {out} and {grid}")
     else:
         print(f"wrote {out}")
+
+
+def _check_judges(args: argparse.Namespace) -> None:
+    """One line for a judge that this evaluation would not read (it used to be ignored):
+    the Shapes judge reads Shapes, --clip and the classifiers read --data."""
+    from mmgen.checkpoints import SHAPES_JUDGE
+
+    if args.clip and (not args.data or args.task == "retrieval"):
+        raise MMGenError("--clip judges text-to-image, impute and reconstruct on --data; "
+                         + ("--task retrieval measures --model itself" if args.data else "give --data, or leave it out"))
+    if (args.classifier or args.label) and not (args.task == "impute" and args.data):
+        raise MMGenError("--classifier and --label score --task impute on --data")
+    if args.data and args.judge != str(SHAPES_JUDGE):
+        raise MMGenError("--judge reads Shapes; on --data, --clip (or --classifier) judges")
 
 
 def _evaluate_on_data(args: argparse.Namespace) -> tuple[dict, dict, list, list]:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from mmgen.checkpoints import load_pretrained
+from mmgen.checkpoints import load_trained
 from mmgen.contrastive.model import ContrastiveImageText
-from mmgen.data.transforms import pil_to_tensor, resize_and_crop, to_rgb
-from mmgen.errors import CheckpointError, ConfigError, DataError
+from mmgen.data.transforms import (
+    check_model_range, array_to_pil, pil_to_tensor, resize_and_crop, tensor_image_to_pil, to_rgb,
+)
+from mmgen.errors import ConfigError, DataError
 from mmgen.text import TextEncoder
 
 # The text encoder a checkpoint stores beside itself (any but the pretrained MiniLM).
@@ -38,9 +41,7 @@ class ImageTextRetrieval:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ImageTextRetrieval:
         path = Path(path)
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path}: no contrastive model there (train one with `mmgen train clip`)")
-        model = load_pretrained(ContrastiveImageText, path)
+        model = load_trained(ContrastiveImageText, path, "contrastive model", "mmgen train clip")
         if model.config.text_encoder == "minilm":
             text_encoder = TextEncoder.minilm(max_length=model.config.max_length)
         else:
@@ -63,21 +64,29 @@ class ImageTextRetrieval:
     def image_size(self) -> int:
         return self.model.config.image_size
 
-    def prepare_images(self, images: list[Image.Image] | Image.Image | torch.Tensor) -> torch.Tensor:
-        """PIL images (any size, centre-cropped; one image or a list) or a tensor [N, C, H, W]:
-        float in [-1, 1], or uint8 in 0..255."""
-        if isinstance(images, Image.Image):
+    def prepare_images(self, images: list[Image.Image] | Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Images of any size (centre-cropped) as a tensor of the model's: one image or a list
+        of them, as PIL images, tensors [C, H, W] (uint8 in 0..255 or float in [-1, 1]) or numpy
+        arrays [H, W, C] (uint8, or float in [0, 1] as diffusers' `output_type="np"`); or a
+        batch: a tensor [N, C, H, W] or an array [N, H, W, C]."""
+        if isinstance(images, (Image.Image, np.ndarray)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
             images = [images]
         if isinstance(images, torch.Tensor):
             if images.dim() != 4:
                 raise DataError(f"images as a tensor are [N, C, H, W], got shape {tuple(images.shape)}")
-            return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+            if images.dtype == torch.uint8:
+                return images.float() / 127.5 - 1
+            check_model_range(images)
+            return images.clamp(-1, 1)
         images = list(images)
         if not images:
             raise DataError("no images given")
-        if not all(isinstance(image, Image.Image) for image in images):
-            kinds = sorted({type(image).__name__ for image in images if not isinstance(image, Image.Image)})
-            raise DataError(f"images are PIL images (a list) or one tensor [N, C, H, W], got a list holding {', '.join(kinds)}")
+        kinds = sorted({type(image).__name__ for image in images if not isinstance(image, (Image.Image, np.ndarray, torch.Tensor))})
+        if kinds:
+            raise DataError(f"images are PIL images, tensors or numpy arrays (one, a list, or a batch), got a list holding "
+                            f"{', '.join(kinds)}")
+        images = [array_to_pil(image) if isinstance(image, np.ndarray) else
+                  tensor_image_to_pil(image) if isinstance(image, torch.Tensor) else image for image in images]
         return torch.stack([pil_to_tensor(resize_and_crop(to_rgb(image), self.image_size)) for image in images])
 
     @torch.no_grad()
@@ -150,14 +159,16 @@ def true_match_ranks(scores: torch.Tensor, captions: list[str], candidates: int 
 
 def recall_at_k(
     image_embeds: torch.Tensor, text_embeds: torch.Tensor, captions: list[str], ks: tuple[int, ...] = (1, 5),
-    candidates: int = 100, seed: int = 0,
+    candidates: int = 100, seed: int = 0, queries: int | None = None,
 ) -> dict[str, float]:
     """Retrieval among `candidates` items, as text-to-image benchmarks report it: image i's
     caption ranked among its own and 99 others' (image->text), and caption i's image among
-    its own and 99 others' images (text->image)."""
+    its own and 99 others' images (text->image). The first `queries` items (default: all)
+    are scored; the rest are candidates only, so that a few queries still meet 99 others."""
+    queries = len(captions) if queries is None else queries
     scores = image_embeds.float() @ text_embeds.float().T
     results: dict[str, float] = {}
-    for direction, matrix in (("image_to_text", scores), ("text_to_image", scores.T)):
+    for direction, matrix in (("image_to_text", scores[:queries]), ("text_to_image", scores.T[:queries])):
         ranks = true_match_ranks(matrix, captions, candidates, seed)
         for k in ks:
             results[f"{direction}/R@{k}"] = sum(rank < k for rank in ranks) / len(ranks)

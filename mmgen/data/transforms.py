@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from mmgen.errors import DataError
+
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Return an RGB image; transparency is flattened onto `background` rather than dropped,
@@ -65,6 +67,40 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 
+def tensor_image_to_pil(image: torch.Tensor) -> Image.Image:
+    """One image tensor [C, H, W], C = 1 or 3, as PIL: uint8 in 0..255, or float in [-1, 1]
+    (mmgen's and diffusers' model range, clipped to it; another scale, such as 0..255 as
+    floats, is refused rather than turned white)."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3) or not (image.is_floating_point() or image.dtype == torch.uint8):
+        raise DataError(f"image tensors are uint8 or float [C, H, W] with C = 1 or 3, got {image.dtype} of shape "
+                        f"{tuple(image.shape)}")
+    if image.is_floating_point():
+        check_model_range(image)
+        image = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    array = image.permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array[..., 0] if image.shape[0] == 1 else array)
+
+
+def array_to_pil(image: np.ndarray) -> Image.Image:
+    """One numpy image [H, W] or [H, W, C], C = 1, 3 or 4, as PIL: uint8, or float in [0, 1]
+    (diffusers' `output_type="np"`)."""
+    if image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise DataError(f"numpy images are [H, W] or [H, W, C] with C = 1, 3 or 4, got shape {image.shape}")
+    if image.dtype.kind == "f":
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"numpy images are uint8 or floats in [0, 1], got {image.dtype}")
+    return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
+def check_model_range(images: torch.Tensor) -> None:
+    """A DataError for float images on another scale than [-1, 1] (0..255 as floats, say);
+    a model's output a little beyond it (a reconstruction at -1.1) is let through, to clip."""
+    if images.numel() and (images.min() < -1.5 or images.max() > 1.5):
+        raise DataError(f"float image tensors are in [-1, 1], got values in [{images.min().item():g}, "
+                        f"{images.max().item():g}] (give 0..255 as uint8)")
+
+
 def make_grid(images: list[Image.Image], columns: int | None = None, padding: int = 2) -> Image.Image:
     """Tile images into one grid image (row-major); square images of several sizes are
     shown at the largest (nearest-neighbour, so that small images stay crisp)."""
@@ -100,6 +136,7 @@ def captioned_grid(images: list[Image.Image], captions: list[str], columns: int 
 
 
 def _wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of up to `width` characters, at most two; "..." ends a cut one."""
     lines, line = [], ""
     for word in text.split():
         if line and len(line) + 1 + len(word) > width:
@@ -107,4 +144,7 @@ def _wrap(text: str, width: int) -> list[str]:
             line = word
         else:
             line = f"{line} {word}".strip()
-    return (lines + [line])[:2]
+    lines.append(line)
+    if len(lines) > 2:
+        lines = [lines[0], lines[1][: width - 3] + "..."]
+    return lines

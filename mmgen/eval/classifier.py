@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from mmgen.checkpoints import load_pretrained
+from mmgen.checkpoints import load_trained
 from mmgen.data.imagetext import item_key
 from mmgen.errors import ConfigError, DataError
 from mmgen.training import Trainer, TrainingConfig, TrainingResult
@@ -65,7 +65,7 @@ class ImageClassifier(ModelMixin, ConfigMixin):
 
     @classmethod
     def load(cls, path: str | Path) -> ImageClassifier:
-        return load_pretrained(cls, path).eval()
+        return load_trained(cls, path, "image classifier", "mmgen train classifier").eval()
 
 
 class LabelledImages(Dataset):

@@ -7,6 +7,7 @@ sample's modalities all show one label (joint coherence).
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
 import torch
@@ -35,8 +36,10 @@ def coherence_on_data(
     model, dataset: Dataset, classifiers: dict[str, ImageClassifier], label_column: str, n: int = 1000,
     batch_size: int = 250, seed: int = 0, given: str | None = None, gibbs_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Leave-k-out and joint coherence of `model` (a MultimodalVAE) on the first `n` samples
-    of `dataset`, `classifiers` naming the modalities scored. Results: `coherence/k=K` (the
+    """Leave-k-out and joint coherence of `model` (a MultimodalVAE) on `n` samples of
+    `dataset` (all of them, or `n` drawn by `seed`: data is often sorted, by class or
+    source), `classifiers` naming the modalities scored. Results: `items` (how many were
+    scored), `coherence/k=K` (the
     mean over every K-subset of the modalities given and every scored modality outside it),
     `coherence/k=K/NAME` (the same per drawn modality), `coherence/subsets` (each
     "given -> drawn" pair), `coherence/joint` (of n joint samples, those whose scored
@@ -56,8 +59,9 @@ def coherence_on_data(
     hits: dict[tuple[tuple[str, ...], str], list[int]] = {}
     real = {name: [0, 0] for name in classifiers}
     generator = torch.Generator().manual_seed(seed)
+    rows = range(count) if count == len(dataset) else sorted(random.Random(seed).sample(range(len(dataset)), count))
     for start in range(0, count, batch_size):
-        batch = collate_examples([dataset[i] for i in range(start, min(start + batch_size, count))])
+        batch = collate_examples([dataset[i] for i in rows[start : start + batch_size]])
         if label_column not in batch:
             raise DataError(f"the data has no label column {label_column!r}")
         labels = [str(as_label(value)) for value in batch[label_column]]
@@ -79,7 +83,7 @@ def coherence_on_data(
             kept = [label for label, keep in zip(labels, present.tolist()) if keep]
             for name in targets:
                 _count(hits.setdefault((subset, name), [0, 0]), classifiers[name].predict(drawn[name]), kept)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"items": count}
     for size in range(1, len(model.names)):
         pairs = {key: value for key, value in hits.items() if len(key[0]) == size}
         if pairs:

@@ -247,6 +247,7 @@ def evaluate_text_to_image(
         prompts[split], attributes[split] = _split_prompts(split, n)
         generated[split] = _at_size(generate_images(generate, prompts[split], seed, batch_size), image_size)
         results[f"adherence/{split}"] = judge_accuracy(judge, generated[split], attributes[split])
+        results[f"prompts/{split}"] = len(prompts[split])
     if "freeform" in splits:
         # The free-form prompts whose phrasings training augmentation has not taken up (see FIXED_PHRASINGS).
         unseen = [i for i, prompt in enumerate(prompts["freeform"]) if not FIXED_PHRASINGS.search(prompt)]
@@ -254,6 +255,7 @@ def evaluate_text_to_image(
             judge, generated["freeform"][unseen],
             {name: [values[i] for i in unseen] for name, values in attributes["freeform"].items()},
         )
+        results["prompts/freeform-unseen-phrasings"] = len(unseen)
     if "test" not in splits:
         first = next(iter(generated))
         return results, tensor_to_pil(generated[first][:16]), prompts[first][:16]

@@ -13,6 +13,7 @@ measured the same way:
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,13 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
 
 
 def feature_fid(features1: torch.Tensor, features2: torch.Tensor) -> float:
-    """FID between two sets of feature vectors [N, D] (Gaussians fitted to each)."""
+    """FID between two sets of feature vectors [N, D] (Gaussians fitted to each). With N
+    not above D the covariances are rank-deficient and the figure is mostly noise: said."""
+    count, dimensions = min(len(features1), len(features2)), features1.shape[1]
+    if count <= dimensions:
+        warnings.warn(f"FID from {count} images of {dimensions}-dimensional features is mostly noise (the covariances "
+                      f"need more images than dimensions): measure more than {dimensions}, better ten times that",
+                      stacklevel=2)
     a, b = features1.double().cpu().numpy(), features2.double().cpu().numpy()
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 

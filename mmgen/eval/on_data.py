@@ -24,6 +24,7 @@ from mmgen.contrastive import ImageTextRetrieval, r_precision, recall_at_k
 from mmgen.data import open_dataset
 from mmgen.data.collate import load_rows, sampled_rows
 from mmgen.data.frozen import item_captions
+from mmgen.data.sources import described_source
 from mmgen.data.transforms import tensor_to_pil
 from mmgen.errors import ConfigError, DataError
 from mmgen.eval.evaluate import inference_device, load_for_task
@@ -39,6 +40,14 @@ def _open(data: str, size: int) -> Dataset:
     return dataset
 
 
+def _captioned_rows(dataset: Dataset, data: str, n: int, seed: int) -> list[int]:
+    """Up to `n` items with an image and a caption, drawn by `seed`; none is an error."""
+    rows = sampled_rows(dataset, n, seed)
+    if not rows:
+        raise DataError(f"{described_source(data)}: no entry has both an image and a caption, which this task needs")
+    return rows
+
+
 def load_judge_model(path: str | Path | None, task: str) -> ImageTextRetrieval:
     if path is None:
         raise ConfigError(
@@ -48,15 +57,21 @@ def load_judge_model(path: str | Path | None, task: str) -> ImageTextRetrieval:
 
 
 def evaluate_retrieval(clip: str | Path, data: str, n: int, seed: int = 0, batch_size: int = 256):
-    """Recall@1/5 both ways among 100 captions on up to `n` items of `data`; the grid shows
-    each image's best caption."""
+    """Recall@1/5 both ways among 100 items on up to `n` items of `data` (with fewer, items
+    drawn from the rest of the data are the other candidates); the grid shows each image's
+    best caption."""
     retrieval = load_judge_model(clip, "retrieval")
     dataset = _open(data, retrieval.image_size)
-    images, captions = load_rows(dataset, sampled_rows(dataset, n, seed))
+    rows = _captioned_rows(dataset, data, max(n, CANDIDATES), seed)  # the first n are scored
+    images, captions = load_rows(dataset, rows)
+    queries = min(n, len(rows))
     image_embeds, text_embeds = retrieval.embed_images(images, batch_size), retrieval.embed_texts(captions, batch_size)
-    results: dict[str, Any] = recall_at_k(image_embeds, text_embeds, captions, candidates=CANDIDATES, seed=seed)
-    results["items"] = len(captions)
-    shown = (image_embeds[:16] @ text_embeds.T).argmax(1).tolist()
+    results: dict[str, Any] = recall_at_k(
+        image_embeds, text_embeds, captions, candidates=CANDIDATES, seed=seed, queries=queries
+    )
+    results["items"] = queries
+    images, captions = images[:queries], captions[:queries]
+    shown = (image_embeds[: min(16, queries)] @ text_embeds[:queries].T).argmax(1).tolist()
     labels = [f"{'=' if captions[j] == caption else 'x'} {captions[j]}" for j, caption in zip(shown, captions)]
     return results, tensor_to_pil(images[:16]), labels
 
@@ -93,7 +108,7 @@ def evaluate_text_to_image(
         lora_weight=lora_weight,
     )
     dataset = _open(data, judge.image_size)
-    rows = sampled_rows(dataset, n, seed)
+    rows = _captioned_rows(dataset, data, n, seed)
     real, captions = load_rows(dataset, rows)
     generated = generate_images(generate, captions, seed, batch_size)
     candidates = captions + other_captions(dataset, rows, captions, seed)

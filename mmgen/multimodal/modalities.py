@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmgen.data.collate import as_label
-from mmgen.data.transforms import pil_to_tensor, resize_and_crop, tensor_to_pil, to_rgb
+from mmgen.data.transforms import array_to_pil, pil_to_tensor, resize_and_crop, tensor_image_to_pil, tensor_to_pil, to_rgb
 from mmgen.errors import ConfigError, DataError
 from mmgen.text import TextEncoder, text_encoder_config
 from mmgen.text.encoder import check_texts
@@ -267,11 +267,11 @@ class ImageModality(Modality):
 
     def to_tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
-            value = self._tensor_image(value)
-            if isinstance(value, torch.Tensor):
-                return value
+            if value.is_floating_point() and tuple(value.shape) == (self.channels, self.size, self.size):
+                return value  # already this modality's tensor
+            value = self._named(tensor_image_to_pil, value)
         if isinstance(value, np.ndarray):
-            value = self._array_image(value)
+            value = self._named(array_to_pil, value)
         if not isinstance(value, Image.Image):
             raise DataError(
                 f"modality {self.name!r} takes images: PIL, uint8 tensors [C, H, W], float tensors in [-1, 1] or "
@@ -280,29 +280,12 @@ class ImageModality(Modality):
         image = resize_and_crop(to_rgb(value), self.size)
         return pil_to_tensor(image.convert("L") if self.channels == 1 else image)
 
-    def _tensor_image(self, value: torch.Tensor) -> torch.Tensor | Image.Image:
-        """A tensor image as this modality's tensor if it already is one, else as PIL."""
-        if value.dim() != 3 or value.shape[0] not in (1, 3) or not (value.is_floating_point() or value.dtype == torch.uint8):
-            raise DataError(f"modality {self.name!r} takes uint8 or float image tensors [C, H, W] with C = 1 or 3, "
-                            f"got {value.dtype} of shape {tuple(value.shape)}")
-        if value.is_floating_point() and tuple(value.shape) == (self.channels, self.size, self.size):
-            return value
-        if value.is_floating_point():
-            value = ((value.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        array = value.permute(1, 2, 0).cpu().numpy()
-        return Image.fromarray(array[..., 0] if value.shape[0] == 1 else array)
-
-    def _array_image(self, value: np.ndarray) -> Image.Image:
-        """A numpy image [H, W] or [H, W, C] as PIL: uint8, or float in [0, 1] (diffusers'
-        `output_type="np"`)."""
-        if value.ndim not in (2, 3) or value.ndim == 3 and value.shape[2] not in (1, 3, 4):
-            raise DataError(f"modality {self.name!r} takes numpy images [H, W] or [H, W, C] with C = 1, 3 or 4, "
-                            f"got shape {value.shape}")
-        if value.dtype.kind == "f":
-            value = (np.clip(value, 0, 1) * 255).round().astype(np.uint8)
-        elif value.dtype != np.uint8:
-            raise DataError(f"modality {self.name!r} takes numpy images as uint8 or floats in [0, 1], got {value.dtype}")
-        return Image.fromarray(value[..., 0] if value.ndim == 3 and value.shape[2] == 1 else value)
+    def _named(self, convert, value: Any) -> Image.Image:
+        """`convert(value)`, its error naming this modality."""
+        try:
+            return convert(value)
+        except DataError as error:
+            raise DataError(f"modality {self.name!r}: {error}") from None
 
     def empty(self) -> torch.Tensor:
         return torch.zeros(self.channels, self.size, self.size)
@@ -629,7 +612,7 @@ class CategoricalModality(Modality):
         for attribute, labels in self.classes.items():
             label = as_label(value.get(attribute))
             if label is not None and label not in labels:
-                raise DataError(f"{attribute} {label!r} is not one of {', '.join(labels)}")
+                raise DataError(f"{attribute} {label!r} is not one of {shown_labels(labels)}")
             indices.append(labels.index(label) + 1 if label is not None else 0)
         return torch.tensor(indices)
 
@@ -661,6 +644,14 @@ class CategoricalModality(Modality):
             {attribute: labels[chosen[i][row]] for i, (attribute, labels) in enumerate(self.classes.items())}
             for row in range(len(decoded))
         ]
+
+
+def shown_labels(labels: list[str], most: int = 12) -> str:
+    """A modality's labels as a message lists them: all of a few, else the first `most` and
+    how many there are (an identifier column can hold thousands)."""
+    if len(labels) <= most:
+        return ", ".join(labels)
+    return f"{', '.join(labels[:most])}, ... ({len(labels)} labels)"
 
 
 class RealModality(Modality):

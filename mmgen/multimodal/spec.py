@@ -32,6 +32,7 @@ Settings left out come from the data, then from `ModalityDefaults` (the command 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from numbers import Number
 from pathlib import Path
@@ -95,6 +96,11 @@ def read_spec(source: str | Path | dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: dict(settings) for name, settings in spec.items()}
 
 
+# Above this many distinct labels, and above one label per two items, a text column is
+# read as an identifier (a name, a file id) and not inferred as a category.
+_MOST_DISTINCT_LABELS = 20
+
+
 def infer_spec(dataset: Dataset) -> dict[str, dict[str, Any]]:
     """The spec the data suggests: its main image (`image`), each further image column, its
     captions (`text`, if any sample has one), columns of labels as one categorical modality
@@ -110,7 +116,15 @@ def infer_spec(dataset: Dataset) -> dict[str, dict[str, Any]]:
     for column, values in _metadata_columns(dataset).items():
         given = [v for v in values if v is not None]
         if given and all(isinstance(v, str) for v in given):
-            labels.append(column)
+            distinct = len(set(given))
+            if distinct > max(_MOST_DISTINCT_LABELS, len(given) // 2):
+                warnings.warn(
+                    f"metadata column {column!r} holds {distinct} distinct labels in {len(given)} items: an identifier "
+                    "rather than a category, left out of the inferred modalities (declare it in a spec to keep it)",
+                    stacklevel=2,
+                )
+            else:
+                labels.append(column)
         elif _numeric(given) is not None:
             if column in spec:
                 raise DataError(f"metadata column {column!r} has the name of another modality; rename it")

@@ -25,6 +25,7 @@ from mmgen.data.collate import as_label, collate_examples
 from mmgen.data.sources import DataLike, described_source
 from mmgen.errors import ConfigError, DataError
 from mmgen.multimodal.conditional_vae import ConditionalVAE
+from mmgen.multimodal.modalities import shown_labels
 from mmgen.multimodal.multimodal_vae import MultimodalVAE
 from mmgen.multimodal.objective import ConditionalELBO, MultimodalELBO
 from mmgen.multimodal.spec import ModalityDefaults, complete_spec, infer_spec, modality_captions, read_spec
@@ -155,7 +156,7 @@ def _check_labels_are_known(model: MultimodalVAE | ConditionalVAE, dataset: Data
                 if label is not None and label not in labels:
                     raise DataError(
                         f"{dataset.item_source(index)}: {attribute} {label!r} is a label the model does not know (it "
-                        f"knows {', '.join(labels)}); fine-tuning keeps a model's labels: leave such items out, or "
+                        f"knows {shown_labels(labels)}); fine-tuning keeps a model's labels: leave such items out, or "
                         "train a new model on every label"
                     )
 
