@@ -22,13 +22,17 @@ def update_with_weights(digest, module: nn.Module) -> None:
 
 def update_with_item(digest, item: Any) -> None:
     """Feed a data set's item into `digest`: tensors, arrays and images by their exact
-    values, mappings by key, sequences in order, other values by their text. A value whose
-    text names its memory address (a default `repr`) is left out, as it differs from run
-    to run."""
-    if isinstance(item, torch.Tensor):
+    values, text as it is, mappings by key, sequences in order, other values by their
+    text. A value whose text names its memory address (a default `repr`), or whose order
+    differs from run to run (a set), is left out."""
+    if isinstance(item, str):
+        digest.update(item.encode("utf-8", "surrogatepass"))
+    elif isinstance(item, torch.Tensor):
         _update_with_tensor(digest, item)
-    elif isinstance(item, np.ndarray):
+    elif isinstance(item, np.ndarray) and item.dtype.kind in "biuf":
         _update_with_tensor(digest, torch.from_numpy(np.ascontiguousarray(item)))
+    elif isinstance(item, np.ndarray):  # text or objects
+        update_with_item(digest, item.tolist())
     elif isinstance(item, Image.Image):
         digest.update(f"{item.mode} {item.size}".encode())
         digest.update(item.tobytes())
@@ -39,7 +43,7 @@ def update_with_item(digest, item: Any) -> None:
     elif isinstance(item, (list, tuple)):
         for value in item:
             update_with_item(digest, value)
-    elif " at 0x" not in (text := repr(item)):
+    elif not isinstance(item, (set, frozenset)) and " at 0x" not in (text := repr(item)):
         digest.update(text.encode())
 
 

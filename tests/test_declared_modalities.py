@@ -433,6 +433,8 @@ def test_impute_takes_numpy_images_under_the_metadata_column_and_gives_numbers_b
     assert age(rgb[..., 0]) == age(Image.fromarray(rgb[..., 0]))
     with pytest.raises(DataError, match="'image': numpy images are uint8 or floats in \\[0, 1\\], got int64"):
         age(rgb.astype(np.int64))
+    with pytest.raises(DataError, match="'image': float numpy images are in \\[0, 1\\], got values in \\[0, 255\\]"):
+        age(rgb.astype(np.float32))  # 0..255 as floats, once clipped to white
 
 
 def test_a_categorical_modality_may_share_its_name_with_its_column():
@@ -538,12 +540,18 @@ def test_an_unknown_label_among_many_is_named_in_a_short_line():
         model.observe({"name": ["zero"]})
 
 
-def test_data_check_counts_an_item_with_any_image_column_as_having_an_image(three_image_folder, capsys):
+def test_data_check_tells_an_item_without_its_main_image_from_one_without_any(three_image_folder, capsys):
     from mmgen.cli import main
 
     rows = [json.loads(line) for line in (three_image_folder / "metadata.jsonl").read_text().splitlines()]
-    rows[0]["file_name"] = None  # its other two images remain
+    rows[0]["file_name"] = None  # its other two images remain: the multimodal VAEs train on it, text-to-image not
     (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert main(["data", "check", str(three_image_folder), "--size", "16"]) == 0
     out = capsys.readouterr().out
-    assert "32 usable examples, 0 skipped" in out and "no image" not in out
+    assert "no main image (file_name)  " in out and "31 usable examples, 0 skipped, 1 without" in out
+    for row in rows:  # no captions, as PolyMNIST: data for the multimodal VAEs, said once
+        del row["text"]
+    (three_image_folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["data", "check", str(three_image_folder), "--size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "32 examples, none with a caption: data for the multimodal VAEs" in out and "usable" not in out

@@ -439,7 +439,7 @@ def test_a_lora_run_resumes_only_with_its_rank(tmp_path, pipeline_folder):
     train_ldm(_config(tmp_path, max_steps=2), lora_rank=4, **options)
     with pytest.raises(ConfigError) as error:
         train_ldm(_config(tmp_path, max_steps=4, resume="latest"), lora_rank=8, **options)
-    assert "trained with LoRA adapters of rank 4 on the unet, this run's are of rank 8 on the unet;" in str(error.value)
+    assert "trained with LoRA adapters of rank 4 on the unet, this run with LoRA adapters of rank 8 on the unet;" in str(error.value)
     assert "\n" not in str(error.value)
     assert train_ldm(_config(tmp_path, max_steps=4, resume="latest"), lora_rank=4, **options).step == 4
 

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_a_recipe_launched_on_two_cpu_processes_trains_as_one_run(tmp_path):
         "--image-size", "16", "--num-tokens", "32", "--codebook-dim", "16", "--hidden-channels", "16", "--num-layers", "2",
         "--max-steps", "2", "--batch-size", "4", "--checkpoint-every", "2",
         "--validate-every", "2", "--output-dir", str(out), "--report-to", "none",
-    ], capture_output=True, text=True, timeout=300)
+    ], capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # CPU processes
     assert completed.returncode == 0, completed.stderr[-3000:]
     state = json.loads((out / "checkpoints" / "checkpoint-0000002" / "trainer_state.json").read_text())
     assert state["data_order"]["num_processes"] == 2
@@ -465,10 +466,19 @@ def test_fine_tuning_starts_from_the_saved_models_at_the_annealed_temperature(
 
     with pytest.warns(UserWarning, match="fewer than the 4000-step temperature anneal"):  # heated again, as asked
         train_dvae(config("reheated"), data="shapes:val", pretrained=dvae_folder, temperature_start=1.0)
-    with warnings.catch_warnings(record=True) as caught:
+    temperatures = []
+    record = DiscreteVAEObjective.forward
+
+    def recording(objective, batch):
+        temperatures.append(objective.temperature)
+        return record(objective, batch)
+
+    with warnings.catch_warnings(record=True) as caught, pytest.MonkeyPatch.context() as patch:
         warnings.simplefilter("always")
+        patch.setattr(DiscreteVAEObjective, "forward", recording)
         result = train_dvae(config("dvae"), data="shapes:val", pretrained=dvae_folder)
-    assert not [w for w in caught if "temperature anneal" in str(w.message)]  # it stays at the annealed temperature
+    assert not [w for w in caught if "temperature anneal" in str(w.message)]
+    assert temperatures == [pytest.approx(1 / 16)]  # it stays at the annealed temperature
     tuned = DiscreteVAE.from_pretrained(result.last_checkpoint / "model").state_dict()
     assert _largest_change(DiscreteVAE.from_pretrained(dvae_folder).state_dict(), tuned) < 1e-3
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -193,7 +194,7 @@ def test_resuming_on_other_data_of_the_same_size_is_said(tmp_path, recwarn):
     assert not [w for w in recwarn if "other data" in str(w.message)]
     other = NoisyLinearData()
     other.y += 1  # the same inputs with other targets
-    with pytest.warns(UserWarning, match="trained on other data of the same size"):
+    with pytest.warns(UserWarning, match="trained on other data with as many items, or other data settings"):
         make_trainer(tmp_path, max_steps=9, resume="latest", data=other).train()
 
 
@@ -504,3 +505,12 @@ def test_max_minutes_stops_with_a_checkpoint_that_resumes_to_the_uninterrupted_r
     resumed = make_trainer(tmp_path / "budget", resume="latest", checkpoint_every=100).train()
     assert resumed.step == 12
     assert stopped.losses + resumed.losses == straight.losses
+
+
+def test_the_data_digest_reads_text_arrays_and_leaves_out_what_differs_from_run_to_run():
+    from mmgen.training.trainer import data_digest
+
+    def items(words):
+        return [{"words": np.array(words), "tags": {"b", "a"}, "thing": object(), "text": "é"} for _ in range(3)]
+
+    assert data_digest(items(["a", "b"])) == data_digest(items(["a", "b"])) != data_digest(items(["a", "c"]))

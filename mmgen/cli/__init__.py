@@ -93,7 +93,8 @@ def _data_check(args: argparse.Namespace) -> None:
         print(f"skipped  {file}: {reason}")
     # Entries lacking a caption or their image are usable by some trainers only: listed, not failed.
     partial = [(i, lacking) for i in range(len(dataset)) if (lacking := _lacking(dataset, i))]
-    if partial and len(partial) == len(dataset) and all(lacking == "caption" for _, lacking in partial):
+    if partial and len(partial) == len(dataset) and all(lacking.startswith("caption") and not lacking.endswith(" image")
+                                                        for _, lacking in partial):  # each has an image somewhere
         print(f"{len(dataset)} examples, none with a caption: data for the multimodal VAEs (text-to-image training "
               f"needs captions), {len(skipped)} skipped")
     else:
@@ -124,11 +125,14 @@ def _note_upscaled_images(dataset, size: int) -> None:
 
 
 def _lacking(dataset, index: int) -> str:
-    """What item `index` lacks ("caption", "image", "caption nor image"), or "" if complete."""
+    """What item `index` lacks ("caption", "image", "main image (file_name)" where another
+    image column has one, or both: "caption nor image"), or "" if complete."""
     if not hasattr(dataset, "item_has_image"):  # Shapes: always complete
         return ""
-    images = any(dataset.item_has_image(index, column) for column in ("pixel_values", *dataset.image_columns))
-    lacking = [name for name, present in (("caption", dataset.item_captions(index)), ("image", images)) if not present]
+    lacking = [] if dataset.item_captions(index) else ["caption"]
+    if not dataset.item_has_image(index):
+        others = any(dataset.item_has_image(index, column) for column in dataset.image_columns)
+        lacking.append("main image (file_name)" if others else "image")
     return " nor ".join(lacking)
 
 
@@ -581,7 +585,7 @@ def _stdout_closed() -> bool:
 def _first_process() -> bool:
     """Whether this process is the first of a launched run (torchrun and `accelerate launch`
     set RANK), or runs alone."""
-    return int(os.environ.get("RANK") or 0) == 0
+    return os.environ.get("RANK", "0").strip() in ("", "0") or not os.environ["RANK"].strip().isdigit()
 
 
 @contextlib.contextmanager

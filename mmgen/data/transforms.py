@@ -87,6 +87,9 @@ def array_to_pil(image: np.ndarray) -> Image.Image:
     if image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] not in (1, 3, 4):
         raise DataError(f"numpy images are [H, W] or [H, W, C] with C = 1, 3 or 4, got shape {image.shape}")
     if image.dtype.kind == "f":
+        if image.size and (image.min() < -0.01 or image.max() > 1.5):
+            raise DataError(f"float numpy images are in [0, 1], got values in [{image.min():g}, {image.max():g}] "
+                            "(give 0..255 as uint8)")
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     elif image.dtype != np.uint8:
         raise DataError(f"numpy images are uint8 or floats in [0, 1], got {image.dtype}")

@@ -3,6 +3,7 @@ pixels (the discrete VAE's decoder), called like the latent-diffusion pipeline."
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from pathlib import Path
 
 import torch
@@ -101,11 +102,12 @@ class DiscreteVAEPipeline(DiffusionPipeline):
     def _check_sampling(
         self, temperature: float, top_k: int | None, top_p: float | None, height: int | None, width: int | None
     ) -> None:
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        # numbers' types, so that numpy's numbers (np.float32(0.7), np.int64(5)) pass too
+        if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
             raise ConfigError(f"temperature must be a number above 0 (1: the prior's own distribution), got {temperature!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
             raise ConfigError(f"top_k must be None or a whole number of at least 1, got {top_k!r}")
-        if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        if top_p is not None and not (isinstance(top_p, Real) and 0 < top_p <= 1):
             raise ConfigError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
         size = self.vae.config.image_size
         for name, value in (("height", height), ("width", width)):

@@ -70,10 +70,10 @@ def evaluate_retrieval(clip: str | Path, data: str, n: int, seed: int = 0, batch
         image_embeds, text_embeds, captions, candidates=CANDIDATES, seed=seed, queries=queries
     )
     results["items"] = queries
-    images, captions = images[:queries], captions[:queries]
-    shown = (image_embeds[: min(16, queries)] @ text_embeds[:queries].T).argmax(1).tolist()
+    # Each shown image's best caption among all the candidates loaded, as the metric ranks them.
+    shown = (image_embeds[: min(16, queries)] @ text_embeds.T).argmax(1).tolist()
     labels = [f"{'=' if captions[j] == caption else 'x'} {captions[j]}" for j, caption in zip(shown, captions)]
-    return results, tensor_to_pil(images[:16]), labels
+    return results, tensor_to_pil(images[: min(16, queries)]), labels
 
 
 def evaluate_reconstruction(model: str | Path, data: str, n: int, batch_size: int = 32, clip: str | Path | None = None):

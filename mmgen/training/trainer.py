@@ -348,10 +348,12 @@ class Trainer:
                 f"{path} was trained with other settings ({described}); resuming would replay other data. "
                 "Resume with the original settings, or start a new run in another --output-dir"
             )
-        if state.get("data_digest", self._data_digest) != self._data_digest:  # older checkpoints did not record it
+        # Older checkpoints did not record it; None: the data could not be digested.
+        if None not in (state.get("data_digest"), self._data_digest) and state["data_digest"] != self._data_digest:
             warnings.warn(
-                f"{path} was trained on other data of the same size (its items differ from this run's): training "
-                "goes on with the data given now; if that is not meant, stop and resume with the original data",
+                f"{path} was trained on other data with as many items, or other data settings (image size, flips, "
+                "caption variants): its items differ from this run's. Training goes on with the data given now; "
+                "if that is not meant, stop and resume with the original data and settings",
                 stacklevel=2,
             )
         saved = state.get("model_configs", self._model_configs)  # older checkpoints did not record them
@@ -369,9 +371,9 @@ class Trainer:
         saved = state.get("lora_adapters", self._lora_adapters)  # older checkpoints did not record them
         if saved != self._lora_adapters:
             raise ConfigError(
-                f"{path} was trained with LoRA adapters of {described_adapters(saved)}, this run's are of "
-                f"{described_adapters(self._lora_adapters)}; resume with the original --lora-rank, or start a new run "
-                "in another --output-dir"
+                f"{path} was trained {_with_adapters(saved)}, this run {_with_adapters(self._lora_adapters)}; resume "
+                f"{'with the original --lora-rank' if saved else 'without --lora-rank'}, or start a new run in another "
+                "--output-dir"
             )
         self._check_random_states(path)
         self.accelerator.load_state(str(path))
@@ -511,14 +513,18 @@ def _set_epoch(dataset: Dataset, epoch: int) -> None:
         _set_epoch(dataset.dataset, epoch)
 
 
-def data_digest(dataset: Dataset) -> str:
+def data_digest(dataset: Dataset) -> str | None:
     """A digest of a few items spread over `dataset`, as its first epoch gives them: a run
     resumed on other data of the same size (another folder, say) is told so; a few edited
-    items may go unseen."""
+    items may go unseen. None where an item cannot be digested: the check is a courtesy,
+    and must not stop a run that would train."""
     digest = hashlib.sha256()
     _set_epoch(dataset, 0)
-    for index in sorted({i * len(dataset) // DIGESTED_ITEMS for i in range(DIGESTED_ITEMS)}):
-        update_with_item(digest, dataset[index])
+    try:
+        for index in sorted({i * len(dataset) // DIGESTED_ITEMS for i in range(DIGESTED_ITEMS)}):
+            update_with_item(digest, dataset[index])
+    except (TypeError, ValueError, RuntimeError):
+        return None
     return digest.hexdigest()[:16]
 
 
@@ -549,14 +555,14 @@ def lora_adapters(objective: nn.Module) -> dict[str, dict[str, int]]:
     }
 
 
-def described_adapters(adapters: dict[str, dict[str, int]]) -> str:
-    """`lora_adapters` as a message says them: "rank 4 on the unet" (peft's adapter name
-    only where it is not its "default")."""
+def _with_adapters(adapters: dict[str, dict[str, int]]) -> str:
+    """`lora_adapters` as a message says them: "with LoRA adapters of rank 4 on the unet"
+    (peft's adapter name only where it is not its "default"), or "without LoRA adapters"."""
     described = []
     for name, settings in adapters.items():
         model, _, adapter = name.rpartition(" ")
         described.append(f"rank {settings['rank']} on the {model}" + ("" if adapter == "default" else f" ({adapter})"))
-    return ", ".join(described) or "none"
+    return f"with LoRA adapters of {', '.join(described)}" if described else "without LoRA adapters"
 
 
 def model_configs(objective: nn.Module) -> dict[str, dict[str, Any]]:
