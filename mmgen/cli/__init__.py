@@ -585,7 +585,8 @@ def _stdout_closed() -> bool:
 def _first_process() -> bool:
     """Whether this process is the first of a launched run (torchrun and `accelerate launch`
     set RANK), or runs alone."""
-    return os.environ.get("RANK", "0").strip() in ("", "0") or not os.environ["RANK"].strip().isdigit()
+    rank = os.environ.get("RANK", "").strip()
+    return not rank.isdigit() or int(rank) == 0
 
 
 @contextlib.contextmanager
