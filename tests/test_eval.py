@@ -316,3 +316,10 @@ def test_fid_from_fewer_images_than_feature_dimensions_is_said_to_be_noise():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         feature_fid(torch.randn(100, 8, generator=generator), torch.randn(100, 8, generator=generator))
+
+
+def test_eval_of_a_pipeline_for_reconstruction_points_to_its_first_stage(tmp_path, capsys):
+    from mmgen.checkpoints import SHAPES_LDM
+
+    assert main(["eval", "--task", "reconstruct", "--model", str(SHAPES_LDM), "--out", str(tmp_path / "r.json")]) == 2
+    assert f"not reconstruct; its first stage, {SHAPES_LDM / 'vae'}, does" in capsys.readouterr().err

@@ -190,7 +190,9 @@ def load_for_task(
     if tasks is None:
         raise CheckpointError(f"{path}: mmgen cannot evaluate a {class_name} (known: {', '.join(sorted(LOADERS))})")
     if task not in tasks:
-        raise CheckpointError(f"{path}: a {class_name} supports --task {' or '.join(tasks)}, not {task}")
+        # A pipeline's first stage (vae/) is what reconstructs.
+        hint = f"; its first stage, {Path(path) / 'vae'}, does" if task == "reconstruct" and (Path(path) / "vae").is_dir() else ""
+        raise CheckpointError(f"{path}: a {class_name} supports --task {' or '.join(tasks)}, not {task}{hint}")
     if lora is None:
         return tasks[task](Path(path), steps, guidance_scale, scheduler)
     if task != "text-to-image":
