@@ -69,7 +69,9 @@ class ImageTextRetrieval:
         of them, as PIL images, tensors [C, H, W] (uint8 in 0..255 or float in [-1, 1]) or numpy
         arrays [H, W, C] (uint8, or float in [0, 1] as diffusers' `output_type="np"`); or a
         batch: a tensor [N, C, H, W] or an array [N, H, W, C]."""
-        if isinstance(images, (Image.Image, np.ndarray)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        elif isinstance(images, (Image.Image, np.ndarray)):
             images = [images]
         if isinstance(images, torch.Tensor):
             if images.dim() != 4:
